@@ -1,0 +1,226 @@
+"""Configuration: TOML defaults, overridden by a TOML file, env vars and flags.
+
+Every key has a default, so a partial file is fine. A wrong key or value
+raises :class:`ConfigError` naming the key and saying how to fix it.
+Environment variables override the file: ``HOTSPOTS_<SECTION>__<KEY>``
+(for example ``HOTSPOTS_STORE__REDIS_URL``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is wrong; the message names the key."""
+
+
+def parse_duration_s(value: object) -> float:
+    """Parse ``"90s"``, ``"15m"``, ``"12h"``, ``"7d"`` (or a number of seconds).
+
+    >>> parse_duration_s("7d")
+    604800.0
+    >>> parse_duration_s(30)
+    30.0
+    """
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like '15m', '12h' or '7d'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
+    else:
+        raise ValueError(f"expected a duration like '15m', '12h' or '7d' (units s, m, h, d), got {value!r}")
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return seconds
+
+
+DurationS = Annotated[float, BeforeValidator(parse_duration_s)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StoreSettings(_Section):
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    namespace: str = Field(default="hotspots", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    ledger_retention: DurationS = 7 * 86400.0
+    prune_below: float = Field(default=1e-3, gt=0)
+    batch_max_events: int = Field(default=5000, ge=1, le=100_000)
+
+
+class GridSettings(_Section):
+    resolutions: list[int] = Field(default_factory=lambda: [8, 9, 10], min_length=1)
+    timezone: str = "UTC"
+    profile_horizon: str = "year"
+
+    @field_validator("resolutions")
+    @classmethod
+    def _resolutions(cls, value: list[int]) -> list[int]:
+        if any(r < 0 or r > 15 for r in value):
+            raise ValueError("H3 resolutions run from 0 to 15")
+        return sorted(set(value))
+
+
+class CategoryRule(_Section):
+    weight: float = Field(default=1.0, ge=0)
+    family: str = "other"
+    include: bool = True
+    enforcement: bool = False
+
+
+class WeightSettings(_Section):
+    proactive: float = Field(default=1.0, ge=0, le=1)
+    enforcement: float = Field(default=1.0, ge=0, le=1)
+
+
+class EventSettings(_Section):
+    max_payload_bytes: int = Field(default=16_384, ge=256)
+    max_future_skew: DurationS = 900.0
+    default_timezone: str = "UTC"
+    bbox: list[float] | None = None
+    boundary: str | None = None
+
+    @field_validator("bbox")
+    @classmethod
+    def _bbox(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None:
+            if len(value) != 4:
+                raise ValueError("bbox is [min_lon, min_lat, max_lon, max_lat]")
+            if not (value[0] < value[2] and value[1] < value[3]):
+                raise ValueError("bbox needs min_lon < max_lon and min_lat < max_lat")
+        return value
+
+
+class KafkaSettings(_Section):
+    bootstrap: str = "127.0.0.1:9092"
+    incidents_topic: str = "hotspots.incidents"
+    calls_topic: str = "hotspots.calls"
+    dead_letter_topic: str = "hotspots.dead-letter"
+    group: str = "hotspots"
+
+
+def _default_horizons() -> dict[str, float]:
+    return {"day": 86400.0, "week": 7 * 86400.0, "month": 28 * 86400.0, "year": 365 * 86400.0}
+
+
+class Settings(_Section):
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    grid: GridSettings = Field(default_factory=GridSettings)
+    horizons: dict[str, DurationS] = Field(default_factory=_default_horizons)
+    categories: dict[str, CategoryRule] = Field(default_factory=dict)
+    weights: WeightSettings = Field(default_factory=WeightSettings)
+    events: EventSettings = Field(default_factory=EventSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+
+    @field_validator("horizons")
+    @classmethod
+    def _horizons(cls, value: dict[str, float]) -> dict[str, float]:
+        if not value:
+            raise ValueError("at least one horizon is needed, e.g. week = \"7d\"")
+        for name in value:
+            if not re.fullmatch(r"[a-z0-9_]{1,32}", name):
+                raise ValueError(f"horizon name {name!r}: use lower-case letters, digits, _")
+        return value
+
+    def category(self, name: str) -> CategoryRule:
+        """The rule for a category, or ``[categories.default]`` when unknown."""
+        return self.categories.get(name) or self.default_category
+
+    @property
+    def default_category(self) -> CategoryRule:
+        return self.categories.get("default", CategoryRule())
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith("HOTSPOTS_") or "__" not in name or name == "HOTSPOTS_CONFIG":
+            continue
+        path = name.removeprefix("HOTSPOTS_").lower().split("__")
+        try:
+            value: Any = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return out
+
+
+def _explain(exc: ValidationError, source: str) -> ConfigError:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(p) for p in error["loc"])
+        if error["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown key '{key}': remove it or check its spelling")
+        else:
+            lines.append(f"{source}: key '{key}': {error['msg']} (got {error.get('input')!r})")
+    return ConfigError("\n".join(lines))
+
+
+def load_settings(
+    path: str | Path | None = None,
+    *,
+    environ: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Settings:
+    """Defaults (``config/default.toml`` + ``config/categories.toml``), then
+    the file at ``path`` (or ``$HOTSPOTS_CONFIG``), then env vars, then
+    ``overrides`` (from command-line flags)."""
+    env = dict(os.environ if environ is None else environ)
+    data: dict[str, Any] = {}
+    for name in ("default.toml", "categories.toml"):
+        candidate = CONFIG_DIR / name
+        if candidate.exists():
+            data = _merge(data, _read_toml(candidate))
+    chosen = path or env.get("HOTSPOTS_CONFIG")
+    source = str(chosen) if chosen else "defaults"
+    if chosen:
+        data = _merge(data, _read_toml(Path(chosen)))
+    data = _merge(data, _env_overrides(env))
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise _explain(exc, source) from None
+    if settings.grid.profile_horizon not in settings.horizons:
+        raise ConfigError(
+            f"{source}: key 'grid.profile_horizon': {settings.grid.profile_horizon!r} is not a "
+            f"horizon; use one of {sorted(settings.horizons)}"
+        )
+    return settings

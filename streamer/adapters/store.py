@@ -1,0 +1,339 @@
+"""The Redis store: rankings, cell details, the event ledger.
+
+Every write is one Lua script call (one atomic round trip per batch); the
+scripts live in ``lua/`` and are documented key by key in the README.
+All keys start with ``{namespace}:`` (the braces make the namespace a Redis
+Cluster hash tag, so one engine's keys and scripts stay on one node).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any, Literal
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from streamer.core import decay
+from streamer.core.scoring import Contribution
+
+OpCode = Literal["u", "c", "x"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOp:
+    """One change for :meth:`Store.apply`: ``u`` upsert a contribution,
+    ``c`` cancel an id, ``x`` take out an id whose new version no longer
+    counts. ``source``/``offset`` (``"topic:partition"``, Kafka offset) make
+    redelivery harmless: an op at or below the stored offset is skipped."""
+
+    op: OpCode
+    id: str
+    contribution: Contribution | None = None
+    source: str = ""
+    offset: int = -1
+
+    @staticmethod
+    def upsert(c: Contribution, source: str = "", offset: int = -1) -> StoreOp:
+        return StoreOp("u", c.id, c, source, offset)
+
+    @staticmethod
+    def cancel(event_id: str, source: str = "", offset: int = -1) -> StoreOp:
+        return StoreOp("c", event_id, None, source, offset)
+
+    @staticmethod
+    def exclude(event_id: str, source: str = "", offset: int = -1) -> StoreOp:
+        return StoreOp("x", event_id, None, source, offset)
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """What one batch did."""
+
+    seq: int
+    applied: int
+    duplicate: int
+    cancelled: int
+    unknown_cancel: int
+    stale: int
+    retracted: int
+    cells: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ranked:
+    """A cell in a ranking, its score decayed to the query time."""
+
+    cell: str
+    rank: int
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class CellDetails:
+    """Everything the store keeps about one cell, decayed to ``at``."""
+
+    cell: str
+    count: int
+    last_event_s: float | None
+    scores: dict[str, float]
+    family_counts: dict[str, int]
+    family_scores: dict[str, dict[str, float]]
+    category_counts: dict[str, int]
+    category_scores: dict[str, dict[str, float]]
+    hour_of_week: list[float] = field(default_factory=list)
+
+
+def _script(name: str) -> str:
+    base = resources.files("streamer.adapters") / "lua"
+    return (base / "common.lua").read_text() + "\n" + (base / name).read_text()
+
+
+class StoreError(RuntimeError):
+    """The store refused a write (e.g. the config's half-lives differ from
+    the ones the store was built with)."""
+
+
+class Store:
+    """Async access to one engine's state in Redis."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        namespace: str,
+        horizons: dict[str, float],
+        resolutions: Sequence[int],
+        profile_horizon: str,
+        ledger_retention_s: float = 7 * 86400.0,
+        prune_below: float = 1e-3,
+    ) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.prefix = "{" + namespace + "}"
+        self.horizons = dict(horizons)
+        self.names = list(horizons)
+        self.resolutions = list(resolutions)
+        self.profile_horizon = profile_horizon
+        self.ledger_retention_s = ledger_retention_s
+        self.prune_below = prune_below
+        self._apply = client.register_script(_script("apply.lua"))
+        self._merge = client.register_script(_script("merge.lua"))
+        self._maintain = client.register_script(_script("maintain.lua"))
+
+    # keys -------------------------------------------------------------
+    def key(self, *parts: object) -> str:
+        """A key of this namespace, e.g. ``key("rank", "week", 9)``."""
+        return ":".join([self.prefix, *map(str, parts)])
+
+    def _header(self, landmarks: dict[str, int], **extra: object) -> bytes:
+        hz = [[n, self.horizons[n], landmarks[n]] for n in self.names]
+        body: dict[str, object] = {
+            "hz": hz, "prof": self.names.index(self.profile_horizon) + 1, **extra,
+        }
+        return orjson.dumps(body)
+
+    async def landmarks(self, default_t_s: float | None = None) -> dict[str, int]:
+        """The stored landmark of each horizon (or the one to start with)."""
+        raw = await self.client.hmget(self.key("meta"), [f"k:{n}" for n in self.names])
+        out = {}
+        for name, value in zip(self.names, raw, strict=True):
+            if value is not None:
+                out[name] = int(value)
+            else:
+                t = default_t_s if default_t_s is not None else 0.0
+                out[name] = decay.landmark_for(t, self.horizons[name])
+        return out
+
+    async def _run(self, script: Any, args: list[Any]) -> Any:
+        try:
+            return await script(keys=[self.prefix], args=args)
+        except ResponseError as exc:
+            raise StoreError(str(exc)) from None
+
+    # writes -----------------------------------------------------------
+    async def apply(self, ops: Sequence[StoreOp], *, now_s: float) -> ApplyResult:
+        """Apply a batch atomically (one script call)."""
+        if not ops:
+            seq = await self.seq()
+            return ApplyResult(seq, 0, 0, 0, 0, 0, 0, 0)
+        times = [o.contribution.t_s for o in ops if o.contribution is not None]
+        max_t = max(times) if times else 0.0
+        landmarks = await self.landmarks(max_t or now_s)
+        if times and any(decay.needs_rebase(max_t, self.horizons[n], landmarks[n])
+                         for n in self.names):
+            await self.rebase(max_t)
+            landmarks = await self.landmarks(max_t)
+        args: list[Any] = [self._header(landmarks, day=_day(now_s), max_t=max_t)]
+        for o in ops:
+            packed = o.contribution.packed() if o.contribution is not None else ""
+            args += [o.op, o.id, packed, o.source, o.offset if o.source else ""]
+        r = await self._run(self._apply, args)
+        return ApplyResult(*(int(x) for x in r))
+
+    async def merge(self, cells: list[dict[str, Any]], landmarks: dict[str, int],
+                    max_t: float) -> int:
+        """Merge pre-aggregated cells computed at ``landmarks``; returns seq."""
+        header = self._header(landmarks, max_t=max_t)
+        r = await self._run(self._merge, [header, orjson.dumps(cells)])
+        return int(r[0])
+
+    async def ensure_landmarks(self, newest_t_s: float) -> dict[str, int]:
+        """Landmarks fit for events up to ``newest_t_s`` (re-basing if needed)."""
+        landmarks = await self.landmarks(newest_t_s)
+        if any(decay.needs_rebase(newest_t_s, self.horizons[n], landmarks[n])
+               for n in self.names):
+            await self.rebase(newest_t_s)
+            landmarks = await self.landmarks(newest_t_s)
+        return landmarks
+
+    async def rebase(self, newest_t_s: float) -> int:
+        """Move each horizon's landmark to ``newest_t_s`` (exact; rare)."""
+        landmarks = await self.landmarks(newest_t_s)
+        new_k = [decay.landmark_for(newest_t_s, self.horizons[n]) for n in self.names]
+        header = self._header(landmarks, op="rebase", res=self.resolutions, new_k=new_k)
+        r = await self._run(self._maintain, [header])
+        return int(r[0])
+
+    async def prune(self, now_s: float) -> tuple[int, int]:
+        """Drop cells whose score at ``now_s`` is below ``prune_below`` from
+        each ranking; delete cells that left every ranking."""
+        landmarks = await self.landmarks(now_s)
+        thr = [decay.stored_threshold(self.prune_below, now_s, self.horizons[n], landmarks[n])
+               for n in self.names]
+        header = self._header(landmarks, op="prune", res=self.resolutions, thr=thr)
+        r = await self._run(self._maintain, [header])
+        return int(r[0]), int(r[1])
+
+    async def trim_ledger(self, now_s: float, *, chunk: int = 5000) -> int:
+        """Forget ledger entries older than the retention; returns how many."""
+        days = await self.client.smembers(self.key("ledger", "days"))
+        cutoff = _day(now_s - self.ledger_retention_s)
+        landmarks = await self.landmarks(now_s)
+        forgotten = 0
+        for raw in sorted(days):
+            day = raw.decode() if isinstance(raw, bytes) else str(raw)
+            if day >= cutoff:
+                continue
+            while True:
+                header = self._header(landmarks, op="trim", res=self.resolutions, day=day,
+                                      count=chunk)
+                r = await self._run(self._maintain, [header])
+                forgotten += int(r[0])
+                if int(r[1]) == 0:
+                    break
+                await asyncio.sleep(0)
+        return forgotten
+
+    # reads ------------------------------------------------------------
+    async def seq(self) -> int:
+        """The sequence number: moves with every change."""
+        raw = await self.client.hget(self.key("meta"), "seq")
+        return int(raw or 0)
+
+    async def top(self, horizon: str, resolution: int, k: int, at_s: float) -> list[Ranked]:
+        """The ``k`` best cells, scores decayed to ``at_s``. Cells whose score
+        has decayed below ``prune_below`` are not listed (they are noise, and
+        leave the ranking at the next prune)."""
+        self._check(horizon, resolution)
+        landmark_raw = await self.client.hget(self.key("meta"), f"k:{horizon}")
+        if landmark_raw is None:
+            return []
+        landmark = int(landmark_raw)
+        half_life = self.horizons[horizon]
+        floor = decay.stored_threshold(self.prune_below, at_s, half_life, landmark)
+        rows = await self.client.zrevrangebyscore(
+            self.key("rank", horizon, resolution), "+inf", repr(floor), start=0, num=max(k, 1),
+            withscores=True)
+        if int(await self.client.hget(self.key("meta"), f"k:{horizon}") or -1) != landmark:
+            return await self.top(horizon, resolution, k, at_s)  # re-based meanwhile
+        factor = decay.decay_factor(at_s, half_life, landmark)
+        return [Ranked(_text(cell), i + 1, score * factor)
+                for i, (cell, score) in enumerate(rows[:k])]
+
+    async def cell(self, cell: str, at_s: float) -> CellDetails | None:
+        """One cell in full, or ``None`` if the store has nothing there."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self.key("meta"))
+            pipe.hgetall(self.key("cell", cell))
+            meta_raw, raw = await pipe.execute()
+        if not raw:
+            return None
+        meta = {_text(k): _text(v) for k, v in meta_raw.items()}
+        factors = {n: decay.decay_factor(at_s, self.horizons[n], int(meta[f"k:{n}"]))
+                   for n in self.names if f"k:{n}" in meta}
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        scores: dict[str, float] = {}
+        fam_n: dict[str, int] = {}
+        fam_s: dict[str, dict[str, float]] = {}
+        cat_n: dict[str, int] = {}
+        cat_s: dict[str, dict[str, float]] = {}
+        profile = [0.0] * 168
+        for name, value in fields.items():
+            tag, _, rest = name.partition(":")
+            if tag == "T" and rest in factors:
+                scores[rest] = (float(value) + float(fields.get(f"t:{rest}", 0))) * factors[rest]
+            elif tag == "nf":
+                fam_n[rest] = int(value)
+            elif tag == "nc":
+                cat_n[rest] = int(value)
+            elif tag in ("F", "C"):
+                hz, _, label = rest.partition(":")
+                if hz in factors:
+                    target = fam_s if tag == "F" else cat_s
+                    target.setdefault(label, {})[hz] = float(value) * factors[hz]
+            elif tag == "w" and self.profile_horizon in factors:
+                profile[int(rest)] = float(value) * factors[self.profile_horizon]
+        last = fields.get("last")
+        return CellDetails(cell, int(fields.get("n", 0)), float(last) if last else None, scores,
+                           fam_n, fam_s, cat_n, cat_s, profile)
+
+    async def window(self, resolution: int, hours: Sequence[int], k: int,
+                     at_s: float) -> list[Ranked]:
+        """Top cells for a set of hours of the week (0 = Monday 00:00), by
+        their hour-of-week profile (decayed with the profile horizon)."""
+        self._check(self.profile_horizon, resolution)
+        landmark_raw = await self.client.hget(self.key("meta"), f"k:{self.profile_horizon}")
+        if landmark_raw is None:
+            return []
+        factor = decay.decay_factor(at_s, self.horizons[self.profile_horizon],
+                                    int(landmark_raw))
+        cells = await self.client.zrange(self.key("rank", self.profile_horizon, resolution), 0, -1)
+        fields = [f"w:{h}" for h in sorted(set(hours))]
+        totals: list[tuple[float, str]] = []
+        for start in range(0, len(cells), 2000):
+            chunk = cells[start:start + 2000]
+            async with self.client.pipeline(transaction=False) as pipe:
+                for c in chunk:
+                    pipe.hmget(self.key("cell", _text(c)), fields)
+                rows = await pipe.execute()
+            for c, row in zip(chunk, rows, strict=True):
+                total = math.fsum(float(v) for v in row if v is not None)
+                if total > 0:
+                    totals.append((total, _text(c)))
+        totals.sort(key=lambda x: (-x[0], x[1]))
+        return [Ranked(c, i + 1, s * factor) for i, (s, c) in enumerate(totals[:k])]
+
+    def _check(self, horizon: str, resolution: int) -> None:
+        if horizon not in self.horizons:
+            raise KeyError(f"unknown horizon {horizon!r}; configured: {self.names}")
+        if resolution not in self.resolutions:
+            raise KeyError(f"resolution {resolution} is not configured; "
+                           f"configured: {self.resolutions}")
+
+
+def _day(t_s: float) -> str:
+    return datetime.fromtimestamp(t_s, UTC).strftime("%Y%m%d")
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+__all__ = ["ApplyResult", "CellDetails", "Ranked", "Store", "StoreError", "StoreOp"]

@@ -1,0 +1,230 @@
+"""The ``hotspots`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, NoReturn
+
+import orjson
+
+from streamer import app
+from streamer.settings import ConfigError, Settings, load_settings
+
+
+class UsageError(Exception):
+    """A bad flag value: printed, exit code 2."""
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"hotspots: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _parse_at(text: str | None) -> float:
+    if text is None:
+        return time.time()
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--at: not an ISO 8601 time: {text!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hotspots", description=__doc__)
+    parser.add_argument("--config", help="TOML config file (or env HOTSPOTS_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    bf = sub.add_parser("backfill", help="load a historical CSV or JSON-lines file into the store")
+    bf.add_argument("path")
+    bf.add_argument("--profile", help="source profile (config/sources/NAME.toml); "
+                    "none for JSON lines of native events")
+    bf.add_argument("--force", action="store_true", help="load a file even if it was loaded")
+    bf.add_argument("--quiet", action="store_true", help="no progress bar")
+    bf.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    top = sub.add_parser("top", help="print the current top cells")
+    top.add_argument("--horizon", default="week")
+    top.add_argument("--resolution", type=int, default=None)
+    top.add_argument("--limit", type=int, default=10)
+    top.add_argument("--at", help="ISO 8601 time to decay scores to (default now)")
+    top.add_argument("--json", action="store_true")
+
+    cell = sub.add_parser("cell", help="print one cell's details")
+    cell.add_argument("cell")
+    cell.add_argument("--at")
+
+    win = sub.add_parser("window", help="top cells for a time-of-week window")
+    win.add_argument("--day", required=True, help="mon, tue, ... sun")
+    win.add_argument("--from", dest="start", required=True, help="HH:MM local")
+    win.add_argument("--to", dest="end", required=True, help="HH:MM local (may wrap midnight)")
+    win.add_argument("--resolution", type=int, default=None)
+    win.add_argument("--limit", type=int, default=10)
+    win.add_argument("--at")
+    win.add_argument("--json", action="store_true")
+
+    sub.add_parser("check-config", help="validate the configuration and print it")
+
+    mt = sub.add_parser("maintain", help="prune dead cells, re-base, trim the ledger once")
+    mt.add_argument("--at")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the console script."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        _fail(str(exc))
+    try:
+        code = asyncio.run(_dispatch(args, settings))
+    except UsageError as exc:
+        _fail(str(exc))
+    except KeyError as exc:
+        _fail(str(exc.args[0]) if exc.args else str(exc))
+    raise SystemExit(code)
+
+
+async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "check-config":
+        print(orjson.dumps(settings.model_dump(), option=orjson.OPT_INDENT_2).decode())
+        return 0
+    store = app.store(settings)
+    try:
+        if args.command == "backfill":
+            return await _backfill(args, settings, store)
+        if args.command == "top":
+            return await _top(args, settings, store)
+        if args.command == "cell":
+            details = await store.cell(args.cell, _parse_at(args.at))
+            if details is None:
+                print(f"no data for cell {args.cell}", file=sys.stderr)
+                return 1
+            print(orjson.dumps(details, option=orjson.OPT_INDENT_2).decode())
+            return 0
+        if args.command == "window":
+            return await _window(args, settings, store)
+        if args.command == "maintain":
+            at = _parse_at(args.at)
+            removed, deleted = await store.prune(at)
+            forgotten = await store.trim_ledger(at)
+            print(f"pruned {removed} ranking entries, deleted {deleted} cells, "
+                  f"forgot {forgotten} ledger entries")
+            return 0
+        raise UsageError(f"unknown command {args.command}")
+    finally:
+        await store.client.aclose()
+
+
+def _resolution(args: argparse.Namespace, settings: Settings) -> int:
+    res: int = args.resolution if args.resolution is not None else max(settings.grid.resolutions)
+    if res not in settings.grid.resolutions:
+        raise UsageError(f"--resolution {res}: configured resolutions are "
+                         f"{settings.grid.resolutions} (key grid.resolutions)")
+    return res
+
+
+async def _top(args: argparse.Namespace, settings: Settings, store: Any) -> int:
+    if args.horizon not in settings.horizons:
+        raise UsageError(f"--horizon {args.horizon!r}: configured horizons are "
+                         f"{sorted(settings.horizons)}")
+    if args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    rows = await store.top(args.horizon, _resolution(args, settings), args.limit,
+                           _parse_at(args.at))
+    if args.json:
+        print(orjson.dumps([{"cell": r.cell, "rank": r.rank, "score": r.score}
+                            for r in rows]).decode())
+    else:
+        for r in rows:
+            print(f"{r.rank:>4}  {r.cell}  {r.score:12.4f}")
+    return 0
+
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def window_hours(day: str, start: str, end: str) -> list[int]:
+    """Hours of the week covered by ``day`` from ``start`` to ``end`` (HH:MM),
+    wrapping past midnight into the next day.
+
+    >>> window_hours("fri", "22:00", "02:00")
+    [118, 119, 120, 121]
+    >>> window_hours("sun", "23:00", "01:00")
+    [167, 0]
+    """
+    if day.lower()[:3] not in _DAYS:
+        raise UsageError(f"--day {day!r}: use one of {', '.join(_DAYS)}")
+    try:
+        h0, m0 = (int(x) for x in start.split(":"))
+        h1, m1 = (int(x) for x in end.split(":"))
+    except ValueError:
+        raise UsageError(f"--from/--to must be HH:MM, got {start!r}, {end!r}") from None
+    if not (0 <= h0 < 24 and 0 <= h1 <= 24 and 0 <= m0 < 60 and 0 <= m1 < 60):
+        raise UsageError(f"--from/--to out of range: {start!r}, {end!r}")
+    first = _DAYS.index(day.lower()[:3]) * 24 + h0
+    length = (h1 * 60 + m1 - h0 * 60 - m0) % (24 * 60) or 24 * 60
+    hours = -(-(m0 + length) // 60)
+    return [(first + i) % 168 for i in range(hours)]
+
+
+async def _window(args: argparse.Namespace, settings: Settings, store: Any) -> int:
+    hours = window_hours(args.day, args.start, args.end)
+    rows = await store.window(_resolution(args, settings), hours, args.limit, _parse_at(args.at))
+    if args.json:
+        print(orjson.dumps([{"cell": r.cell, "rank": r.rank, "score": r.score}
+                            for r in rows]).decode())
+    else:
+        for r in rows:
+            print(f"{r.rank:>4}  {r.cell}  {r.score:12.4f}")
+    return 0
+
+
+async def _backfill(args: argparse.Namespace, settings: Settings, store: Any) -> int:
+    from rich.progress import Progress as RichProgress
+
+    from streamer.adapters.files import load_profile
+    from streamer.backfill import backfill
+
+    try:
+        profile = load_profile(args.profile) if args.profile else None
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageError(f"--profile: {exc}") from None
+    parts = app.core(settings)
+    with RichProgress(disable=args.quiet or args.json, transient=True) as bar:
+        task = bar.add_task("backfill", total=None)
+
+        def progress(stage: str, done: int, total: int) -> None:
+            bar.update(task, description=stage, completed=done, total=total)
+
+        report = await backfill(
+            args.path, profile, store=store, rules=parts.rules, scorer=parts.scorer,
+            ledger_window_s=settings.store.ledger_retention,
+            batch_max_events=settings.store.batch_max_events, now_s=time.time(),
+            force=args.force, progress=progress)
+    if report.skipped_file:
+        print(f"{args.path} was loaded into namespace {settings.store.namespace!r} before; "
+              "nothing done (use --force to load it again)")
+        return 0
+    summary = {
+        "read": report.read, "accepted": report.accepted,
+        "rejected": dict(report.rejected), "superseded_by_later_row": report.superseded,
+        "cancelled": report.cancelled, "excluded_by_weight": report.excluded,
+        "unknown_categories": dict(report.unknown_categories), "settled": report.settled,
+        "ledgered": report.ledgered, "cells_written": report.cells,
+        "seconds": round(report.seconds, 3), "events_per_s": round(report.events_per_s),
+    }
+    if args.json:
+        print(orjson.dumps(summary).decode())
+    else:
+        for key, value in summary.items():
+            print(f"{key:>24}: {value}")
+    return 0

@@ -1,0 +1,118 @@
+"""H3 cells: the only module that imports h3.
+
+Inside the engine a cell is an unsigned 64-bit H3 index (``int`` or a numpy
+``uint64``); at the edges (Redis keys, JSON, the API) it is the usual
+15-character hex string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import h3
+import numpy as np
+import numpy.typing as npt
+
+U64 = npt.NDArray[np.uint64]
+
+_RES_SHIFT = 52
+_RES_MASK = np.uint64(0xF << _RES_SHIFT)
+
+
+def cell_of(lat_deg: float, lon_deg: float, resolution: int) -> int:
+    """The H3 cell (as an int) that contains a point.
+
+    >>> cell_hex(cell_of(39.9524, -75.1636, 10))
+    '8a2a134d458ffff'
+    """
+    return int(h3.str_to_int(h3.latlng_to_cell(lat_deg, lon_deg, resolution)))
+
+
+def cells_of(lat_deg: float, lon_deg: float, resolutions: Sequence[int]) -> tuple[int, ...]:
+    """The cell containing a point at each resolution.
+
+    Each is found geometrically: H3 cells do not nest exactly, so the coarse
+    cell that contains a point is not always the parent of the fine one, and
+    a display draws (and dispatch asks about) the cell the point lies in.
+    """
+    return tuple(cell_of(lat_deg, lon_deg, r) for r in resolutions)
+
+
+def parent_of(cell: int, resolution: int) -> int:
+    """The ancestor of ``cell`` at a coarser ``resolution`` (bit arithmetic on
+    the H3 index layout: set the resolution field, fill unused digits with 7).
+
+    >>> c = cell_of(39.9524, -75.1636, 10)
+    >>> parent_of(c, 8) == int(h3.str_to_int(h3.cell_to_parent(cell_hex(c), 8)))
+    True
+    """
+    unused = (1 << (3 * (15 - resolution))) - 1
+    return (cell & ~(0xF << _RES_SHIFT)) | (resolution << _RES_SHIFT) | unused
+
+
+def parents_of(cells: U64, resolution: int) -> U64:
+    """Vectorised :func:`parent_of`."""
+    unused = np.uint64((1 << (3 * (15 - resolution))) - 1)
+    res_bits = np.uint64(resolution << _RES_SHIFT)
+    out: U64 = (cells & ~_RES_MASK) | res_bits | unused
+    return out
+
+
+def cells_of_many(lat_deg: npt.NDArray[np.float64], lon_deg: npt.NDArray[np.float64],
+                  resolution: int) -> U64:
+    """Cells of many points. Police records repeat points (addresses snapped to
+    hundred-blocks), so each distinct point is indexed once."""
+    if lat_deg.size == 0:
+        return np.zeros(0, dtype=np.uint64)
+    points = np.stack([lat_deg, lon_deg], axis=1)
+    unique, inverse = np.unique(points, axis=0, return_inverse=True)
+    to_int = h3.str_to_int
+    to_cell = h3.latlng_to_cell
+    found = np.fromiter(
+        (to_int(to_cell(lat, lon, resolution)) for lat, lon in unique.tolist()),
+        dtype=np.uint64,
+        count=len(unique),
+    )
+    result: U64 = found[inverse.reshape(-1)]
+    return result
+
+
+def resolution_of(cell: int) -> int:
+    """The resolution of a cell.
+
+    >>> resolution_of(cell_of(39.95, -75.16, 9))
+    9
+    """
+    return (cell >> _RES_SHIFT) & 0xF
+
+
+def cell_hex(cell: int) -> str:
+    """The canonical hex string of a cell."""
+    return format(cell, "x")
+
+
+def cell_from_hex(text: str) -> int:
+    """Parse and validate a hex cell id; raises ``ValueError`` if it is not one."""
+    try:
+        value = int(text, 16)
+    except (TypeError, ValueError):
+        raise ValueError(f"not an H3 cell id: {text!r}") from None
+    if not h3.is_valid_cell(format(value, "x")):
+        raise ValueError(f"not an H3 cell id: {text!r}")
+    return value
+
+
+def cell_boundary(cell: int) -> list[tuple[float, float]]:
+    """The cell's polygon as (lat, lon) vertices."""
+    return [(float(a), float(b)) for a, b in h3.cell_to_boundary(cell_hex(cell))]
+
+
+def cell_center(cell: int) -> tuple[float, float]:
+    """The cell's centre as (lat, lon)."""
+    lat, lon = h3.cell_to_latlng(cell_hex(cell))
+    return float(lat), float(lon)
+
+
+def ring(cell: int, k: int) -> list[int]:
+    """Cells within ``k`` steps of ``cell`` (including it)."""
+    return [int(h3.str_to_int(c)) for c in h3.grid_disk(cell_hex(cell), k)]

@@ -99,7 +99,7 @@ async def backfill(
     step("read", 1, 1)
 
     keep, reasons = validate_columns(cols.ids, cols.occurred_at_s, cols.lat_deg, cols.lon_deg,
-                                     cols.categories, rules, now_s)
+                                     cols.categories, rules, now_s=now_s)
     report.rejected.update(r for r in reasons if r is not None)
 
     # Upsert semantics within the file: the last row of an id wins; a last

@@ -228,3 +228,7 @@ async def _backfill(args: argparse.Namespace, settings: Settings, store: Any) ->
         for key, value in summary.items():
             print(f"{key:>24}: {value}")
     return 0
+
+
+if __name__ == "__main__":
+    main()

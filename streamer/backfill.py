@@ -10,6 +10,7 @@ correction of them (from Kafka) is exact.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections import Counter
@@ -21,7 +22,7 @@ import numpy as np
 
 from streamer.adapters.files import Columns, SourceProfile, read_columns
 from streamer.adapters.store import Store, StoreOp
-from streamer.core.aggregate import Batch, aggregate, hours_of_week
+from streamer.core.aggregate import Batch, aggregate_resolution, hours_of_week
 from streamer.core.cells import cells_of_many
 from streamer.core.events import EventRules, validate_columns
 from streamer.core.scoring import Contribution, Scorer, clean_label
@@ -147,8 +148,7 @@ async def backfill(
                         dtype=np.int64),
         category=np.array([cat_idx[c] for c in cats], dtype=np.int64),
         hour_of_week=hours_of_week(t_s, scorer.zone),
-        cells=np.stack([cells_of_many(cols.lat_deg[rows], cols.lon_deg[rows], r)
-                        for r in scorer.resolutions], axis=1),
+        cells=cells_of_many(cols.lat_deg[rows], cols.lon_deg[rows], scorer.resolutions),
         families=[clean_label(f) for f in families],
         categories=[clean_label(c) for c in categories],
     )
@@ -163,13 +163,20 @@ async def backfill(
     report.settled, report.ledgered = len(settled), int(recent.sum())
 
     landmarks = await store.ensure_landmarks(newest)
-    merged = aggregate(settled, resolutions=scorer.resolutions, horizons=store.horizons,
-                       landmarks=landmarks, profile_horizon=store.profile_horizon)
-    report.cells = len(merged)
+    # Aggregate one resolution (in a thread) while Redis merges the previous
+    # one: the two run on different cores. Merges commute, so order is free.
     chunk = 1000
-    for start in range(0, len(merged), chunk):
-        await store.merge(merged[start:start + chunk], landmarks, newest)
-        step("merge", min(start + chunk, len(merged)), len(merged))
+    writes: list[asyncio.Task[int]] = []
+    n_res = len(scorer.resolutions)
+    for j in range(n_res):
+        merged = await asyncio.to_thread(
+            aggregate_resolution, settled, j, horizons=store.horizons, landmarks=landmarks,
+            profile_horizon=store.profile_horizon)
+        report.cells += len(merged)
+        writes += [asyncio.create_task(store.merge(merged[s:s + chunk], landmarks, newest))
+                   for s in range(0, len(merged), chunk)]
+        step("merge", j + 1, n_res)
+    await asyncio.gather(*writes)
 
     recent_rows = rows[recent]
     recent_ids = cols.ids[recent_rows].tolist()

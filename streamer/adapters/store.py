@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from streamer.core import decay
 from streamer.core.scoring import Contribution
 
 OpCode = Literal["u", "c", "x"]
+PROFILE_FORMAT = "<168f"  # hour-of-week profile: float32, Monday 00h first
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +88,7 @@ class CellDetails:
     family_counts: dict[str, int]
     family_scores: dict[str, dict[str, float]]
     category_counts: dict[str, int]
-    category_scores: dict[str, dict[str, float]]
+    category_scores: dict[str, dict[str, float]]  # decayed with the profile horizon only
     hour_of_week: list[float] = field(default_factory=list)
 
 
@@ -262,7 +264,8 @@ class Store:
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.hgetall(self.key("meta"))
             pipe.hgetall(self.key("cell", cell))
-            meta_raw, raw = await pipe.execute()
+            pipe.get(self.key("how", cell))
+            meta_raw, raw, packed = await pipe.execute()
         if not raw:
             return None
         meta = {_text(k): _text(v) for k, v in meta_raw.items()}
@@ -275,6 +278,7 @@ class Store:
         cat_n: dict[str, int] = {}
         cat_s: dict[str, dict[str, float]] = {}
         profile = [0.0] * 168
+        prof = self.profile_horizon
         for name, value in fields.items():
             tag, _, rest = name.partition(":")
             if tag == "T" and rest in factors:
@@ -283,13 +287,14 @@ class Store:
                 fam_n[rest] = int(value)
             elif tag == "nc":
                 cat_n[rest] = int(value)
-            elif tag in ("F", "C"):
+            elif tag == "F":
                 hz, _, label = rest.partition(":")
                 if hz in factors:
-                    target = fam_s if tag == "F" else cat_s
-                    target.setdefault(label, {})[hz] = float(value) * factors[hz]
-            elif tag == "w" and self.profile_horizon in factors:
-                profile[int(rest)] = float(value) * factors[self.profile_horizon]
+                    fam_s.setdefault(label, {})[hz] = float(value) * factors[hz]
+            elif tag == "C" and prof in factors:
+                cat_s[rest] = {prof: float(value) * factors[prof]}
+        if packed is not None and prof in factors:
+            profile = [v * factors[prof] for v in struct.unpack(PROFILE_FORMAT, packed)]
         last = fields.get("last")
         return CellDetails(cell, int(fields.get("n", 0)), float(last) if last else None, scores,
                            fam_n, fam_s, cat_n, cat_s, profile)
@@ -305,16 +310,19 @@ class Store:
         factor = decay.decay_factor(at_s, self.horizons[self.profile_horizon],
                                     int(landmark_raw))
         cells = await self.client.zrange(self.key("rank", self.profile_horizon, resolution), 0, -1)
-        fields = [f"w:{h}" for h in sorted(set(hours))]
+        wanted = sorted(set(hours))
         totals: list[tuple[float, str]] = []
         for start in range(0, len(cells), 2000):
             chunk = cells[start:start + 2000]
             async with self.client.pipeline(transaction=False) as pipe:
                 for c in chunk:
-                    pipe.hmget(self.key("cell", _text(c)), fields)
+                    pipe.get(self.key("how", _text(c)))
                 rows = await pipe.execute()
-            for c, row in zip(chunk, rows, strict=True):
-                total = math.fsum(float(v) for v in row if v is not None)
+            for c, packed in zip(chunk, rows, strict=True):
+                if packed is None:
+                    continue
+                values = struct.unpack(PROFILE_FORMAT, packed)
+                total = math.fsum(values[h] for h in wanted)
                 if total > 0:
                     totals.append((total, _text(c)))
         totals.sort(key=lambda x: (-x[0], x[1]))

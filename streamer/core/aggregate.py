@@ -88,15 +88,27 @@ def aggregate(
 ) -> list[dict[str, Any]]:
     """Per-cell sums for every resolution, in the store's merge format:
     ``{c, n, hi, lo, nf, F, nc, C, w, last}`` (see ``lua/merge.lua``)."""
+    out: list[dict[str, Any]] = []
+    for j in range(len(resolutions)):
+        out.extend(aggregate_resolution(batch, j, horizons=horizons, landmarks=landmarks,
+                                        profile_horizon=profile_horizon))
+    return out
+
+
+def aggregate_resolution(
+    batch: Batch,
+    column: int,
+    *,
+    horizons: Mapping[str, float],
+    landmarks: Mapping[str, int],
+    profile_horizon: str,
+) -> list[dict[str, Any]]:
+    """:func:`aggregate` for the resolution in ``batch.cells[:, column]``."""
     names = list(horizons)
     term_cols = np.stack(
         [decay.terms(batch.weight, batch.t_s, horizons[n], landmarks[n]) for n in names], axis=1
     ) if len(batch) else np.zeros((0, len(names)))
-    prof = names.index(profile_horizon)
-    out: list[dict[str, Any]] = []
-    for j, _res in enumerate(resolutions):
-        out.extend(_per_cell(batch, batch.cells[:, j], term_cols, prof))
-    return out
+    return _per_cell(batch, batch.cells[:, column], term_cols, names.index(profile_horizon))
 
 
 def _per_cell(batch: Batch, cells: U64, term_cols: F64, prof: int) -> list[dict[str, Any]]:
@@ -111,28 +123,32 @@ def _per_cell(batch: Batch, cells: U64, term_cols: F64, prof: int) -> list[dict[
     last = np.full(n_cells, -np.inf)
     np.maximum.at(last, inv, batch.t_s)
 
-    def breakdown(idx: I64, width: int) -> tuple[dict[int, dict[int, int]],
-                                                 dict[int, dict[int, list[float]]]]:
+    def breakdown(idx: I64, width: int, all_horizons: bool) -> tuple[
+            dict[int, dict[int, int]], dict[int, dict[int, Any]]]:
+        # dense (cell, label) bins: no sort, cells x labels is small
         key = inv.astype(np.int64) * width + idx
-        uk, kinv = np.unique(key, return_inverse=True)
-        kinv = kinv.reshape(-1)
-        kn = np.bincount(kinv)
-        ks = np.stack([np.bincount(kinv, term_cols[:, i]) for i in range(n_h)], axis=1)
+        size = n_cells * width
+        kn = np.bincount(key, minlength=size)
+        present = np.flatnonzero(kn)
+        cols = range(n_h) if all_horizons else [prof]
+        ks = np.stack([np.bincount(key, term_cols[:, i], minlength=size)[present] for i in cols],
+                      axis=1)
         n_map: dict[int, dict[int, int]] = {}
-        s_map: dict[int, dict[int, list[float]]] = {}
-        for k, n, s in zip(uk.tolist(), kn.tolist(), ks.tolist(), strict=True):
+        s_map: dict[int, dict[int, Any]] = {}
+        for k, n, s in zip(present.tolist(), kn[present].tolist(), ks.tolist(), strict=True):
             c, label = divmod(k, width)
             n_map.setdefault(c, {})[label] = n
-            s_map.setdefault(c, {})[label] = s
+            s_map.setdefault(c, {})[label] = s if all_horizons else s[0]
         return n_map, s_map
 
-    fam_n, fam_s = breakdown(batch.family, max(len(batch.families), 1))
-    cat_n, cat_s = breakdown(batch.category, max(len(batch.categories), 1))
+    fam_n, fam_s = breakdown(batch.family, max(len(batch.families), 1), True)
+    cat_n, cat_s = breakdown(batch.category, max(len(batch.categories), 1), False)
     how_key = inv.astype(np.int64) * 168 + batch.hour_of_week
-    hk, hinv = np.unique(how_key, return_inverse=True)
-    hsum = np.bincount(hinv.reshape(-1), term_cols[:, prof])
+    hsum = np.bincount(how_key, term_cols[:, prof], minlength=n_cells * 168)
+    hcount = np.bincount(how_key, minlength=n_cells * 168)
     how_map: dict[int, dict[str, float]] = {}
-    for k, v in zip(hk.tolist(), hsum.tolist(), strict=True):
+    nz = np.flatnonzero(hcount)
+    for k, v in zip(nz.tolist(), hsum[nz].tolist(), strict=True):
         c, h = divmod(k, 168)
         how_map.setdefault(c, {})[str(h)] = v
     fams, cats = batch.families, batch.categories

@@ -59,20 +59,25 @@ def parents_of(cells: U64, resolution: int) -> U64:
 
 
 def cells_of_many(lat_deg: npt.NDArray[np.float64], lon_deg: npt.NDArray[np.float64],
-                  resolution: int) -> U64:
-    """Cells of many points. Police records repeat points (addresses snapped to
-    hundred-blocks), so each distinct point is indexed once."""
+                  resolutions: Sequence[int]) -> U64:
+    """Cells of many points at each resolution: shape ``(points, resolutions)``.
+
+    Police records repeat points (addresses snapped to hundred-blocks), so
+    each distinct point is indexed once.
+    """
     if lat_deg.size == 0:
-        return np.zeros(0, dtype=np.uint64)
-    points = np.stack([lat_deg, lon_deg], axis=1)
-    unique, inverse = np.unique(points, axis=0, return_inverse=True)
+        return np.zeros((0, len(resolutions)), dtype=np.uint64)
+    # complex numbers compare exactly on both parts and sort fast
+    unique, inverse = np.unique(lat_deg + 1j * lon_deg, return_inverse=True)
     to_int = h3.str_to_int
     to_cell = h3.latlng_to_cell
-    found = np.fromiter(
-        (to_int(to_cell(lat, lon, resolution)) for lat, lon in unique.tolist()),
-        dtype=np.uint64,
-        count=len(unique),
-    )
+    points = list(zip(unique.real.tolist(), unique.imag.tolist(), strict=True))
+    columns = [
+        np.fromiter((to_int(to_cell(lat, lon, r)) for lat, lon in points), dtype=np.uint64,
+                    count=len(points))
+        for r in resolutions
+    ]
+    found = np.stack(columns, axis=1)
     result: U64 = found[inverse.reshape(-1)]
     return result
 

@@ -116,7 +116,7 @@ local function contribute(p, sign)
     d.nf[fam] = (d.nf[fam] or 0) + sign
     d.nc[cat] = (d.nc[cat] or 0) + sign
     add_vec(d.F, fam, tv)
-    add_vec(d.C, cat, tv)
+    d.C[cat] = (d.C[cat] or 0.0) + tv[H.prof]
     d.w[how] = (d.w[how] or 0.0) + tv[H.prof]
     if sign > 0 and (d.last == nil or t > d.last) then d.last = t end
   end
@@ -125,6 +125,19 @@ end
 
 local function rank_key(i, res)
   return P .. ':rank:' .. H.hz[i][1] .. ':' .. res
+end
+
+local PROFILE_FMT = '<' .. string.rep('f', 168)
+
+local function unpack_profile(raw)
+  local prof = {}
+  if raw then
+    prof = {struct.unpack(PROFILE_FMT, raw)}
+    prof[169] = nil  -- struct.unpack also returns the next position
+  else
+    for h = 1, 168 do prof[h] = 0.0 end
+  end
+  return prof
 end
 
 local function nonneg(x)
@@ -145,21 +158,21 @@ local function flush()
       f[#f + 1] = 'T:' .. H.hz[i][1]
       f[#f + 1] = 't:' .. H.hz[i][1]
     end
-    local groups = {{'nf:', 'F:', d.nf, d.F}, {'nc:', 'C:', d.nc, d.C}}
-    for _, g in ipairs(groups) do
-      for label, _ in pairs(g[3]) do
-        f[#f + 1] = g[1] .. label
-        for i = 1, NH do f[#f + 1] = g[2] .. H.hz[i][1] .. ':' .. label end
-      end
+    for fam, _ in pairs(d.nf) do
+      f[#f + 1] = 'nf:' .. fam
+      for i = 1, NH do f[#f + 1] = 'F:' .. H.hz[i][1] .. ':' .. fam end
     end
-    for how, _ in pairs(d.w) do f[#f + 1] = 'w:' .. how end
+    for cat, _ in pairs(d.nc) do
+      f[#f + 1] = 'nc:' .. cat
+      f[#f + 1] = 'C:' .. cat
+    end
     local v = redis.call('HMGET', key, unpack(f))
     local n_old = tonumber(v[1] or '0')
     local n_new = n_old + d.n
     if v[1] == false and d.n <= 0 then
       -- the cell was pruned: what is being taken out had decayed to nothing
     elseif n_new <= 0 then
-      redis.call('DEL', key)
+      redis.call('DEL', key, P .. ':how:' .. cell)
       for i = 1, NH do redis.call('ZREM', rank_key(i, res), cell) end
     else
       local out, gone = {'n', n_new}, {}
@@ -182,31 +195,46 @@ local function flush()
           redis.call('ZREM', rank_key(i, res), cell)
         end
       end
-      for _, g in ipairs(groups) do
-        for label, dn in pairs(g[3]) do
-          local cnt = tonumber(v[j] or '0') + dn
-          j = j + 1
-          if cnt <= 0 then
-            gone[#gone + 1] = g[1] .. label
-            for i = 1, NH do gone[#gone + 1] = g[2] .. H.hz[i][1] .. ':' .. label end
-            j = j + NH
-          else
-            out[#out + 1] = g[1] .. label
-            out[#out + 1] = cnt
-            local dv = g[4][label]
-            for i = 1, NH do
-              out[#out + 1] = g[2] .. H.hz[i][1] .. ':' .. label
-              out[#out + 1] = fmt(nonneg(tonumber(v[j] or '0') + dv[i]))
-              j = j + 1
-            end
+      for fam, dn in pairs(d.nf) do
+        local cnt = tonumber(v[j] or '0') + dn
+        j = j + 1
+        if cnt <= 0 then
+          gone[#gone + 1] = 'nf:' .. fam
+          for i = 1, NH do gone[#gone + 1] = 'F:' .. H.hz[i][1] .. ':' .. fam end
+          j = j + NH
+        else
+          out[#out + 1] = 'nf:' .. fam
+          out[#out + 1] = cnt
+          local dv = d.F[fam]
+          for i = 1, NH do
+            out[#out + 1] = 'F:' .. H.hz[i][1] .. ':' .. fam
+            out[#out + 1] = fmt(nonneg(tonumber(v[j] or '0') + dv[i]))
+            j = j + 1
           end
         end
       end
-      for how, dw in pairs(d.w) do
-        out[#out + 1] = 'w:' .. how
-        out[#out + 1] = fmt(nonneg(tonumber(v[j] or '0') + dw))
-        j = j + 1
+      for cat, dn in pairs(d.nc) do
+        local cnt = tonumber(v[j] or '0') + dn
+        if cnt <= 0 then
+          gone[#gone + 1] = 'nc:' .. cat
+          gone[#gone + 1] = 'C:' .. cat
+        else
+          out[#out + 1] = 'nc:' .. cat
+          out[#out + 1] = cnt
+          out[#out + 1] = 'C:' .. cat
+          out[#out + 1] = fmt(nonneg(tonumber(v[j + 1] or '0') + d.C[cat]))
+        end
+        j = j + 2
       end
+      -- The hour-of-week profile is a string of 168 float32 of its own, so
+      -- that the cell hash stays small enough for Redis's compact encoding.
+      local how_key = P .. ':how:' .. cell
+      local prof = unpack_profile(redis.call('GET', how_key))
+      for how, dw in pairs(d.w) do
+        local h = tonumber(how) + 1
+        prof[h] = nonneg(prof[h] + dw)
+      end
+      redis.call('SET', how_key, struct.pack(PROFILE_FMT, unpack(prof)))
       redis.call('HSET', key, unpack(out))
       if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
     end

@@ -29,7 +29,7 @@ if op == 'prune' then
       removed = removed + #gone
       if i == longest then
         for _, cell in ipairs(gone) do
-          redis.call('DEL', P .. ':cell:' .. cell)
+          redis.call('DEL', P .. ':cell:' .. cell, P .. ':how:' .. cell)
           for o = 1, NH do
             if o ~= i then redis.call('ZREM', rank_key(o, res), cell) end
           end
@@ -63,8 +63,8 @@ elseif op == 'rebase' then
           if shift[i] ~= 0 then
             local hz = H.hz[i][1]
             local hit = name == 'T:' .. hz or name == 't:' .. hz
-              or ((kind == 'F:' or kind == 'C:') and string.sub(name, 3, 3 + #hz) == hz .. ':')
-              or (kind == 'w:' and i == H.prof)
+              or (kind == 'F:' and string.sub(name, 3, 3 + #hz) == hz .. ':')
+              or (kind == 'C:' and i == H.prof)
             if hit then
               out[#out + 1] = name
               out[#out + 1] = fmt(math.ldexp(tonumber(flat[f + 1]), shift[i]))
@@ -73,6 +73,15 @@ elseif op == 'rebase' then
         end
       end
       if #out > 0 then redis.call('HSET', key, unpack(out)) end
+      if shift[H.prof] ~= 0 then
+        local how_key = P .. ':how:' .. cell
+        local raw = redis.call('GET', how_key)
+        if raw then
+          local prof = unpack_profile(raw)
+          for h = 1, 168 do prof[h] = math.ldexp(prof[h], shift[H.prof]) end
+          redis.call('SET', how_key, struct.pack(PROFILE_FMT, unpack(prof)))
+        end
+      end
       for i = 1, NH do
         if shift[i] ~= 0 and redis.call('ZSCORE', rank_key(i, res), cell) then
           local hi = tonumber(redis.call('HGET', key, 'T:' .. H.hz[i][1]))

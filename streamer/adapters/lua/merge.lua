@@ -1,7 +1,8 @@
 -- Merge pre-aggregated per-cell sums (bulk backfill of settled history, not
 -- ledgered). ARGV[2] is a JSON list of cells:
 --   {c = hex, n = count, hi = {..per horizon}, lo = {..}, nf = {fam = n},
---    F = {fam = {..per horizon}}, nc = {cat = n}, C = {cat = {..}}, w = {how = v}, last = t}
+--    F = {fam = {..per horizon}}, nc = {cat = n}, C = {cat = v}, w = {how = v}, last = t}
+-- (C and w are decayed with the profile horizon)
 -- computed relative to the landmarks in the header, which must be the stored ones.
 -- Returns {seq, cells}.
 for i = 1, NH do
@@ -19,7 +20,7 @@ for _, c in ipairs(cells) do
   for fam, n in pairs(c.nf) do d.nf[fam] = (d.nf[fam] or 0) + n end
   for cat, n in pairs(c.nc) do d.nc[cat] = (d.nc[cat] or 0) + n end
   for fam, tv in pairs(c.F) do add_vec(d.F, fam, tv) end
-  for cat, tv in pairs(c.C) do add_vec(d.C, cat, tv) end
+  for cat, v in pairs(c.C) do d.C[cat] = (d.C[cat] or 0.0) + v end
   for how, v in pairs(c.w) do d.w[how] = (d.w[how] or 0.0) + v end
   if d.last == nil or c.last > d.last then d.last = c.last end
 end

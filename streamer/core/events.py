@@ -3,13 +3,48 @@
 Everything that crosses into the engine becomes an :class:`Event` (an upsert)
 or a :class:`Cancel`, or raises :class:`InvalidEvent` with a short, stable
 ``reason`` code that metrics and the dead-letter topic use.
+
+:func:`parse_record` turns one payload (JSON bytes or text, or a decoded
+mapping) into a record; :func:`validate_columns` applies the same rules, with
+the same reason codes, to whole columns of a bulk file.
+
+The JSON fields: ``id`` (string of 1-128 characters, or an integer), ``kind``
+(``incident``/``call``, default ``incident``), ``occurred_at`` (ISO 8601, with
+or without offset, or POSIX seconds), ``lat``, ``lon`` (numbers, degrees),
+``category`` (string of 1-128 characters), ``priority`` (integer or null),
+``origin`` (``reported``/``proactive``, default ``reported``) and ``op``
+(``upsert``/``cancel``, default ``upsert``). A null field counts as absent. A
+cancel needs only ``id`` (and ``kind``); its other fields are ignored.
+
+>>> rules = EventRules()
+>>> e = parse_record(
+...     b'{"id": 7, "occurred_at": "2024-05-01T12:00:00Z", "lat": 39.95, "lon": -75.16,'
+...     b' "category": "Robbery Firearm"}', rules, now_s=1.8e9)
+>>> e.id, e.kind, e.occurred_at_s, e.origin
+('7', 'incident', 1714564800.0, 'reported')
+>>> parse_record(b'{"op": "cancel", "id": "7"}', rules, now_s=1.8e9)
+Cancel(id='7', kind='incident')
+>>> try:
+...     parse_record(b'{"id": "7", "lat": 91}', rules, now_s=1.8e9)
+... except InvalidEvent as exc:
+...     print(exc.reason)
+missing_field
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Literal
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Literal, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from streamer.core.area import Area
 
 Kind = Literal["incident", "call"]
 Origin = Literal["reported", "proactive"]
@@ -63,3 +98,569 @@ class Cancel:
 
 
 Record = Event | Cancel
+
+
+REASONS: tuple[str, ...] = (
+    "too_large",
+    "bad_json",
+    "missing_field",
+    "bad_type",
+    "bad_id",
+    "bad_kind",
+    "bad_origin",
+    "unknown_op",
+    "not_finite",
+    "lat_out_of_range",
+    "lon_out_of_range",
+    "null_island",
+    "outside_area",
+    "bad_time",
+    "future_time",
+)
+"""Every ``InvalidEvent.reason`` code (for pre-registering metric labels)."""
+
+MAX_TEXT_CHARS = 128
+"""Longest ``id`` and ``category`` accepted."""
+MIN_TIME_S = 0.0
+"""Earliest accepted ``occurred_at``: 1970-01-01T00:00:00Z."""
+MAX_TIME_S = 7289654400.0
+"""First rejected ``occurred_at``: 2201-01-01T00:00:00Z (years after 2200 are rejected)."""
+NULL_ISLAND_DEG = 1e-9
+"""A point with both ``|lat|`` and ``|lon|`` below this is the (0, 0) "no location" marker."""
+
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+# Stand-in for integer coordinates too big for a float: keeps them finite, so
+# they are reported as out of range rather than as not finite.
+_HUGE_DEG = 1e300
+_KIND_BY_NAME: dict[str, Kind] = {k: k for k in KINDS}
+_ORIGIN_BY_NAME: dict[str, Origin] = {o: o for o in ORIGINS}
+_loads = orjson.loads
+_fromisoformat = datetime.fromisoformat
+_fromtimestamp = datetime.fromtimestamp
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_SECOND = timedelta(seconds=1)
+
+Bools = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True, slots=True)
+class EventRules:
+    """What :func:`parse_record` and :func:`validate_columns` accept.
+
+    ``default_timezone`` (an IANA name) is the zone of times given without an
+    offset; ``area``, when set, rejects points outside it (``outside_area``).
+    """
+
+    max_payload_bytes: int = 16384
+    max_future_skew_s: float = 900.0
+    default_timezone: str = "UTC"
+    area: Area | None = None
+    _zone: tzinfo = field(init=False, repr=False, compare=False, default=UTC)
+
+    def __post_init__(self) -> None:
+        if self.max_payload_bytes < 1:
+            raise ValueError(f"max_payload_bytes must be positive, got {self.max_payload_bytes}")
+        if not self.max_future_skew_s >= 0.0:
+            raise ValueError(f"max_future_skew_s must be >= 0, got {self.max_future_skew_s}")
+        zone: tzinfo = UTC
+        if self.default_timezone != "UTC":
+            try:
+                zone = ZoneInfo(self.default_timezone)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(f"unknown time zone {self.default_timezone!r}") from exc
+        object.__setattr__(self, "_zone", zone)
+
+    @property
+    def zone(self) -> tzinfo:
+        """The :class:`~datetime.tzinfo` of ``default_timezone``."""
+        return self._zone
+
+
+def parse_record(
+    raw: bytes | bytearray | memoryview | str | Mapping[str, object],
+    rules: EventRules,
+    *,
+    now_s: float,
+) -> Record:
+    """Decode and validate one payload into an :class:`Event` or a :class:`Cancel`.
+
+    ``raw`` is UTF-8 JSON (bytes or text) holding an object, or an already
+    decoded mapping. ``now_s`` (POSIX seconds) bounds how far in the future
+    ``occurred_at`` may be. Whatever ``raw`` is, the only exception raised is
+    :class:`InvalidEvent`; its ``reason`` is one of :data:`REASONS`.
+    """
+    if type(raw) is bytes:
+        if len(raw) > rules.max_payload_bytes:
+            raise _too_large(len(raw), rules.max_payload_bytes)
+        try:
+            obj = _loads(raw)
+        except ValueError as exc:
+            raise _bad_json(exc) from None
+    else:
+        obj = _decode_other(raw, rules.max_payload_bytes)
+    if type(obj) is not dict:
+        raise InvalidEvent("bad_json", f"payload is {_json_type(obj)}, not a JSON object")
+    return _record_from(obj, rules, now_s)
+
+
+def _record_from(obj: dict[str, object], rules: EventRules, now_s: float) -> Record:
+    get = obj.get
+    op = get("op")
+    if op is not None:
+        op = _exact_str(op)
+        if op == "cancel":
+            return _cancel_from(obj)
+        if op != "upsert":
+            raise InvalidEvent(
+                "unknown_op", f"op must be 'upsert' or 'cancel', got {_show(get('op'))}"
+            )
+
+    event_id = get("id")
+    if type(event_id) is not str or not 0 < len(event_id) <= MAX_TEXT_CHARS:
+        event_id = normalize_id(event_id)
+    kind_value = get("kind")
+    kind: Kind = "incident" if kind_value is None else _kind(kind_value)
+    origin_value = get("origin")
+    origin: Origin = "reported" if origin_value is None else _origin(origin_value)
+    category = get("category")
+    if type(category) is not str or not 0 < len(category) <= MAX_TEXT_CHARS:
+        category = normalize_category(category)
+    priority = get("priority")
+    if priority is not None and not (
+        type(priority) is int and _INT64_MIN <= priority <= _INT64_MAX
+    ):
+        priority = _priority(priority)
+
+    occurred_at, occurred_at_s = _occurred_at(get("occurred_at"), rules, now_s)
+
+    lat = get("lat")
+    if type(lat) is not float:
+        lat = _coordinate("lat", lat)
+    lon = get("lon")
+    if type(lon) is not float:
+        lon = _coordinate("lon", lon)
+    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0) or (
+        -NULL_ISLAND_DEG < lat < NULL_ISLAND_DEG and -NULL_ISLAND_DEG < lon < NULL_ISLAND_DEG
+    ):
+        raise _position_error(lat, lon)
+    area = rules.area
+    if area is not None and not area.contains(lat, lon):
+        raise InvalidEvent(
+            "outside_area", f"point near ({lat:.2f}, {lon:.2f}) is outside the configured area"
+        )
+    return Event(event_id, kind, occurred_at, occurred_at_s, lat, lon, category, origin, priority)
+
+
+def _cancel_from(obj: dict[str, object]) -> Cancel:
+    event_id = normalize_id(obj.get("id"))
+    kind_value = obj.get("kind")
+    return Cancel(event_id, "incident" if kind_value is None else _kind(kind_value))
+
+
+def normalize_id(value: object) -> str:
+    """An event id as stored: a string of 1-128 characters, integers in decimal.
+
+    >>> normalize_id(42), normalize_id("A-1")
+    ('42', 'A-1')
+    """
+    if value is None:
+        raise InvalidEvent("missing_field", "id is missing")
+    if isinstance(value, str):
+        text = _exact_str(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        # 10**128 has 426 bits; checking first keeps str() away from huge numbers.
+        if int.bit_length(value) > 426:
+            raise InvalidEvent("bad_id", f"id is longer than {MAX_TEXT_CHARS} characters")
+        text = int.__repr__(value)
+    else:
+        raise InvalidEvent("bad_id", f"id must be a string or an integer, got {_json_type(value)}")
+    if not text:
+        raise InvalidEvent("bad_id", "id is empty")
+    if len(text) > MAX_TEXT_CHARS:
+        raise InvalidEvent("bad_id", f"id has {len(text)} characters, more than {MAX_TEXT_CHARS}")
+    return text
+
+
+def normalize_category(value: object) -> str:
+    """A category as stored: a string of 1-128 characters (empty counts as missing).
+
+    >>> normalize_category("Thefts")
+    'Thefts'
+    """
+    if value is None:
+        raise InvalidEvent("missing_field", "category is missing")
+    if not isinstance(value, str):
+        raise InvalidEvent("bad_type", f"category must be a string, got {_json_type(value)}")
+    text = _exact_str(value)
+    if not text:
+        raise InvalidEvent("missing_field", "category is empty")
+    if len(text) > MAX_TEXT_CHARS:
+        raise InvalidEvent(
+            "bad_type", f"category has {len(text)} characters, more than {MAX_TEXT_CHARS}"
+        )
+    return text
+
+
+def _kind(value: object) -> Kind:
+    kind = _KIND_BY_NAME.get(_exact_str(value) or "")
+    if kind is None:
+        raise InvalidEvent(
+            "bad_kind", f"kind must be one of {', '.join(KINDS)}; got {_show(value)}"
+        )
+    return kind
+
+
+def _origin(value: object) -> Origin:
+    origin = _ORIGIN_BY_NAME.get(_exact_str(value) or "")
+    if origin is None:
+        raise InvalidEvent(
+            "bad_origin", f"origin must be one of {', '.join(ORIGINS)}; got {_show(value)}"
+        )
+    return origin
+
+
+def _priority(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if _INT64_MIN <= value <= _INT64_MAX:
+            return int.__index__(value)
+        raise InvalidEvent("bad_type", "priority does not fit in a signed 64-bit integer")
+    raise InvalidEvent("bad_type", f"priority must be an integer or null, got {_json_type(value)}")
+
+
+def _coordinate(name: str, value: object) -> float:
+    """A latitude or longitude as a float (type checks only; ranges come later)."""
+    if value is None:
+        raise InvalidEvent("missing_field", f"{name} is missing")
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        if -_HUGE_DEG < value < _HUGE_DEG:
+            return float(int.__index__(value))
+        return _HUGE_DEG if value > 0 else -_HUGE_DEG
+    # Never echo the value: a string here may be a victim's exact coordinate.
+    raise InvalidEvent("bad_type", f"{name} must be a number, got {_json_type(value)}")
+
+
+def _position_error(lat: float, lon: float) -> InvalidEvent:
+    """The reason a (lat, lon) pair that failed the fast range test is bad."""
+    if not math.isfinite(lat):
+        return InvalidEvent("not_finite", f"lat is {lat}")
+    if not math.isfinite(lon):
+        return InvalidEvent("not_finite", f"lon is {lon}")
+    if not -90.0 <= lat <= 90.0:
+        return InvalidEvent("lat_out_of_range", f"lat {_coarse(lat)} is outside [-90, 90]")
+    if not -180.0 <= lon <= 180.0:
+        return InvalidEvent("lon_out_of_range", f"lon {_coarse(lon)} is outside [-180, 180]")
+    return InvalidEvent("null_island", "lat and lon are both 0 (the 'no location' marker)")
+
+
+def _occurred_at(value: object, rules: EventRules, now_s: float) -> tuple[datetime, float]:
+    """``occurred_at`` as an aware UTC datetime and as POSIX seconds."""
+    if type(value) is str:
+        try:
+            when = _fromisoformat(value)
+            zone = when.tzinfo
+            if zone is None:
+                # Offsets by timedelta arithmetic: datetime.replace(tzinfo=...) costs
+                # more than everything else here. A naive time has fold=0, so an
+                # ambiguous local time (clocks going back) is the first of the two
+                # and a skipped one (clocks going forward) keeps the offset from
+                # before the change, as replace(tzinfo=zone) would.
+                since_epoch = when - _EPOCH_NAIVE
+                zone = rules._zone
+                if zone is not UTC:
+                    offset = zone.utcoffset(when)
+                    if offset is None:
+                        raise ValueError("zone without offset")
+                    since_epoch -= offset
+                seconds = since_epoch / _ONE_SECOND
+                _check_time(seconds, rules, now_s)
+                return _EPOCH_UTC + since_epoch, seconds
+            if zone is not UTC:
+                when = when.astimezone(UTC)
+            seconds = when.timestamp()
+        except (ValueError, OverflowError):
+            raise InvalidEvent(
+                "bad_time", f"occurred_at {_show(value)} is not an ISO 8601 time"
+            ) from None
+        _check_time(seconds, rules, now_s)
+        return when, seconds
+    if type(value) is float or type(value) is int:
+        if not MIN_TIME_S <= value < MAX_TIME_S:
+            raise _time_out_of_range(value)
+        seconds = float(value)
+        _check_time(seconds, rules, now_s)
+        return _fromtimestamp(seconds, UTC), seconds
+    if value is None:
+        raise InvalidEvent("missing_field", "occurred_at is missing")
+    if isinstance(value, bool):
+        raise InvalidEvent("bad_type", "occurred_at must be a string or a number, got a boolean")
+    if isinstance(value, str):
+        return _occurred_at(str.__str__(value), rules, now_s)
+    if isinstance(value, float):
+        return _occurred_at(float.__float__(value), rules, now_s)
+    if isinstance(value, int):
+        return _occurred_at(int.__index__(value), rules, now_s)
+    raise InvalidEvent(
+        "bad_type", f"occurred_at must be a string or a number, got {_json_type(value)}"
+    )
+
+
+def _check_time(seconds: float, rules: EventRules, now_s: float) -> None:
+    # The same comparisons as validate_columns, so both agree at the edges.
+    if not MIN_TIME_S <= seconds < MAX_TIME_S:
+        raise _time_out_of_range(seconds)
+    if seconds > now_s + rules.max_future_skew_s:
+        raise InvalidEvent(
+            "future_time",
+            f"occurred_at is {seconds - now_s:.0f} s after now "
+            f"(at most {rules.max_future_skew_s:g} s allowed)",
+        )
+
+
+def _time_out_of_range(seconds: float) -> InvalidEvent:
+    if seconds != seconds:
+        return InvalidEvent("bad_time", "occurred_at is NaN")
+    return InvalidEvent("bad_time", "occurred_at is before 1970 or after the year 2200")
+
+
+# -- decoding ------------------------------------------------------------------
+
+
+def _decode_other(raw: object, limit: int) -> object:
+    """Everything but plain ``bytes`` (the hot path handles those inline)."""
+    if type(raw) is dict:
+        return raw
+    if isinstance(raw, str):
+        text = str.__str__(raw)
+        # A character is 1-4 UTF-8 bytes: only encode when the length is in doubt.
+        if len(text) * 4 > limit:
+            size = len(text.encode("utf-8", "surrogatepass"))
+            if size > limit:
+                raise _too_large(size, limit)
+        return _loads_guarded(text)
+    if isinstance(raw, bytes | bytearray | memoryview):
+        size = raw.nbytes if isinstance(raw, memoryview) else len(raw)
+        if size > limit:
+            raise _too_large(size, limit)
+        # orjson refuses subclasses of bytes; a memoryview reads the same buffer.
+        return _loads_guarded(memoryview(raw) if isinstance(raw, bytes) else raw)
+    if isinstance(raw, Mapping):
+        try:
+            return dict(raw)
+        except Exception as exc:  # a foreign mapping may fail in any way
+            raise InvalidEvent(
+                "bad_json", f"the mapping could not be read ({type(exc).__name__})"
+            ) from None
+    raise InvalidEvent(
+        "bad_json", f"payload must be JSON bytes, text or a mapping, not {type(raw).__name__}"
+    )
+
+
+def _loads_guarded(data: str | bytes | bytearray | memoryview) -> object:
+    try:
+        return _loads(data)
+    except (ValueError, TypeError) as exc:
+        raise _bad_json(exc) from None
+
+
+def _bad_json(exc: Exception) -> InvalidEvent:
+    if isinstance(exc, orjson.JSONDecodeError):
+        return InvalidEvent("bad_json", f"not valid JSON: {exc.msg} at position {exc.pos}")
+    return InvalidEvent("bad_json", f"not valid JSON ({type(exc).__name__})")
+
+
+def _too_large(size: int, limit: int) -> InvalidEvent:
+    return InvalidEvent("too_large", f"payload is {size} bytes, more than {limit}")
+
+
+# -- messages --------------------------------------------------------------------
+
+
+def _exact_str(value: object) -> str | None:
+    """``value`` as a plain ``str`` (subclasses copied), or None for non-strings."""
+    if type(value) is str:
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)
+    return None
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    for kind, name in _TYPE_NAMES:
+        if isinstance(value, kind):
+            return name
+    return f"a {type(value).__name__}"
+
+
+_TYPE_NAMES: tuple[tuple[type, str], ...] = (
+    (str, "a string"),
+    (int, "an integer"),
+    (float, "a number"),
+    (dict, "an object"),
+    (list, "an array"),
+    (Mapping, "an object"),
+)
+
+
+def _show(value: object) -> str:
+    """A short, safe rendering of a bad value for a ``detail`` message."""
+    if isinstance(value, str):
+        text = str.__str__(value)
+        return repr(text) if len(text) <= 40 else repr(text[:40]) + "..."
+    if isinstance(value, int) and not isinstance(value, bool) and int.bit_length(value) <= 64:
+        return int.__repr__(value)
+    return _json_type(value)
+
+
+def _coarse(deg: float) -> str:
+    """A coordinate rounded for messages: never a victim's exact position."""
+    return f"{deg:.2f}" if abs(deg) < 1e6 else f"{deg:.1e}"
+
+
+# -- columns ---------------------------------------------------------------------
+
+
+def validate_columns(
+    ids: npt.ArrayLike | Sequence[object],
+    occurred_at_s: npt.ArrayLike,
+    lat_deg: npt.ArrayLike,
+    lon_deg: npt.ArrayLike,
+    categories: npt.ArrayLike | Sequence[object],
+    rules: EventRules,
+    *,
+    now_s: float,
+) -> tuple[Bools, npt.NDArray[np.object_]]:
+    """Validate a bulk file column by column: ``(keep, reasons)``.
+
+    ``keep[i]`` is True for rows that :func:`parse_record` would accept as an
+    upsert; ``reasons[i]`` is None for those and otherwise the same reason
+    code ``parse_record`` raises for that row (given as a mapping with these
+    five fields). ``occurred_at_s`` is POSIX seconds. Columns cannot hold an
+    absent number, so a NaN time is ``bad_time`` and a NaN coordinate
+    ``not_finite``; ``None`` ids and categories are ``missing_field``.
+    """
+    id_col = _text_column(ids)
+    category_col = _text_column(categories)
+    t = np.asarray(occurred_at_s, dtype=np.float64)
+    lat = np.asarray(lat_deg, dtype=np.float64)
+    lon = np.asarray(lon_deg, dtype=np.float64)
+    n = len(t)
+    for name, col in (
+        ("ids", id_col),
+        ("occurred_at_s", t),
+        ("lat_deg", lat),
+        ("lon_deg", lon),
+        ("categories", category_col),
+    ):
+        if col.shape != (n,):
+            raise ValueError(f"{name} has shape {col.shape}, expected ({n},)")
+
+    reasons: npt.NDArray[np.object_] = np.full(n, None, dtype=object)
+    keep: Bools = np.ones(n, dtype=np.bool_)
+
+    def reject(bad: Bools, reason: str | npt.NDArray[np.object_]) -> None:
+        # Checks run in parse_record's order; a row keeps its first failure.
+        hit = bad & keep
+        reasons[hit] = reason if isinstance(reason, str) else reason[hit]
+        keep[bad] = False
+
+    for col, normalize, few in (
+        (id_col, normalize_id, False),
+        (category_col, normalize_category, True),
+    ):
+        codes = _column_reasons(col, normalize, few_distinct=few)
+        if codes is not None:
+            reject(codes.astype(np.bool_), codes)
+    with np.errstate(invalid="ignore"):
+        reject(~((t >= MIN_TIME_S) & (t < MAX_TIME_S)), "bad_time")
+        reject(t > now_s + rules.max_future_skew_s, "future_time")
+        reject(~(np.isfinite(lat) & np.isfinite(lon)), "not_finite")
+        reject(~(np.abs(lat) <= 90.0), "lat_out_of_range")
+        reject(~(np.abs(lon) <= 180.0), "lon_out_of_range")
+        reject((np.abs(lat) < NULL_ISLAND_DEG) & (np.abs(lon) < NULL_ISLAND_DEG), "null_island")
+    if rules.area is not None:
+        rows = np.flatnonzero(keep)
+        outside = rows[~rules.area.contains_many(lat[rows], lon[rows])]
+        reasons[outside] = "outside_area"
+        keep[outside] = False
+    return keep, reasons
+
+
+def _column_reasons(
+    col: npt.NDArray[np.generic], normalize: Callable[[object], str], *, few_distinct: bool
+) -> npt.NDArray[np.object_] | None:
+    """Per-row reason codes from ``normalize`` (None where valid), or None if all are valid.
+
+    Shortcuts rely on the id and category rules depending only on a value's
+    type, and for strings on their length. With ``few_distinct`` (categories)
+    each distinct value is checked once, which relies on equal values getting
+    the same reason; otherwise odd columns go row by row."""
+    n = len(col)
+    if n == 0:
+        return None
+    kind = col.dtype.kind
+    if kind in "biuf":
+        reason = _reason(normalize, col[0].item())
+        return None if reason is None else np.full(n, reason, dtype=object)
+    if kind == "U":
+        return _length_reasons(np.strings.str_len(cast(npt.NDArray[np.str_], col)), normalize)
+    values = col.tolist()
+    if few_distinct:
+        try:
+            distinct = set(values)
+        except TypeError:  # unhashable values: row by row below
+            pass
+        else:
+            bad = {v: r for v in distinct if (r := _reason(normalize, v)) is not None}
+            if not bad:
+                return None
+            return np.array([bad.get(v) for v in values], dtype=object)
+    types = set(map(type, values))
+    if types == {str}:
+        lengths = np.fromiter(map(len, values), dtype=np.int64, count=n)
+        return _length_reasons(lengths, normalize)
+    # Integers fail only for length, and no value is longer than both extremes.
+    if (
+        types == {int}
+        and _reason(normalize, min(values)) is None
+        and _reason(normalize, max(values)) is None
+    ):
+        return None
+    codes = np.array([_reason(normalize, v) for v in values], dtype=object)
+    return codes if codes.astype(np.bool_).any() else None
+
+
+def _text_column(values: npt.ArrayLike | Sequence[object]) -> npt.NDArray[np.generic]:
+    """A column as an array; a Python list stays a list of objects, so that
+    mixed values are not turned into strings by numpy."""
+    if isinstance(values, list | tuple):
+        return np.fromiter(values, dtype=object, count=len(values))
+    return np.asarray(values)
+
+
+def _length_reasons(
+    lengths: npt.NDArray[np.int64], normalize: Callable[[object], str]
+) -> npt.NDArray[np.object_] | None:
+    empty = lengths == 0
+    long = lengths > MAX_TEXT_CHARS
+    if not (empty.any() or long.any()):
+        return None
+    codes: npt.NDArray[np.object_] = np.full(len(lengths), None, dtype=object)
+    codes[empty] = _reason(normalize, "")
+    codes[long] = _reason(normalize, "x" * (MAX_TEXT_CHARS + 1))
+    return codes
+
+
+def _reason(normalize: Callable[[object], str], value: object) -> str | None:
+    try:
+        normalize(value)
+    except InvalidEvent as exc:
+        return exc.reason
+    return None

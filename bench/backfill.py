@@ -10,9 +10,9 @@ cell and horizon, and the ledger's bytes per event.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import platform
-import asyncio
 import statistics
 import time
 from pathlib import Path
@@ -61,38 +61,52 @@ async def run(path: Path, runs: int, redis_url: str) -> dict[str, Any]:
     for i in range(runs):
         namespace = f"bench-backfill-{i}"
         await _drop(client, namespace)
-        settings = load_settings(overrides={"store": {"namespace": namespace,
-                                                       "redis_url": redis_url}})
+        settings = load_settings(
+            overrides={"store": {"namespace": namespace, "redis_url": redis_url}}
+        )
         store = app.store(settings, client)
         parts = app.core(settings)
         await client.config_resetstat()
-        report = await backfill(path, profile, store=store, rules=parts.rules,
-                                scorer=parts.scorer,
-                                ledger_window_s=settings.store.ledger_retention,
-                                batch_max_events=settings.store.batch_max_events,
-                                now_s=time.time(), force=True)
+        report = await backfill(
+            path,
+            profile,
+            store=store,
+            rules=parts.rules,
+            scorer=parts.scorer,
+            ledger_window_s=settings.store.ledger_retention,
+            batch_max_events=settings.store.batch_max_events,
+            now_s=time.time(),
+            force=True,
+        )
         stats = await client.info("commandstats")
-        script_s = sum(v["usec"] for k, v in stats.items() if k in ("cmdstat_evalsha",
-                                                                     "cmdstat_eval")) / 1e6
+        script_s = (
+            sum(v["usec"] for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+            / 1e6
+        )
         seconds.append(report.seconds)
         redis_s.append(script_s)
         last = report
         cells = report.cells
-        mem_per_cell_horizon = await _bytes(client, namespace) / max(cells, 1) / len(
-            settings.horizons)
+        mem_per_cell_horizon = (
+            await _bytes(client, namespace) / max(cells, 1) / len(settings.horizons)
+        )
         await _drop(client, namespace)
     assert last is not None
     ledger = await _ledger_bytes(client, redis_url)
     await client.aclose()
     median = statistics.median(seconds)
     return {
-        "events_read": last.read, "events_accepted": last.accepted,
-        "runs_s": [round(s, 2) for s in seconds], "median_s": round(median, 2),
+        "events_read": last.read,
+        "events_accepted": last.accepted,
+        "runs_s": [round(s, 2) for s in seconds],
+        "median_s": round(median, 2),
         "redis_script_s_median": round(statistics.median(redis_s), 2),
-        "events_per_s": round(last.read / median), "cells_tracked": cells,
+        "events_per_s": round(last.read / median),
+        "cells_tracked": cells,
         "redis_bytes_per_cell_and_horizon": round(mem_per_cell_horizon, 1),
         "ledger_bytes_per_event": round(ledger, 1),
-        "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}, "
+        f"Python {platform.python_version()}",
     }
 
 
@@ -104,13 +118,22 @@ async def _ledger_bytes(client: aioredis.Redis, redis_url: str) -> float:
     store = app.store(settings, client)
     now = time.time()
     n = 20_000
-    ops = [StoreOp.upsert(Contribution(f"2025{i:08d}", now - i * 30.0, 365.0, "violence",
-                                       "Aggravated Assault No Firearm", 42,
-                                       (0x882A134D45FFFFF, 0x892A134D457FFFF,
-                                        0x8A2A134D458FFFF)))
-           for i in range(n)]
+    ops = [
+        StoreOp.upsert(
+            Contribution(
+                f"2025{i:08d}",
+                now - i * 30.0,
+                365.0,
+                "violence",
+                "Aggravated Assault No Firearm",
+                42,
+                (0x882A134D45FFFFF, 0x892A134D457FFFF, 0x8A2A134D458FFFF),
+            )
+        )
+        for i in range(n)
+    ]
     for start in range(0, n, 5000):
-        await store.apply(ops[start:start + 5000], now_s=now)
+        await store.apply(ops[start : start + 5000], now_s=now)
     ledger = int(await client.memory_usage(store.key("ledger")) or 0)
     days = 0
     async for key in client.scan_iter(match=f"{{{namespace}}}:ledger:day:*"):

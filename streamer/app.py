@@ -48,13 +48,16 @@ def event_rules(settings: Settings) -> EventRules:
 
 def scorer(settings: Settings) -> Scorer:
     """Events to contributions, with the settings' weights and grid."""
-    return Scorer(weight_table(settings), settings.grid.resolutions, ZoneInfo(settings.grid.timezone))
+    return Scorer(
+        weight_table(settings), settings.grid.resolutions, ZoneInfo(settings.grid.timezone)
+    )
 
 
 def redis_client(settings: Settings) -> aioredis.Redis:
     """An asyncio Redis client for the configured URL."""
-    return aioredis.Redis.from_url(settings.store.redis_url, socket_timeout=30,
-                                   health_check_interval=15)
+    return aioredis.Redis.from_url(
+        settings.store.redis_url, socket_timeout=30, health_check_interval=15
+    )
 
 
 def store(settings: Settings, client: aioredis.Redis | None = None) -> Store:

@@ -66,8 +66,17 @@ def _concat(chunks: Iterator[Columns]) -> Columns:
     parts = list(chunks)
     if len(parts) == 1:
         return parts[0]
-    names = ("ids", "occurred_at_s", "lat_deg", "lon_deg", "categories", "kinds", "origins",
-             "ops", "priorities")
+    names = (
+        "ids",
+        "occurred_at_s",
+        "lat_deg",
+        "lon_deg",
+        "categories",
+        "kinds",
+        "origins",
+        "ops",
+        "priorities",
+    )
     return Columns(**{n: np.concatenate([getattr(p, n) for p in parts]) for n in names})
 
 
@@ -99,8 +108,15 @@ async def backfill(
     report.read = len(cols)
     step("read", 1, 1)
 
-    keep, reasons = validate_columns(cols.ids, cols.occurred_at_s, cols.lat_deg, cols.lon_deg,
-                                     cols.categories, rules, now_s=now_s)
+    keep, reasons = validate_columns(
+        cols.ids,
+        cols.occurred_at_s,
+        cols.lat_deg,
+        cols.lon_deg,
+        cols.categories,
+        rules,
+        now_s=now_s,
+    )
     report.rejected.update(r for r in reasons if r is not None)
 
     # Upsert semantics within the file: the last row of an id wins; a last
@@ -143,9 +159,10 @@ async def backfill(
     batch = Batch(
         t_s=t_s,
         weight=weight,
-        family=np.array([fam_idx[weighed[(c, o)].family] for c, o in zip(cats, origins,
-                                                                          strict=True)],
-                        dtype=np.int64),
+        family=np.array(
+            [fam_idx[weighed[(c, o)].family] for c, o in zip(cats, origins, strict=True)],
+            dtype=np.int64,
+        ),
         category=np.array([cat_idx[c] for c in cats], dtype=np.int64),
         hour_of_week=hours_of_week(t_s, scorer.zone),
         cells=cells_of_many(cols.lat_deg[rows], cols.lon_deg[rows], scorer.resolutions),
@@ -170,11 +187,18 @@ async def backfill(
     n_res = len(scorer.resolutions)
     for j in range(n_res):
         merged = await asyncio.to_thread(
-            aggregate_resolution, settled, j, horizons=store.horizons, landmarks=landmarks,
-            profile_horizon=store.profile_horizon)
+            aggregate_resolution,
+            settled,
+            j,
+            horizons=store.horizons,
+            landmarks=landmarks,
+            profile_horizon=store.profile_horizon,
+        )
         report.cells += len(merged)
-        writes += [asyncio.create_task(store.merge(merged[s:s + chunk], landmarks, newest))
-                   for s in range(0, len(merged), chunk)]
+        writes += [
+            asyncio.create_task(store.merge(merged[s : s + chunk], landmarks, newest))
+            for s in range(0, len(merged), chunk)
+        ]
         step("merge", j + 1, n_res)
     await asyncio.gather(*writes)
 
@@ -184,12 +208,21 @@ async def backfill(
     b = batch.take(recent)
     for j, event_id in enumerate(recent_ids):
         cells = tuple(int(c) for c in b.cells[j])
-        ops_out.append(StoreOp.upsert(Contribution(
-            id=str(event_id), t_s=float(b.t_s[j]), weight=float(b.weight[j]),
-            family=b.families[int(b.family[j])], category=b.categories[int(b.category[j])],
-            hour_of_week=int(b.hour_of_week[j]), cells=cells)))
+        ops_out.append(
+            StoreOp.upsert(
+                Contribution(
+                    id=str(event_id),
+                    t_s=float(b.t_s[j]),
+                    weight=float(b.weight[j]),
+                    family=b.families[int(b.family[j])],
+                    category=b.categories[int(b.category[j])],
+                    hour_of_week=int(b.hour_of_week[j]),
+                    cells=cells,
+                )
+            )
+        )
     for start in range(0, len(ops_out), batch_max_events):
-        await store.apply(ops_out[start:start + batch_max_events], now_s=now_s)
+        await store.apply(ops_out[start : start + batch_max_events], now_s=now_s)
         step("ledger", min(start + batch_max_events, len(ops_out)), len(ops_out))
 
     await store.client.hset(loaded_key, digest, f"{Path(path).name} {int(now_s)}")

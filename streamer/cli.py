@@ -44,8 +44,10 @@ def _parser() -> argparse.ArgumentParser:
 
     bf = sub.add_parser("backfill", help="load a historical CSV or JSON-lines file into the store")
     bf.add_argument("path")
-    bf.add_argument("--profile", help="source profile (config/sources/NAME.toml); "
-                    "none for JSON lines of native events")
+    bf.add_argument(
+        "--profile",
+        help="source profile (config/sources/NAME.toml); none for JSON lines of native events",
+    )
     bf.add_argument("--force", action="store_true", help="load a file even if it was loaded")
     bf.add_argument("--quiet", action="store_true", help="no progress bar")
     bf.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -116,8 +118,10 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             at = _parse_at(args.at)
             removed, deleted = await store.prune(at)
             forgotten = await store.trim_ledger(at)
-            print(f"pruned {removed} ranking entries, deleted {deleted} cells, "
-                  f"forgot {forgotten} ledger entries")
+            print(
+                f"pruned {removed} ranking entries, deleted {deleted} cells, "
+                f"forgot {forgotten} ledger entries"
+            )
             return 0
         raise UsageError(f"unknown command {args.command}")
     finally:
@@ -127,22 +131,29 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 def _resolution(args: argparse.Namespace, settings: Settings) -> int:
     res: int = args.resolution if args.resolution is not None else max(settings.grid.resolutions)
     if res not in settings.grid.resolutions:
-        raise UsageError(f"--resolution {res}: configured resolutions are "
-                         f"{settings.grid.resolutions} (key grid.resolutions)")
+        raise UsageError(
+            f"--resolution {res}: configured resolutions are "
+            f"{settings.grid.resolutions} (key grid.resolutions)"
+        )
     return res
 
 
 async def _top(args: argparse.Namespace, settings: Settings, store: Any) -> int:
     if args.horizon not in settings.horizons:
-        raise UsageError(f"--horizon {args.horizon!r}: configured horizons are "
-                         f"{sorted(settings.horizons)}")
+        raise UsageError(
+            f"--horizon {args.horizon!r}: configured horizons are {sorted(settings.horizons)}"
+        )
     if args.limit < 1:
         raise UsageError("--limit must be at least 1")
-    rows = await store.top(args.horizon, _resolution(args, settings), args.limit,
-                           _parse_at(args.at))
+    rows = await store.top(
+        args.horizon, _resolution(args, settings), args.limit, _parse_at(args.at)
+    )
     if args.json:
-        print(orjson.dumps([{"cell": r.cell, "rank": r.rank, "score": r.score}
-                            for r in rows]).decode())
+        print(
+            orjson.dumps(
+                [{"cell": r.cell, "rank": r.rank, "score": r.score} for r in rows]
+            ).decode()
+        )
     else:
         for r in rows:
             print(f"{r.rank:>4}  {r.cell}  {r.score:12.4f}")
@@ -180,8 +191,11 @@ async def _window(args: argparse.Namespace, settings: Settings, store: Any) -> i
     hours = window_hours(args.day, args.start, args.end)
     rows = await store.window(_resolution(args, settings), hours, args.limit, _parse_at(args.at))
     if args.json:
-        print(orjson.dumps([{"cell": r.cell, "rank": r.rank, "score": r.score}
-                            for r in rows]).decode())
+        print(
+            orjson.dumps(
+                [{"cell": r.cell, "rank": r.rank, "score": r.score} for r in rows]
+            ).decode()
+        )
     else:
         for r in rows:
             print(f"{r.rank:>4}  {r.cell}  {r.score:12.4f}")
@@ -206,21 +220,36 @@ async def _backfill(args: argparse.Namespace, settings: Settings, store: Any) ->
             bar.update(task, description=stage, completed=done, total=total)
 
         report = await backfill(
-            args.path, profile, store=store, rules=parts.rules, scorer=parts.scorer,
+            args.path,
+            profile,
+            store=store,
+            rules=parts.rules,
+            scorer=parts.scorer,
             ledger_window_s=settings.store.ledger_retention,
-            batch_max_events=settings.store.batch_max_events, now_s=time.time(),
-            force=args.force, progress=progress)
+            batch_max_events=settings.store.batch_max_events,
+            now_s=time.time(),
+            force=args.force,
+            progress=progress,
+        )
     if report.skipped_file:
-        print(f"{args.path} was loaded into namespace {settings.store.namespace!r} before; "
-              "nothing done (use --force to load it again)")
+        print(
+            f"{args.path} was loaded into namespace {settings.store.namespace!r} before; "
+            "nothing done (use --force to load it again)"
+        )
         return 0
     summary = {
-        "read": report.read, "accepted": report.accepted,
-        "rejected": dict(report.rejected), "superseded_by_later_row": report.superseded,
-        "cancelled": report.cancelled, "excluded_by_weight": report.excluded,
-        "unknown_categories": dict(report.unknown_categories), "settled": report.settled,
-        "ledgered": report.ledgered, "cells_written": report.cells,
-        "seconds": round(report.seconds, 3), "events_per_s": round(report.events_per_s),
+        "read": report.read,
+        "accepted": report.accepted,
+        "rejected": dict(report.rejected),
+        "superseded_by_later_row": report.superseded,
+        "cancelled": report.cancelled,
+        "excluded_by_weight": report.excluded,
+        "unknown_categories": dict(report.unknown_categories),
+        "settled": report.settled,
+        "ledgered": report.ledgered,
+        "cells_written": report.cells,
+        "seconds": round(report.seconds, 3),
+        "events_per_s": round(report.events_per_s),
     }
     if args.json:
         print(orjson.dumps(summary).decode())

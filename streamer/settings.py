@@ -40,7 +40,9 @@ def parse_duration_s(value: object) -> float:
     elif isinstance(value, str) and (match := _DURATION.match(value)):
         seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
     else:
-        raise ValueError(f"expected a duration like '15m', '12h' or '7d' (units s, m, h, d), got {value!r}")
+        raise ValueError(
+            f"expected a duration like '15m', '12h' or '7d' (units s, m, h, d), got {value!r}"
+        )
     if seconds <= 0:
         raise ValueError("a duration must be positive")
     return seconds
@@ -129,7 +131,7 @@ class Settings(_Section):
     @classmethod
     def _horizons(cls, value: dict[str, float]) -> dict[str, float]:
         if not value:
-            raise ValueError("at least one horizon is needed, e.g. week = \"7d\"")
+            raise ValueError('at least one horizon is needed, e.g. week = "7d"')
         for name in value:
             if not re.fullmatch(r"[a-z0-9_]{1,32}", name):
                 raise ValueError(f"horizon name {name!r}: use lower-case letters, digits, _")

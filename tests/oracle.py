@@ -45,8 +45,15 @@ def read_rows(path: Path, limit: int | None = None) -> list[Row]:
     with gzip.open(path, "rt", newline="") as handle:
         for rec in csv.DictReader(handle):
             local = datetime.strptime(rec["t_local"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=NY)
-            out.append(Row(rec["dc_key"], local.timestamp(), float(rec["lat"]),
-                           float(rec["lon"]), rec["text_general_code"]))
+            out.append(
+                Row(
+                    rec["dc_key"],
+                    local.timestamp(),
+                    float(rec["lat"]),
+                    float(rec["lon"]),
+                    rec["text_general_code"],
+                )
+            )
             if limit is not None and len(out) >= limit:
                 break
     return out
@@ -57,8 +64,14 @@ def weights() -> tuple[dict[str, float], float]:
     with open(ROOT / "config" / "categories.toml", "rb") as handle:
         table = tomllib.load(handle)["categories"]
     default = table.get("default", {}).get("weight", 1.0)
-    return ({name: (rule.get("weight", default) if rule.get("include", True) else 0.0)
-             for name, rule in table.items() if name != "default"}, default)
+    return (
+        {
+            name: (rule.get("weight", default) if rule.get("include", True) else 0.0)
+            for name, rule in table.items()
+            if name != "default"
+        },
+        default,
+    )
 
 
 def live(ops: Iterable[tuple[str, Row]]) -> dict[str, Row]:
@@ -72,8 +85,14 @@ def live(ops: Iterable[tuple[str, Row]]) -> dict[str, Row]:
     return alive
 
 
-def scores(rows: Iterable[Row], resolution: int, half_life_s: float, at_s: float,
-           weight_of: dict[str, float], default: float) -> dict[str, float]:
+def scores(
+    rows: Iterable[Row],
+    resolution: int,
+    half_life_s: float,
+    at_s: float,
+    weight_of: dict[str, float],
+    default: float,
+) -> dict[str, float]:
     """Cell (hex) -> score at ``at_s``."""
     terms: dict[str, list[float]] = defaultdict(list)
     for r in rows:

@@ -137,7 +137,9 @@ class Store:
     def _header(self, landmarks: dict[str, int], **extra: object) -> bytes:
         hz = [[n, self.horizons[n], landmarks[n]] for n in self.names]
         body: dict[str, object] = {
-            "hz": hz, "prof": self.names.index(self.profile_horizon) + 1, **extra,
+            "hz": hz,
+            "prof": self.names.index(self.profile_horizon) + 1,
+            **extra,
         }
         return orjson.dumps(body)
 
@@ -168,8 +170,9 @@ class Store:
         times = [o.contribution.t_s for o in ops if o.contribution is not None]
         max_t = max(times) if times else 0.0
         landmarks = await self.landmarks(max_t or now_s)
-        if times and any(decay.needs_rebase(max_t, self.horizons[n], landmarks[n])
-                         for n in self.names):
+        if times and any(
+            decay.needs_rebase(max_t, self.horizons[n], landmarks[n]) for n in self.names
+        ):
             await self.rebase(max_t)
             landmarks = await self.landmarks(max_t)
         args: list[Any] = [self._header(landmarks, day=_day(now_s), max_t=max_t)]
@@ -179,8 +182,9 @@ class Store:
         r = await self._run(self._apply, args)
         return ApplyResult(*(int(x) for x in r))
 
-    async def merge(self, cells: list[dict[str, Any]], landmarks: dict[str, int],
-                    max_t: float) -> int:
+    async def merge(
+        self, cells: list[dict[str, Any]], landmarks: dict[str, int], max_t: float
+    ) -> int:
         """Merge pre-aggregated cells computed at ``landmarks``; returns seq."""
         header = self._header(landmarks, max_t=max_t)
         r = await self._run(self._merge, [header, orjson.dumps(cells)])
@@ -189,8 +193,7 @@ class Store:
     async def ensure_landmarks(self, newest_t_s: float) -> dict[str, int]:
         """Landmarks fit for events up to ``newest_t_s`` (re-basing if needed)."""
         landmarks = await self.landmarks(newest_t_s)
-        if any(decay.needs_rebase(newest_t_s, self.horizons[n], landmarks[n])
-               for n in self.names):
+        if any(decay.needs_rebase(newest_t_s, self.horizons[n], landmarks[n]) for n in self.names):
             await self.rebase(newest_t_s)
             landmarks = await self.landmarks(newest_t_s)
         return landmarks
@@ -207,8 +210,10 @@ class Store:
         """Drop cells whose score at ``now_s`` is below ``prune_below`` from
         each ranking; delete cells that left every ranking."""
         landmarks = await self.landmarks(now_s)
-        thr = [decay.stored_threshold(self.prune_below, now_s, self.horizons[n], landmarks[n])
-               for n in self.names]
+        thr = [
+            decay.stored_threshold(self.prune_below, now_s, self.horizons[n], landmarks[n])
+            for n in self.names
+        ]
         header = self._header(landmarks, op="prune", res=self.resolutions, thr=thr)
         r = await self._run(self._maintain, [header])
         return int(r[0]), int(r[1])
@@ -224,8 +229,9 @@ class Store:
             if day >= cutoff:
                 continue
             while True:
-                header = self._header(landmarks, op="trim", res=self.resolutions, day=day,
-                                      count=chunk)
+                header = self._header(
+                    landmarks, op="trim", res=self.resolutions, day=day, count=chunk
+                )
                 r = await self._run(self._maintain, [header])
                 forgotten += int(r[0])
                 if int(r[1]) == 0:
@@ -250,14 +256,20 @@ class Store:
         landmark = int(landmark_raw)
         half_life = self.horizons[horizon]
         floor = decay.stored_threshold(self.prune_below, at_s, half_life, landmark)
-        rows = await self.client.zrevrangebyscore(
-            self.key("rank", horizon, resolution), "+inf", repr(floor), start=0, num=max(k, 1),
-            withscores=True)
+        rows: list[Any] = await self.client.zrevrangebyscore(
+            self.key("rank", horizon, resolution),
+            "+inf",
+            repr(floor),
+            start=0,
+            num=max(k, 1),
+            withscores=True,
+        )
         if int(await self.client.hget(self.key("meta"), f"k:{horizon}") or -1) != landmark:
             return await self.top(horizon, resolution, k, at_s)  # re-based meanwhile
         factor = decay.decay_factor(at_s, half_life, landmark)
-        return [Ranked(_text(cell), i + 1, score * factor)
-                for i, (cell, score) in enumerate(rows[:k])]
+        return [
+            Ranked(_text(cell), i + 1, score * factor) for i, (cell, score) in enumerate(rows[:k])
+        ]
 
     async def cell(self, cell: str, at_s: float) -> CellDetails | None:
         """One cell in full, or ``None`` if the store has nothing there."""
@@ -269,8 +281,11 @@ class Store:
         if not raw:
             return None
         meta = {_text(k): _text(v) for k, v in meta_raw.items()}
-        factors = {n: decay.decay_factor(at_s, self.horizons[n], int(meta[f"k:{n}"]))
-                   for n in self.names if f"k:{n}" in meta}
+        factors = {
+            n: decay.decay_factor(at_s, self.horizons[n], int(meta[f"k:{n}"]))
+            for n in self.names
+            if f"k:{n}" in meta
+        }
         fields = {_text(k): _text(v) for k, v in raw.items()}
         scores: dict[str, float] = {}
         fam_n: dict[str, int] = {}
@@ -296,24 +311,33 @@ class Store:
         if packed is not None and prof in factors:
             profile = [v * factors[prof] for v in struct.unpack(PROFILE_FORMAT, packed)]
         last = fields.get("last")
-        return CellDetails(cell, int(fields.get("n", 0)), float(last) if last else None, scores,
-                           fam_n, fam_s, cat_n, cat_s, profile)
+        return CellDetails(
+            cell,
+            int(fields.get("n", 0)),
+            float(last) if last else None,
+            scores,
+            fam_n,
+            fam_s,
+            cat_n,
+            cat_s,
+            profile,
+        )
 
-    async def window(self, resolution: int, hours: Sequence[int], k: int,
-                     at_s: float) -> list[Ranked]:
+    async def window(
+        self, resolution: int, hours: Sequence[int], k: int, at_s: float
+    ) -> list[Ranked]:
         """Top cells for a set of hours of the week (0 = Monday 00:00), by
         their hour-of-week profile (decayed with the profile horizon)."""
         self._check(self.profile_horizon, resolution)
         landmark_raw = await self.client.hget(self.key("meta"), f"k:{self.profile_horizon}")
         if landmark_raw is None:
             return []
-        factor = decay.decay_factor(at_s, self.horizons[self.profile_horizon],
-                                    int(landmark_raw))
+        factor = decay.decay_factor(at_s, self.horizons[self.profile_horizon], int(landmark_raw))
         cells = await self.client.zrange(self.key("rank", self.profile_horizon, resolution), 0, -1)
         wanted = sorted(set(hours))
         totals: list[tuple[float, str]] = []
         for start in range(0, len(cells), 2000):
-            chunk = cells[start:start + 2000]
+            chunk = cells[start : start + 2000]
             async with self.client.pipeline(transaction=False) as pipe:
                 for c in chunk:
                     pipe.get(self.key("how", _text(c)))
@@ -332,8 +356,9 @@ class Store:
         if horizon not in self.horizons:
             raise KeyError(f"unknown horizon {horizon!r}; configured: {self.names}")
         if resolution not in self.resolutions:
-            raise KeyError(f"resolution {resolution} is not configured; "
-                           f"configured: {self.resolutions}")
+            raise KeyError(
+                f"resolution {resolution} is not configured; configured: {self.resolutions}"
+            )
 
 
 def _day(t_s: float) -> str:

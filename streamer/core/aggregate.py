@@ -47,8 +47,16 @@ class Batch:
 
     def take(self, mask: npt.NDArray[np.bool_]) -> Batch:
         """The rows where ``mask`` is true."""
-        return Batch(self.t_s[mask], self.weight[mask], self.family[mask], self.category[mask],
-                     self.hour_of_week[mask], self.cells[mask], self.families, self.categories)
+        return Batch(
+            self.t_s[mask],
+            self.weight[mask],
+            self.family[mask],
+            self.category[mask],
+            self.hour_of_week[mask],
+            self.cells[mask],
+            self.families,
+            self.categories,
+        )
 
 
 def hours_of_week(t_s: F64, zone: ZoneInfo) -> I64:
@@ -90,8 +98,11 @@ def aggregate(
     ``{c, n, hi, lo, nf, F, nc, C, w, last}`` (see ``lua/merge.lua``)."""
     out: list[dict[str, Any]] = []
     for j in range(len(resolutions)):
-        out.extend(aggregate_resolution(batch, j, horizons=horizons, landmarks=landmarks,
-                                        profile_horizon=profile_horizon))
+        out.extend(
+            aggregate_resolution(
+                batch, j, horizons=horizons, landmarks=landmarks, profile_horizon=profile_horizon
+            )
+        )
     return out
 
 
@@ -105,9 +116,13 @@ def aggregate_resolution(
 ) -> list[dict[str, Any]]:
     """:func:`aggregate` for the resolution in ``batch.cells[:, column]``."""
     names = list(horizons)
-    term_cols = np.stack(
-        [decay.terms(batch.weight, batch.t_s, horizons[n], landmarks[n]) for n in names], axis=1
-    ) if len(batch) else np.zeros((0, len(names)))
+    term_cols = (
+        np.stack(
+            [decay.terms(batch.weight, batch.t_s, horizons[n], landmarks[n]) for n in names], axis=1
+        )
+        if len(batch)
+        else np.zeros((0, len(names)))
+    )
     return _per_cell(batch, batch.cells[:, column], term_cols, names.index(profile_horizon))
 
 
@@ -118,21 +133,24 @@ def _per_cell(batch: Batch, cells: U64, term_cols: F64, prof: int) -> list[dict[
     inv = inv.reshape(-1)
     n_cells, n_h = unique.size, term_cols.shape[1]
     counts = np.bincount(inv, minlength=n_cells)
-    sums = np.stack([np.bincount(inv, term_cols[:, i], minlength=n_cells) for i in range(n_h)],
-                    axis=1)
+    sums = np.stack(
+        [np.bincount(inv, term_cols[:, i], minlength=n_cells) for i in range(n_h)], axis=1
+    )
     last = np.full(n_cells, -np.inf)
     np.maximum.at(last, inv, batch.t_s)
 
-    def breakdown(idx: I64, width: int, all_horizons: bool) -> tuple[
-            dict[int, dict[int, int]], dict[int, dict[int, Any]]]:
+    def breakdown(
+        idx: I64, width: int, all_horizons: bool
+    ) -> tuple[dict[int, dict[int, int]], dict[int, dict[int, Any]]]:
         # dense (cell, label) bins: no sort, cells x labels is small
         key = inv.astype(np.int64) * width + idx
         size = n_cells * width
         kn = np.bincount(key, minlength=size)
         present = np.flatnonzero(kn)
         cols = range(n_h) if all_horizons else [prof]
-        ks = np.stack([np.bincount(key, term_cols[:, i], minlength=size)[present] for i in cols],
-                      axis=1)
+        ks = np.stack(
+            [np.bincount(key, term_cols[:, i], minlength=size)[present] for i in cols], axis=1
+        )
         n_map: dict[int, dict[int, int]] = {}
         s_map: dict[int, dict[int, Any]] = {}
         for k, n, s in zip(present.tolist(), kn[present].tolist(), ks.tolist(), strict=True):
@@ -157,16 +175,18 @@ def _per_cell(batch: Batch, cells: U64, term_cols: F64, prof: int) -> list[dict[
     for c, (cell, n, s, t_last) in enumerate(
         zip(unique.tolist(), counts.tolist(), sums.tolist(), last.tolist(), strict=True)
     ):
-        rows.append({
-            "c": cell_hex(cell),
-            "n": n,
-            "hi": s,
-            "lo": zeros,
-            "nf": {fams[f]: v for f, v in fam_n[c].items()},
-            "F": {fams[f]: v for f, v in fam_s[c].items()},
-            "nc": {cats[f]: v for f, v in cat_n[c].items()},
-            "C": {cats[f]: v for f, v in cat_s[c].items()},
-            "w": how_map[c],
-            "last": t_last,
-        })
+        rows.append(
+            {
+                "c": cell_hex(cell),
+                "n": n,
+                "hi": s,
+                "lo": zeros,
+                "nf": {fams[f]: v for f, v in fam_n[c].items()},
+                "F": {fams[f]: v for f, v in fam_s[c].items()},
+                "nc": {cats[f]: v for f, v in cat_n[c].items()},
+                "C": {cats[f]: v for f, v in cat_s[c].items()},
+                "w": how_map[c],
+                "last": t_last,
+            }
+        )
     return rows

@@ -58,8 +58,9 @@ def parents_of(cells: U64, resolution: int) -> U64:
     return out
 
 
-def cells_of_many(lat_deg: npt.NDArray[np.float64], lon_deg: npt.NDArray[np.float64],
-                  resolutions: Sequence[int]) -> U64:
+def cells_of_many(
+    lat_deg: npt.NDArray[np.float64], lon_deg: npt.NDArray[np.float64], resolutions: Sequence[int]
+) -> U64:
     """Cells of many points at each resolution: shape ``(points, resolutions)``.
 
     Police records repeat points (addresses snapped to hundred-blocks), so
@@ -73,8 +74,11 @@ def cells_of_many(lat_deg: npt.NDArray[np.float64], lon_deg: npt.NDArray[np.floa
     to_cell = h3.latlng_to_cell
     points = list(zip(unique.real.tolist(), unique.imag.tolist(), strict=True))
     columns = [
-        np.fromiter((to_int(to_cell(lat, lon, r)) for lat, lon in points), dtype=np.uint64,
-                    count=len(points))
+        np.fromiter(
+            (to_int(to_cell(lat, lon, r)) for lat, lon in points),
+            dtype=np.uint64,
+            count=len(points),
+        )
         for r in resolutions
     ]
     found = np.stack(columns, axis=1)

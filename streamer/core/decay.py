@@ -55,7 +55,7 @@ def term(weight: float, t_s: float, half_life_s: float, landmark: int) -> float:
     1.0
     """
     n, phi = split(t_s, half_life_s)
-    return math.ldexp(weight * 2.0**phi, n - landmark)
+    return math.ldexp(weight * math.exp2(phi), n - landmark)
 
 
 def terms(weights: F64, t_s: F64, half_life_s: float, landmark: int) -> F64:
@@ -73,7 +73,7 @@ def decay_factor(at_s: float, half_life_s: float, landmark: int) -> float:
     >>> decay_factor(7200.0, 3600.0, 0)
     0.25
     """
-    return 2.0 ** (-((at_s - landmark * half_life_s) / half_life_s))
+    return math.exp2(-((at_s - landmark * half_life_s) / half_life_s))
 
 
 def score_at(stored: float, at_s: float, half_life_s: float, landmark: int) -> float:

@@ -38,8 +38,14 @@ class Contribution:
         ``repr`` of a float round-trips exactly, so the store re-computes
         bit-identical terms when it retracts.
         """
-        parts = [repr(self.t_s), repr(self.weight), self.family, self.category,
-                 str(self.hour_of_week), *(cell_hex(c) for c in self.cells)]
+        parts = [
+            repr(self.t_s),
+            repr(self.weight),
+            self.family,
+            self.category,
+            str(self.hour_of_week),
+            *(cell_hex(c) for c in self.cells),
+        ]
         return SEP.join(parts)
 
 

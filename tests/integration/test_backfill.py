@@ -53,18 +53,28 @@ def subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def settings_for(namespace: str):  # type: ignore[no-untyped-def]
-    return load_settings(environ={}, overrides={"store": {"namespace": namespace},
-                                                "grid": {"timezone": "America/New_York"}})
+    return load_settings(
+        environ={},
+        overrides={"store": {"namespace": namespace}, "grid": {"timezone": "America/New_York"}},
+    )
 
 
 async def test_backfill_matches_oracle_and_ledgers_the_tail(
-        client: aioredis.Redis, namespace: str, subset: Path) -> None:
+    client: aioredis.Redis, namespace: str, subset: Path
+) -> None:
     settings = settings_for(namespace)
     store = app.store(settings, client)
     parts = app.core(settings)
-    report = await backfill(subset, load_profile("philadelphia"), store=store, rules=parts.rules,
-                            scorer=parts.scorer, ledger_window_s=3 * 86400, batch_max_events=700,
-                            now_s=time.time())
+    report = await backfill(
+        subset,
+        load_profile("philadelphia"),
+        store=store,
+        rules=parts.rules,
+        scorer=parts.scorer,
+        ledger_window_s=3 * 86400,
+        batch_max_events=700,
+        now_s=time.time(),
+    )
     assert report.rejected == {"null_island": 1, "bad_time": 1, "lat_out_of_range": 1}
     rows = _read_tolerant(subset)
     assert report.superseded == len(rows) - len({r.id for r in rows}) >= 1
@@ -79,27 +89,49 @@ async def test_backfill_matches_oracle_and_ledgers_the_tail(
     for r in tail:
         del alive[r.id]
     await _matches(store, alive, at_s)
-    again = await backfill(subset, load_profile("philadelphia"), store=store, rules=parts.rules,
-                           scorer=parts.scorer, ledger_window_s=3 * 86400,
-                           batch_max_events=700, now_s=time.time())
+    again = await backfill(
+        subset,
+        load_profile("philadelphia"),
+        store=store,
+        rules=parts.rules,
+        scorer=parts.scorer,
+        ledger_window_s=3 * 86400,
+        batch_max_events=700,
+        now_s=time.time(),
+    )
     assert again.skipped_file
 
 
 async def test_bulk_path_equals_event_by_event_path(
-        client: aioredis.Redis, namespace: str, subset: Path) -> None:
+    client: aioredis.Redis, namespace: str, subset: Path
+) -> None:
     settings_a = settings_for(namespace + "a")
     settings_b = settings_for(namespace + "b")
     store_a, store_b = app.store(settings_a, client), app.store(settings_b, client)
     parts = app.core(settings_a)
     try:
         # everything settled (bulk) ...
-        await backfill(subset, load_profile("philadelphia"), store=store_a, rules=parts.rules,
-                       scorer=parts.scorer, ledger_window_s=1.0, batch_max_events=500,
-                       now_s=time.time())
+        await backfill(
+            subset,
+            load_profile("philadelphia"),
+            store=store_a,
+            rules=parts.rules,
+            scorer=parts.scorer,
+            ledger_window_s=1.0,
+            batch_max_events=500,
+            now_s=time.time(),
+        )
         # ... against everything ledgered (the live apply script, event by event)
-        await backfill(subset, load_profile("philadelphia"), store=store_b, rules=parts.rules,
-                       scorer=parts.scorer, ledger_window_s=1e9, batch_max_events=500,
-                       now_s=time.time())
+        await backfill(
+            subset,
+            load_profile("philadelphia"),
+            store=store_b,
+            rules=parts.rules,
+            scorer=parts.scorer,
+            ledger_window_s=1e9,
+            batch_max_events=500,
+            now_s=time.time(),
+        )
         at_s = time.time()
         for res in settings_a.grid.resolutions:
             top_a = await store_a.top("month", res, 30, at_s)
@@ -156,39 +188,62 @@ async def _matches(store, alive: dict[str, oracle.Row], at_s: float) -> None:  #
 
 
 def _hotspots(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "streamer.cli", *args], capture_output=True,
-                          text=True, env=env, cwd=ROOT, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "streamer.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
 
 
 def test_command_line_backfill_and_top(namespace: str, subset: Path, redis_url: str) -> None:
     import os
 
-    env = {**os.environ, "HOTSPOTS_STORE__NAMESPACE": namespace,
-           "HOTSPOTS_STORE__REDIS_URL": f'"{redis_url}"'}
+    env = {
+        **os.environ,
+        "HOTSPOTS_STORE__NAMESPACE": namespace,
+        "HOTSPOTS_STORE__REDIS_URL": f'"{redis_url}"',
+    }
     done = _hotspots("backfill", str(subset), "--profile", "philadelphia", "--json", env=env)
     assert done.returncode == 0, done.stderr
     report = orjson.loads(done.stdout)
-    assert report["read"] == (report["accepted"] + sum(report["rejected"].values())
-                              + report["superseded_by_later_row"])
-    top = _hotspots("top", "--horizon", "year", "--resolution", "9", "--limit", "5",
-                    "--at", "2025-03-01T00:00:00+00:00", "--json", env=env)
+    assert report["read"] == (
+        report["accepted"] + sum(report["rejected"].values()) + report["superseded_by_later_row"]
+    )
+    top = _hotspots(
+        "top",
+        "--horizon",
+        "year",
+        "--resolution",
+        "9",
+        "--limit",
+        "5",
+        "--at",
+        "2025-03-01T00:00:00+00:00",
+        "--json",
+        env=env,
+    )
     assert top.returncode == 0, top.stderr
     rows = orjson.loads(top.stdout)
     assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5]
     weights, default = oracle.weights()
-    want = oracle.scores(_read_tolerant(subset), 9, 365 * 86400.0,
-                         1740787200.0, weights, default)
+    want = oracle.scores(_read_tolerant(subset), 9, 365 * 86400.0, 1740787200.0, weights, default)
     best = sorted(want.items(), key=lambda kv: -kv[1])[:5]
     assert [r["cell"] for r in rows] == [c for c, _ in best]
     assert [r["score"] for r in rows] == pytest.approx([s for _, s in best], rel=1e-9)
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["top", "--horizon", "fortnight"], "--horizon"),
-    (["top", "--resolution", "7"], "--resolution"),
-    (["top", "--at", "yesterday"], "--at"),
-    (["top", "--limmit", "3"], "--limmit"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["top", "--horizon", "fortnight"], "--horizon"),
+        (["top", "--resolution", "7"], "--resolution"),
+        (["top", "--at", "yesterday"], "--at"),
+        (["top", "--limmit", "3"], "--limmit"),
+    ],
+)
 def test_bad_flags_exit_2_naming_the_flag(args: list[str], needle: str, namespace: str) -> None:
     import os
 

@@ -42,28 +42,43 @@ async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 
 def make_store(client: aioredis.Redis, namespace: str) -> Store:
-    return Store(client, namespace=namespace, horizons=HORIZONS, resolutions=RESOLUTIONS,
-                 profile_horizon="year")
+    return Store(
+        client,
+        namespace=namespace,
+        horizons=HORIZONS,
+        resolutions=RESOLUTIONS,
+        profile_horizon="year",
+    )
 
 
 def make_scorer(table: tuple[dict[str, float], float]) -> Scorer:
     rules = {name: CategoryWeight(weight=w, include=w > 0) for name, w in table[0].items()}
-    return Scorer(WeightTable(rules, CategoryWeight(table[1])), RESOLUTIONS,
-                  ZoneInfo("America/New_York"))
+    return Scorer(
+        WeightTable(rules, CategoryWeight(table[1])), RESOLUTIONS, ZoneInfo("America/New_York")
+    )
 
 
 def to_op(scorer: Scorer, op: str, row: oracle.Row) -> StoreOp:
     if op == "cancel":
         return StoreOp.cancel(row.id)
     from datetime import UTC, datetime
-    event = Event(row.id, "incident", datetime.fromtimestamp(row.t_s, UTC), row.t_s, row.lat,
-                  row.lon, row.category)
+
+    event = Event(
+        row.id,
+        "incident",
+        datetime.fromtimestamp(row.t_s, UTC),
+        row.t_s,
+        row.lat,
+        row.lon,
+        row.category,
+    )
     c = scorer.contribution(event)
     return StoreOp.upsert(c) if c is not None else StoreOp.exclude(row.id)
 
 
-def shuffled_keeping_id_order(ops: list[tuple[str, oracle.Row]],
-                              rng: random.Random) -> list[tuple[str, oracle.Row]]:
+def shuffled_keeping_id_order(
+    ops: list[tuple[str, oracle.Row]], rng: random.Random
+) -> list[tuple[str, oracle.Row]]:
     """A random arrival order in which each id's versions keep their order
     (Kafka keys by id, so corrections of one event stay in order)."""
     slots = list(range(len(ops)))
@@ -78,17 +93,23 @@ def shuffled_keeping_id_order(ops: list[tuple[str, oracle.Row]],
     return [o for o in out if o is not None]
 
 
-async def apply_in_batches(store: Store, scorer: Scorer, ops: list[tuple[str, oracle.Row]],
-                           rng: random.Random, now_s: float) -> None:
+async def apply_in_batches(
+    store: Store,
+    scorer: Scorer,
+    ops: list[tuple[str, oracle.Row]],
+    rng: random.Random,
+    now_s: float,
+) -> None:
     i = 0
     while i < len(ops):
         size = rng.choice([1, 7, 50, 333, 1000])
-        await store.apply([to_op(scorer, op, row) for op, row in ops[i:i + size]], now_s=now_s)
+        await store.apply([to_op(scorer, op, row) for op, row in ops[i : i + size]], now_s=now_s)
         i += size
 
 
-async def assert_matches_oracle(store: Store, alive: dict[str, oracle.Row], at_s: float,
-                                table: tuple[dict[str, float], float]) -> int:
+async def assert_matches_oracle(
+    store: Store, alive: dict[str, oracle.Row], at_s: float, table: tuple[dict[str, float], float]
+) -> int:
     checked = 0
     for name, half_life in HORIZONS.items():
         for res in RESOLUTIONS:
@@ -109,8 +130,11 @@ async def assert_matches_oracle(store: Store, alive: dict[str, oracle.Row], at_s
 
 
 async def test_exact_under_disorder_duplicates_cancels_and_corrections(
-        client: aioredis.Redis, namespace: str, rows: list[oracle.Row],
-        table: tuple[dict[str, float], float]) -> None:
+    client: aioredis.Redis,
+    namespace: str,
+    rows: list[oracle.Row],
+    table: tuple[dict[str, float], float],
+) -> None:
     rng = random.Random(20251)
     events = rows[:6000]
     categories = sorted({r.category for r in rows})
@@ -133,9 +157,12 @@ async def test_exact_under_disorder_duplicates_cancels_and_corrections(
     await assert_matches_oracle(store, alive, now_s + 5 * 86400, table)
 
 
-async def test_arrival_order_does_not_matter(client: aioredis.Redis, namespace: str,
-                                             rows: list[oracle.Row],
-                                             table: tuple[dict[str, float], float]) -> None:
+async def test_arrival_order_does_not_matter(
+    client: aioredis.Redis,
+    namespace: str,
+    rows: list[oracle.Row],
+    table: tuple[dict[str, float], float],
+) -> None:
     scorer = make_scorer(table)
     events = [("upsert", r) for r in rows[:3000]]
     now_s = max(r.t_s for _, r in events) + 60
@@ -157,9 +184,12 @@ async def test_arrival_order_does_not_matter(client: aioredis.Redis, namespace: 
             assert a[cell] == pytest.approx(b[cell], rel=1e-12)
 
 
-async def test_duplicates_are_idempotent(client: aioredis.Redis, namespace: str,
-                                         rows: list[oracle.Row],
-                                         table: tuple[dict[str, float], float]) -> None:
+async def test_duplicates_are_idempotent(
+    client: aioredis.Redis,
+    namespace: str,
+    rows: list[oracle.Row],
+    table: tuple[dict[str, float], float],
+) -> None:
     scorer = make_scorer(table)
     store = make_store(client, namespace)
     batch = [to_op(scorer, "upsert", r) for r in rows[:500]]
@@ -175,7 +205,8 @@ async def test_duplicates_are_idempotent(client: aioredis.Redis, namespace: str,
 
 
 async def test_retraction_is_exact_when_it_removes_almost_everything(
-        client: aioredis.Redis, namespace: str, table: tuple[dict[str, float], float]) -> None:
+    client: aioredis.Redis, namespace: str, table: tuple[dict[str, float], float]
+) -> None:
     # One theft 90 days ago, then a homicide today in the same cell, cancelled:
     # the day score falls by a factor of ~2**90 (beyond any double's
     # precision); it must leave exactly the old theft's score.
@@ -203,17 +234,22 @@ async def test_retraction_is_exact_when_it_removes_almost_everything(
     assert await client.keys(f"{{{namespace}}}:cell:*") == []
 
 
-async def test_rebasing_changes_nothing(client: aioredis.Redis, namespace: str,
-                                        rows: list[oracle.Row],
-                                        table: tuple[dict[str, float], float]) -> None:
+async def test_rebasing_changes_nothing(
+    client: aioredis.Redis,
+    namespace: str,
+    rows: list[oracle.Row],
+    table: tuple[dict[str, float], float],
+) -> None:
     # A year of events in time order: the day horizon's landmark moves every
     # 64 days on its own; then a forced re-base far ahead changes no score.
     rng = random.Random(5)
     scorer = make_scorer(table)
     store = make_store(client, namespace)
     sample = sorted(rng.sample(rows, 3000), key=lambda r: r.t_s)
-    stretched = [oracle.Row(r.id, sample[0].t_s + (r.t_s - sample[0].t_s) * 20, r.lat, r.lon,
-                            r.category) for r in sample]
+    stretched = [
+        oracle.Row(r.id, sample[0].t_s + (r.t_s - sample[0].t_s) * 20, r.lat, r.lon, r.category)
+        for r in sample
+    ]
     ops = [("upsert", r) for r in stretched]
     now_s = stretched[-1].t_s + 3600
     landmarks_before = await store.landmarks(stretched[0].t_s)
@@ -231,6 +267,5 @@ async def test_rebasing_changes_nothing(client: aioredis.Redis, namespace: str,
     for res in RESOLUTIONS:
         after = await store.top("year", res, 50, now_s)
         assert [r.cell for r in after] == [r.cell for r in before[res]]
-        assert [r.score for r in after] == pytest.approx([r.score for r in before[res]],
-                                                          rel=1e-12)
+        assert [r.score for r in after] == pytest.approx([r.score for r in before[res]], rel=1e-12)
     await assert_matches_oracle(store, alive, now_s, table)

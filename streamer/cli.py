@@ -74,6 +74,26 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("check-config", help="validate the configuration and print it")
 
+    run = sub.add_parser("run", help="run a worker (Kafka in, Redis out)")
+    run.add_argument("--web-port", type=int, default=None, help="port of /metrics, /healthz")
+    run.add_argument("--loglevel", default="info")
+
+    rp = sub.add_parser("replay", help="publish a historical file to Kafka")
+    rp.add_argument("path")
+    rp.add_argument("--profile")
+    speed = rp.add_mutually_exclusive_group()
+    speed.add_argument("--speed", type=float, default=60.0, help="multiple of real time")
+    speed.add_argument("--max", action="store_true", help="as fast as possible")
+    rp.add_argument(
+        "--inject-bad",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also publish N malformed records of assorted kinds",
+    )
+    rp.add_argument("--limit", type=int, default=None, help="only the first N records")
+    rp.add_argument("--quiet", action="store_true")
+
     mt = sub.add_parser("maintain", help="prune dead cells, re-base, trim the ledger once")
     mt.add_argument("--at")
     return parser
@@ -86,6 +106,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = load_settings(args.config)
     except ConfigError as exc:
         _fail(str(exc))
+    if args.command == "run":
+        _run_worker(args, settings)
+        return
     try:
         code = asyncio.run(_dispatch(args, settings))
     except UsageError as exc:
@@ -99,6 +122,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "check-config":
         print(orjson.dumps(settings.model_dump(), option=orjson.OPT_INDENT_2).decode())
         return 0
+    if args.command == "replay":
+        return await asyncio.to_thread(_replay, args, settings)
     store = app.store(settings)
     try:
         if args.command == "backfill":
@@ -256,6 +281,75 @@ async def _backfill(args: argparse.Namespace, settings: Settings, store: Any) ->
     else:
         for key, value in summary.items():
             print(f"{key:>24}: {value}")
+    return 0
+
+
+def _run_worker(args: argparse.Namespace, settings: Settings) -> None:
+    import logging
+
+    from faust.worker import Worker
+
+    from streamer.adapters.broker import ensure_topics
+    from streamer.worker import build
+
+    logging.basicConfig(
+        level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    k = settings.kafka
+    ensure_topics(
+        k.bootstrap,
+        {
+            k.incidents_topic: settings.worker.partitions,
+            k.calls_topic: settings.worker.partitions,
+            k.dead_letter_topic: 1,
+        },
+    )
+    fapp, _, _ = build(settings, web_port=args.web_port)
+    worker = Worker(fapp, loglevel=args.loglevel)
+    worker.execute_from_commandline()
+
+
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from itertools import islice
+
+    from rich.progress import Progress as RichProgress
+
+    from streamer.adapters.broker import ensure_topics
+    from streamer.adapters.files import iter_records, load_profile
+    from streamer.replay import replay
+
+    try:
+        profile = load_profile(args.profile) if args.profile else None
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageError(f"--profile: {exc}") from None
+    if args.speed is not None and args.speed <= 0:
+        raise UsageError("--speed must be positive")
+    k = settings.kafka
+    ensure_topics(
+        k.bootstrap,
+        {
+            k.incidents_topic: settings.worker.partitions,
+            k.calls_topic: settings.worker.partitions,
+            k.dead_letter_topic: 1,
+        },
+    )
+    records = iter_records(args.path, profile)
+    if args.limit is not None:
+        records = islice(records, args.limit)
+    with RichProgress(disable=args.quiet, transient=True) as bar:
+        task = bar.add_task("replay", total=None)
+        report = replay(
+            records,
+            bootstrap=k.bootstrap,
+            topics={"incident": k.incidents_topic, "call": k.calls_topic},
+            speed=None if args.max else args.speed,
+            inject_bad=args.inject_bad,
+            progress=lambda n: bar.update(task, completed=n),
+        )
+    print(
+        f"sent {report.sent} events and {report.bad} malformed records in "
+        f"{report.seconds:.1f} s ({report.sent / max(report.seconds, 1e-9):.0f} events/s)"
+    )
     return 0
 
 

@@ -114,6 +114,27 @@ class KafkaSettings(_Section):
     group: str = "hotspots"
 
 
+class WorkerSettings(_Section):
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=6066, ge=0, le=65535)
+    session_timeout: DurationS = 10.0
+    heartbeat_interval: DurationS = 1.0
+    rebalance_timeout: DurationS = 5.0
+    max_poll_interval: DurationS = 60.0
+    lease_ttl: DurationS = 15.0
+    partitions: int = Field(default=4, ge=1, le=1024)
+
+
+class PublishSettings(_Section):
+    top_n: int = Field(default=50, ge=1, le=10_000)
+    interval: DurationS = 1.0
+    maintain_interval: DurationS = 60.0
+
+
+class TimeSettings(_Section):
+    clock: str = Field(default="wall", pattern="^(wall|event)$")
+
+
 def _default_horizons() -> dict[str, float]:
     return {"day": 86400.0, "week": 7 * 86400.0, "month": 28 * 86400.0, "year": 365 * 86400.0}
 
@@ -126,6 +147,9 @@ class Settings(_Section):
     weights: WeightSettings = Field(default_factory=WeightSettings)
     events: EventSettings = Field(default_factory=EventSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    publish: PublishSettings = Field(default_factory=PublishSettings)
+    time: TimeSettings = Field(default_factory=TimeSettings)
 
     @field_validator("horizons")
     @classmethod

@@ -15,43 +15,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from streamer.core import decay
-from streamer.core.scoring import Contribution
+from streamer.core.scoring import StoreOp
 
-OpCode = Literal["u", "c", "x"]
 PROFILE_FORMAT = "<168f"  # hour-of-week profile: float32, Monday 00h first
-
-
-@dataclass(frozen=True, slots=True)
-class StoreOp:
-    """One change for :meth:`Store.apply`: ``u`` upsert a contribution,
-    ``c`` cancel an id, ``x`` take out an id whose new version no longer
-    counts. ``source``/``offset`` (``"topic:partition"``, Kafka offset) make
-    redelivery harmless: an op at or below the stored offset is skipped."""
-
-    op: OpCode
-    id: str
-    contribution: Contribution | None = None
-    source: str = ""
-    offset: int = -1
-
-    @staticmethod
-    def upsert(c: Contribution, source: str = "", offset: int = -1) -> StoreOp:
-        return StoreOp("u", c.id, c, source, offset)
-
-    @staticmethod
-    def cancel(event_id: str, source: str = "", offset: int = -1) -> StoreOp:
-        return StoreOp("c", event_id, None, source, offset)
-
-    @staticmethod
-    def exclude(event_id: str, source: str = "", offset: int = -1) -> StoreOp:
-        return StoreOp("x", event_id, None, source, offset)
 
 
 @dataclass(frozen=True, slots=True)

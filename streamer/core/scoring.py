@@ -11,12 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 from streamer.core.cells import cell_hex, cells_of
 from streamer.core.events import Event
 from streamer.core.weights import WeightTable
 
+OpCode = Literal["u", "c", "x", "n"]
 SEP = "\x1f"  # ASCII unit separator: cannot occur in a validated category
 
 
@@ -87,3 +89,30 @@ class Scorer:
             hour_of_week=hour_of_week(event.occurred_at_s, self.zone),
             cells=cells_of(event.lat_deg, event.lon_deg, self.resolutions),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOp:
+    """One change for the store: ``u`` upsert a contribution, ``c`` cancel
+    an id, ``x`` take out an id whose new version no longer counts, ``n``
+    nothing but the offset (a dead letter). ``source``/``offset``
+    (``"topic:partition"``, Kafka offset) make redelivery harmless: an op at
+    or below the offset the store recorded for its source is skipped."""
+
+    op: OpCode
+    id: str
+    contribution: Contribution | None = None
+    source: str = ""
+    offset: int = -1
+
+    @staticmethod
+    def upsert(c: Contribution, source: str = "", offset: int = -1) -> StoreOp:
+        return StoreOp("u", c.id, c, source, offset)
+
+    @staticmethod
+    def cancel(event_id: str, source: str = "", offset: int = -1) -> StoreOp:
+        return StoreOp("c", event_id, None, source, offset)
+
+    @staticmethod
+    def exclude(event_id: str, source: str = "", offset: int = -1) -> StoreOp:
+        return StoreOp("x", event_id, None, source, offset)

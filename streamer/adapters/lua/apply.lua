@@ -1,7 +1,8 @@
 -- Apply one batch of events atomically. Header (ARGV[1]) also has:
 --   day  = "YYYYMMDD" ledger day of this batch, max_t = newest event time
 -- then ARGV[2..] in groups of five: op, id, packed contribution, source, offset
---   op: "u" upsert, "c" cancel, "x" upsert that no longer counts (excluded)
+--   op: "u" upsert, "c" cancel, "x" upsert that no longer counts (excluded),
+--       "n" nothing but the offset (a dead letter)
 --   source "topic:partition" and offset, or "" and "" (backfill, tests)
 -- Returns {seq, applied, duplicate, cancelled, unknown_cancel, stale, retracted, cells}.
 local LEDGER = P .. ':ledger'
@@ -45,7 +46,7 @@ for j = 2, #ARGV, 5 do
       new_offsets[src] = off
     end
   end
-  if fresh then
+  if fresh and op ~= 'n' then
     local old = ledger_get(id)
     if op == 'u' then
       if old == packed then
@@ -67,7 +68,7 @@ for j = 2, #ARGV, 5 do
       elseif op == 'c' then
         st.unknown_cancel = st.unknown_cancel + 1
       end
-    else
+    elseif op ~= 'n' then
       return redis.error_reply('UNKNOWN_OP ' .. tostring(op))
     end
   end

@@ -1,0 +1,84 @@
+"""Prometheus metrics, on a registry of their own (never the global one)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from streamer.core.events import REASONS
+
+
+@dataclass
+class Metrics:
+    """Every metric the worker exports."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.events = Counter(
+            "hotspots_events_total", "Events consumed, by outcome", ["outcome"], registry=r
+        )
+        self.dead_letters = Counter(
+            "hotspots_dead_letters_total",
+            "Records sent to the dead-letter topic, by reason",
+            ["reason"],
+            registry=r,
+        )
+        for reason in REASONS:
+            self.dead_letters.labels(reason)
+        self.unknown_categories = Counter(
+            "hotspots_unknown_categories_total",
+            "Events whose category is not in the harm table",
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "hotspots_batch_size",
+            "Records per consumed batch",
+            buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000, 20000),
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "hotspots_batch_seconds", "Time to process a batch, consume to commit", registry=r
+        )
+        self.store_seconds = Histogram("hotspots_store_seconds", "Store write latency", registry=r)
+        self.store_errors = Counter(
+            "hotspots_store_errors_total", "Store writes that failed and were retried", registry=r
+        )
+        self.kafka_errors = Counter(
+            "hotspots_kafka_errors_total",
+            "Kafka operations that failed and were retried",
+            registry=r,
+        )
+        self.event_lag = Gauge(
+            "hotspots_event_time_lag_seconds",
+            "Wall clock minus the newest event time in the last batch",
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "hotspots_consumer_lag",
+            "Records behind the high watermark",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.cells = Gauge(
+            "hotspots_cells_tracked",
+            "Cells in the longest horizon's ranking",
+            ["resolution"],
+            registry=r,
+        )
+        self.seq = Gauge(
+            "hotspots_publication_seq", "Store sequence number last published", registry=r
+        )
+        self.publications = Counter(
+            "hotspots_publications_total", "Ranking change messages published", registry=r
+        )
+        self.timer_runs = Counter(
+            "hotspots_timer_runs_total", "Leader timer runs", ["timer"], registry=r
+        )
+        self.ready = Gauge("hotspots_ready", "1 when Kafka and Redis answer", registry=r)
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)

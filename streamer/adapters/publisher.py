@@ -1,0 +1,104 @@
+"""The leader's timers: publish ranking changes, prune, re-base, trim.
+
+One worker of the group runs these at a time. Publication state (the top
+lists last published) is kept in Redis, so a new leader carries on where
+the old one stopped, and a display that sees a gap in ``seq`` fetches a
+fresh snapshot.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from streamer.adapters.store import Store
+from streamer.core import decay
+from streamer.core.publication import Entry, diff
+
+Clock = Callable[[], float]
+
+
+def channel(store: Store) -> str:
+    """The pub/sub channel of ranking changes."""
+    return store.key("updates")
+
+
+@dataclass
+class Publisher:
+    """Publishes what entered, left or moved in each top list, once per tick
+    in which the store's sequence number moved."""
+
+    store: Store
+    top_n: int
+    now: Clock
+
+    async def tick(self) -> dict[str, Any] | None:
+        """Publish the changes since the last tick; returns the message sent."""
+        store = self.store
+        client = store.client
+        seq = await store.seq()
+        state_key = store.key("published")
+        last_seq = await client.hget(state_key, "seq")
+        if last_seq is not None and int(last_seq) == seq:
+            return None
+        at_s = self.now()
+        lists: dict[str, Any] = {}
+        state: dict[str | bytes, bytes | str] = {}
+        landmarks = await store.landmarks()
+        for name in store.names:
+            half_life = store.horizons[name]
+            k = landmarks[name]
+            factor = decay.decay_factor(at_s, half_life, k)
+            for res in store.resolutions:
+                list_key = f"{name}:{res}"
+                raw: list[Any] = await client.zrevrange(
+                    store.key("rank", name, res), 0, self.top_n - 1, withscores=True
+                )
+                after = [Entry(_text(c), i + 1, float(s)) for i, (c, s) in enumerate(raw)]
+                previous = await client.hget(state_key, list_key)
+                before: list[Entry] = []
+                if previous is not None:
+                    old_k, rows = orjson.loads(previous)
+                    # exact: landmarks move by whole half-lives (powers of two)
+                    before = [Entry(c, r, math.ldexp(s, old_k - k)) for c, r, s in rows]
+                change = diff(before, after)
+                if change:
+                    lists[list_key] = {
+                        "entered": [[e.cell, e.rank, e.score * factor] for e in change.entered],
+                        "left": change.left,
+                        "moved": [[e.cell, e.rank, e.score * factor] for e in change.moved],
+                    }
+                state[list_key] = orjson.dumps([k, [[e.cell, e.rank, e.score] for e in after]])
+        message = {"seq": seq, "at": at_s, "lists": lists}
+        async with client.pipeline(transaction=True) as pipe:
+            state["seq"] = str(seq)
+            pipe.hset(state_key, mapping=state)  # type: ignore[arg-type]
+            pipe.publish(channel(store), orjson.dumps(message))
+            await pipe.execute()
+        return message
+
+
+@dataclass
+class Maintainer:
+    """Prunes dead cells, trims the ledger, re-bases landmarks when due."""
+
+    store: Store
+    now: Clock
+
+    async def tick(self) -> dict[str, int]:
+        at_s = self.now()
+        watermark = await self.store.client.hget(self.store.key("meta"), "watermark")
+        if watermark is not None:
+            await self.store.ensure_landmarks(float(watermark))
+        removed, deleted = await self.store.prune(at_s)
+        forgotten = await self.store.trim_ledger(time.time())
+        return {"removed": removed, "deleted": deleted, "forgotten": forgotten}
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,86 @@
+"""Shared fixtures: a real Kafka-compatible broker and a real Redis.
+
+Integration tests talk to real servers, never fakes. The broker is a Tansu
+process started once per session on a free 127.0.0.1 port. Redis is the one at
+127.0.0.1:6379 db 0 (override with ``HOTSPOTS_TEST_REDIS_URL``); when it does not
+answer the tests that need it fail, they do not skip. Each test gets its own key
+namespace, which is deleted afterwards. Unit tests request none of these.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from streamer.adapters.broker import LocalBroker
+from streamer.adapters.redis_server import redis_answers
+
+DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
+    """A Tansu broker (in-memory storage) shared by the whole test session."""
+    local = LocalBroker(log_dir=tmp_path_factory.mktemp("tansu"))
+    local.start()
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """URL of the real Redis the tests use; fails the test when it is not up."""
+    url = os.environ.get("HOTSPOTS_TEST_REDIS_URL", DEFAULT_TEST_REDIS_URL)
+    if not redis_answers(url, timeout_s=1.0):
+        pytest.fail(
+            f"Redis at {url} does not answer PING. Integration tests need a real Redis: "
+            "start one on 127.0.0.1:6379 (e.g. `redis-server --bind 127.0.0.1`) or point "
+            "HOTSPOTS_TEST_REDIS_URL at one.",
+            pytrace=False,
+        )
+    return url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A synchronous client returning bytes (``decode_responses=False``)."""
+    client = redis.Redis.from_url(redis_url, decode_responses=False)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _unlink_matching(client: redis.Redis, pattern: str) -> int:
+    removed = 0
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=pattern, count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            removed += int(client.unlink(*batch))
+            batch.clear()
+    if batch:
+        removed += int(client.unlink(*batch))
+    return removed
+
+
+@pytest.fixture
+def namespace(redis_url: str) -> Iterator[str]:
+    """A key namespace unique to this test (``t-<8 hex>``), emptied afterwards.
+
+    Both hash-tagged keys (``{t-...}...``) and plain ones (``t-...``) are removed.
+    """
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    yield name
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for pattern in (f"{{{name}}}*", f"{name}*"):
+            _unlink_matching(client, pattern)
+    finally:
+        client.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
@@ -123,6 +124,9 @@ class WorkerSettings(_Section):
     max_poll_interval: DurationS = 60.0
     lease_ttl: DurationS = 15.0
     partitions: int = Field(default=4, ge=1, le=1024)
+    state_dir: str = Field(
+        default_factory=lambda: str(Path(tempfile.gettempdir()) / "hotspots-faust")
+    )
 
 
 class PublishSettings(_Section):

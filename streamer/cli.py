@@ -53,11 +53,18 @@ def _parser() -> argparse.ArgumentParser:
     bf.add_argument("--json", action="store_true", help="print the report as JSON")
 
     top = sub.add_parser("top", help="print the current top cells")
-    top.add_argument("--horizon", default="week")
+    top.add_argument(
+        "--horizon",
+        default=None,
+        help="default week; with --live default the two shortest, NAME,NAME for several",
+    )
     top.add_argument("--resolution", type=int, default=None)
     top.add_argument("--limit", type=int, default=10)
     top.add_argument("--at", help="ISO 8601 time to decay scores to (default now)")
     top.add_argument("--json", action="store_true")
+    top.add_argument(
+        "--live", action="store_true", help="a live view (top 15 per horizon) until Ctrl-C"
+    )
 
     cell = sub.add_parser("cell", help="print one cell's details")
     cell.add_argument("cell")
@@ -94,6 +101,30 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--limit", type=int, default=None, help="only the first N records")
     rp.add_argument("--quiet", action="store_true")
 
+    demo = sub.add_parser(
+        "demo", help="a live demo: bundled broker, sample data, worker, replay, live view"
+    )
+    demo.add_argument(
+        "--speed",
+        type=float,
+        default=3600.0,
+        help="replay speed, multiple of real time (default 3600: an hour of data per second)",
+    )
+    demo.add_argument(
+        "--duration", type=float, default=None, metavar="SECONDS", help="stop after SECONDS"
+    )
+    demo.add_argument(
+        "--no-live", action="store_true", help="plain progress lines instead of the live view"
+    )
+    demo.add_argument(
+        "--stale-after",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="warn STALE when seq has not moved for SECONDS",
+    )
+    demo.add_argument("--namespace", default="demo", help=argparse.SUPPRESS)
+
     mt = sub.add_parser("maintain", help="prune dead cells, re-base, trim the ledger once")
     mt.add_argument("--at")
     return parser
@@ -109,6 +140,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "run":
         _run_worker(args, settings)
         return
+    if args.command == "demo":
+        from streamer.demo import DemoOptions
+        from streamer.demo import main as demo_main
+
+        if args.speed <= 0:
+            _fail("--speed must be positive")
+        raise SystemExit(
+            demo_main(
+                DemoOptions(
+                    speed=args.speed,
+                    duration_s=args.duration,
+                    live=not args.no_live,
+                    stale_after_s=args.stale_after,
+                    namespace=args.namespace,
+                    config=args.config,
+                )
+            )
+        )
     try:
         code = asyncio.run(_dispatch(args, settings))
     except UsageError as exc:
@@ -129,6 +178,16 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         if args.command == "backfill":
             return await _backfill(args, settings, store)
         if args.command == "top":
+            if args.live:
+                from streamer.live import run_top_live
+
+                return await run_top_live(
+                    settings,
+                    store,
+                    horizons=args.horizon.split(",") if args.horizon else None,
+                    resolution=args.resolution,
+                )
+            args.horizon = args.horizon or "week"
             return await _top(args, settings, store)
         if args.command == "cell":
             details = await store.cell(args.cell, _parse_at(args.at))

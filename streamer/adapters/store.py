@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import struct
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -183,8 +184,11 @@ class Store:
         """Drop cells whose score at ``now_s`` is below ``prune_below`` from
         each ranking; delete cells that left every ranking."""
         landmarks = await self.landmarks(now_s)
-        thr = [
-            decay.stored_threshold(self.prune_below, now_s, self.horizons[n], landmarks[n])
+        thr = [  # JSON has no infinity: the largest double stands for it
+            min(
+                decay.stored_threshold(self.prune_below, now_s, self.horizons[n], landmarks[n]),
+                sys.float_info.max,
+            )
             for n in self.names
         ]
         header = self._header(landmarks, op="prune", res=self.resolutions, thr=thr)

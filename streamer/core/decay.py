@@ -82,8 +82,18 @@ def score_at(stored: float, at_s: float, half_life_s: float, landmark: int) -> f
 
 
 def stored_threshold(score: float, at_s: float, half_life_s: float, landmark: int) -> float:
-    """The stored value whose decayed score at ``at`` equals ``score``."""
-    return score / decay_factor(at_s, half_life_s, landmark)
+    """The stored value whose decayed score at ``at`` equals ``score``
+    (``inf`` when that is beyond any double: everything is below it).
+
+    >>> stored_threshold(1.0, 7200.0, 3600.0, 0)
+    4.0
+    >>> stored_threshold(1.0, 1e9, 1.0, 0)
+    inf
+    """
+    x = (at_s - landmark * half_life_s) / half_life_s
+    if x > 1000:
+        return math.inf
+    return score * math.exp2(x)
 
 
 def landmark_for(t_s: float, half_life_s: float) -> int:

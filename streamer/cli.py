@@ -111,7 +111,11 @@ def _parser() -> argparse.ArgumentParser:
         help="replay speed, multiple of real time (default 3600: an hour of data per second)",
     )
     demo.add_argument(
-        "--duration", type=float, default=None, metavar="SECONDS", help="stop after SECONDS"
+        "--duration",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop by itself SECONDS after starting (set-up included)",
     )
     demo.add_argument(
         "--no-live", action="store_true", help="plain progress lines instead of the live view"

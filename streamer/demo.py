@@ -1,0 +1,613 @@
+"""``hotspots demo``: the whole pipeline on one machine, with nothing to set up.
+
+1. start the bundled Kafka-compatible broker (Tansu) on a free loopback port;
+2. use the Redis at ``store.redis_url`` if it answers, else an embedded Valkey;
+3. wipe the demo namespace, so every run starts clean;
+4. backfill the bundled Philadelphia sample up to 2025-12-01 (local time);
+5. start a worker (``hotspots run``, a subprocess) and replay December
+   through Kafka at ``--speed`` times real time, while the live view
+   (:mod:`streamer.live`) shows the rankings move.
+
+Ctrl-C, SIGTERM or ``--duration`` stop everything the demo started (replay,
+worker, broker, embedded Valkey) and remove its temporary files. The clock
+is the event clock (scores decay to the newest event time), since the data
+is historical.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+from zoneinfo import ZoneInfo
+
+import redis
+from rich.console import Console
+
+from streamer import app
+from streamer.settings import CONFIG_DIR, Settings, load_settings
+
+SAMPLE = CONFIG_DIR.parent / "data" / "philadelphia_2025.csv.gz"
+PROFILE = "philadelphia"
+SPLIT_AT_LOCAL = "2025-12-01 00:00:00"  # the sample's times are local wall times
+TIMEZONE = "America/New_York"
+DEFAULT_SPEED = 3600.0
+DEFAULT_NAMESPACE = "demo"
+WORKER_READY_TIMEOUT_S = 60.0
+WORKER_STOP_TIMEOUT_S = 10.0
+DRAIN_TIMEOUT_S = 10.0
+REDIS_PING_TIMEOUT_S = 2.0  # generous: a busy machine's Redis can be slow to answer
+# Tansu answers a JoinGroup after about half the session timeout
+# (docs/tansu.md): a 2 s session makes the worker's join take about 1 s.
+WORKER_TIMEOUTS = {"session_timeout": "2s", "heartbeat_interval": "0.3s", "rebalance_timeout": "2s"}
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM during set-up: stop and clean up."""
+
+
+@dataclass
+class DemoOptions:
+    """The demo's flags."""
+
+    speed: float = DEFAULT_SPEED
+    duration_s: float | None = None
+    live: bool = True
+    stale_after_s: float = 10.0
+    namespace: str = DEFAULT_NAMESPACE
+    config: str | None = None
+
+
+@dataclass
+class ReplayState:
+    """What the replay thread has done so far (read by the main thread)."""
+
+    sent: int = 0
+    last_event: str | None = None  # occurred_at of the newest record handed to Kafka
+    finished: bool = False
+    error: BaseException | None = None
+    by_topic: dict[str, int] = field(default_factory=dict)
+
+
+class _Signals:
+    """SIGINT/SIGTERM set :attr:`stop`; while :attr:`abortable` they also
+    raise :class:`Interrupted` (to leave a blocking set-up step)."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.abortable = True
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        first = not self.stop.is_set()
+        self.stop.set()
+        self.received = signal.Signals(signum).name
+        if first and self.abortable:
+            raise Interrupted(self.received)
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """Block SIGINT while starting a child that cannot be put in its own
+    session: the child inherits the mask, so a Ctrl-C at the terminal (sent
+    to the whole foreground process group) does not kill it under the
+    worker; the demo stops it in order instead. Our own SIGINT is delivered
+    when the block is lifted."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _toml_string(value: str) -> str:
+    """An env value read as a TOML string (settings parse env values as TOML)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def split_sample(source: Path, before: Path, after: Path, split_at: str) -> tuple[int, int]:
+    """Write the rows of ``source`` (the Philadelphia export) whose local time
+    is before ``split_at`` to ``before`` and the others to ``after``, both
+    gzip CSVs with the same header. Returns the two row counts."""
+    counts = [0, 0]
+    cut = split_at.encode()
+    with (
+        gzip.open(source, "rb") as src,
+        gzip.open(before, "wb", compresslevel=1) as early,
+        gzip.open(after, "wb", compresslevel=1) as late,
+    ):
+        header = src.readline()
+        columns = header.decode().strip().split(",")
+        at = columns.index("t_local")
+        early.write(header)
+        late.write(header)
+        for line in src:
+            if not line.strip():
+                continue
+            stamp = line.split(b",", at + 1)[at].strip(b'"')
+            if stamp < cut:
+                early.write(line)
+                counts[0] += 1
+            else:
+                late.write(line)
+                counts[1] += 1
+    return counts[0], counts[1]
+
+
+def wipe_namespace(url: str, namespace: str) -> int:
+    """Delete every key of ``namespace`` (``{NS}*``); returns how many."""
+    client = redis.Redis.from_url(url)
+    removed = 0
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match="{" + namespace + "}*", count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                removed += int(client.unlink(*batch))
+                batch.clear()
+        if batch:
+            removed += int(client.unlink(*batch))
+    finally:
+        client.close()
+    return removed
+
+
+def _worker_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    s = settings
+    values = {
+        "HOTSPOTS_KAFKA__BOOTSTRAP": s.kafka.bootstrap,
+        "HOTSPOTS_KAFKA__GROUP": s.kafka.group,
+        "HOTSPOTS_STORE__NAMESPACE": s.store.namespace,
+        "HOTSPOTS_STORE__REDIS_URL": s.store.redis_url,
+        "HOTSPOTS_TIME__CLOCK": s.time.clock,
+        "HOTSPOTS_GRID__TIMEZONE": s.grid.timezone,
+        **{f"HOTSPOTS_WORKER__{k.upper()}": v for k, v in WORKER_TIMEOUTS.items()},
+    }
+    env.update({k: _toml_string(v) for k, v in values.items()})
+    # The worker runs in a temporary directory (faust writes <app>-data there);
+    # make sure it imports this very package.
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def _tail(path: Path, max_bytes: int = 3000) -> str:
+    try:
+        return path.read_bytes()[-max_bytes:].decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _worker_ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1.0) as reply:
+            return bool(reply.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _stop_process(process: subprocess.Popen[bytes], timeout_s: float) -> int | None:
+    """SIGTERM, wait, SIGKILL after ``timeout_s``; returns the exit code."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout_s)
+    return process.returncode
+
+
+class Demo:
+    """One run of the demo; :meth:`run` returns the exit code."""
+
+    def __init__(self, options: DemoOptions, console: Console | None = None) -> None:
+        self.options = options
+        self.console = console or Console(highlight=False)
+        self.signals = _Signals()
+        self.started = time.monotonic()
+        self.tmp: Path | None = None
+        self.broker: Any = None
+        self.embedded: Any = None
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.worker_log: Path | None = None
+        self.worker_port: int | None = None
+        self.replay_thread: threading.Thread | None = None
+        self.replay = ReplayState()
+        self.settings: Settings | None = None
+        self.first_update_s: float | None = None
+
+    # ------------------------------------------------------------------ output
+    def say(self, text: str) -> None:
+        self.console.print(f"demo: {text}", highlight=False, soft_wrap=True)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> int:
+        self.signals.install()
+        code = 1
+        try:
+            code = self._run()
+        except Interrupted as exc:
+            self.say(f"{exc} received: stopping")
+            code = 0
+        except KeyboardInterrupt:
+            self.say("interrupted: stopping")
+            code = 0
+        except Exception as exc:  # the demo's top level: say what failed, then clean up
+            import traceback
+
+            traceback.print_exc()
+            self.say(f"failed: {exc}")
+            code = 1
+        finally:
+            self.signals.abortable = False
+            self.signals.stop.set()
+            try:
+                self._cleanup()
+            finally:
+                self.signals.restore()
+        return code
+
+    def _run(self) -> int:
+        from streamer.adapters.broker import LocalBroker, free_port
+        from streamer.adapters.redis_server import EmbeddedRedis, redis_answers
+
+        opts = self.options
+        self.tmp = Path(tempfile.mkdtemp(prefix="hotspots-demo-"))
+        self.say(f"temporary files in {self.tmp} (removed on exit)")
+
+        self.broker = LocalBroker(log_dir=self.tmp / "tansu")
+        with _sigint_blocked():
+            self.broker.start()
+        self.say(f"broker (tansu) pid {self.broker.pid} at {self.broker.bootstrap}")
+
+        base = load_settings(opts.config)
+        redis_url = base.store.redis_url
+        if redis_answers(redis_url, timeout_s=REDIS_PING_TIMEOUT_S):
+            self.say(f"redis: using {redis_url}")
+        else:
+            self.embedded = EmbeddedRedis()
+            with _sigint_blocked():
+                self.embedded.start()
+            self.say(
+                f"redis: {redis_url} does not answer; embedded valkey pid "
+                f"{self.embedded.pid} at {self.embedded.url}"
+            )
+            redis_url = self.embedded.url
+
+        settings = load_settings(
+            opts.config,
+            overrides={
+                "kafka": {
+                    "bootstrap": self.broker.bootstrap,
+                    "group": f"demo-{uuid.uuid4().hex[:8]}",
+                },
+                "store": {"namespace": opts.namespace, "redis_url": redis_url},
+                "time": {"clock": "event"},
+                "grid": {"timezone": TIMEZONE},
+            },
+        )
+        self.settings = settings
+        removed = wipe_namespace(redis_url, opts.namespace)
+        self.say(f"namespace {opts.namespace!r} wiped ({removed} keys)")
+
+        from streamer.adapters.broker import ensure_topics
+
+        k = settings.kafka
+        ensure_topics(
+            k.bootstrap,
+            {
+                k.incidents_topic: settings.worker.partitions,
+                k.calls_topic: settings.worker.partitions,
+                k.dead_letter_topic: 1,
+            },
+        )
+        # The worker starts (imports, faust, group join) while the backfill runs:
+        # it has nothing to consume until the replay starts.
+        self.worker_port = free_port()
+        self._start_worker(settings)
+
+        early, late = self.tmp / "until-december.csv.gz", self.tmp / "december.csv.gz"
+        n_early, n_late = split_sample(SAMPLE, early, late, SPLIT_AT_LOCAL)
+        self.say(
+            f"sample {SAMPLE.name}: {n_early} rows before {SPLIT_AT_LOCAL[:10]} to backfill, "
+            f"{n_late} to replay through Kafka"
+        )
+        asyncio.run(self._backfill(settings, early))
+        self._wait_for_worker()
+        self.say(
+            f"worker ready after {self.elapsed():.1f} s "
+            f"(metrics at http://127.0.0.1:{self.worker_port}/metrics)"
+        )
+        self.say(
+            f"pids: broker={self.broker.pid} worker={self.worker.pid if self.worker else '-'} "
+            f"valkey={self.embedded.pid if self.embedded else '-'}"
+        )
+
+        self.signals.abortable = False  # from here on a signal just stops the loop
+        self._start_replay(settings, late)
+        self.say(
+            f"replaying December at {opts.speed:g}x real time "
+            f"({opts.speed / 3600:.3g} h of data per second)"
+        )
+        return asyncio.run(self._show(settings))
+
+    async def _backfill(self, settings: Settings, path: Path) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from streamer.adapters.files import load_profile
+        from streamer.backfill import backfill
+
+        store = app.store(settings)
+        parts = app.core(settings)
+        started = time.monotonic()
+        try:
+            with Progress(
+                TextColumn("backfill {task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+                disable=not self.options.live,
+            ) as bar:
+                task = bar.add_task("read", total=None)
+
+                def progress(stage: str, done: int, total: int) -> None:
+                    bar.update(task, description=stage, completed=done, total=total)
+
+                report = await backfill(
+                    path,
+                    load_profile(PROFILE),
+                    store=store,
+                    rules=parts.rules,
+                    scorer=parts.scorer,
+                    ledger_window_s=settings.store.ledger_retention,
+                    batch_max_events=settings.store.batch_max_events,
+                    now_s=time.time(),
+                    force=True,
+                    progress=progress,
+                )
+            seq = await store.seq()
+        finally:
+            await store.client.aclose()
+        self.say(
+            f"backfilled {report.accepted} events ({report.read} read, "
+            f"{sum(report.rejected.values())} rejected, {report.cells} cells) in "
+            f"{time.monotonic() - started:.1f} s; store seq {seq}"
+        )
+
+    def _start_worker(self, settings: Settings) -> None:
+        assert self.tmp is not None and self.worker_port is not None
+        work = self.tmp / "worker"
+        work.mkdir()
+        self.worker_log = self.tmp / "worker.log"
+        command = [sys.executable, "-m", "streamer.cli"]
+        if self.options.config:
+            command += ["--config", str(Path(self.options.config).resolve())]
+        command += ["run", "--web-port", str(self.worker_port), "--loglevel", "warning"]
+        with open(self.worker_log, "ab") as log:
+            self.worker = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=work,
+                env=_worker_env(settings),
+                start_new_session=True,  # a terminal Ctrl-C reaches the demo, not the worker
+            )
+        self.say(f"worker pid {self.worker.pid} starting (log {self.worker_log})")
+
+    def _wait_for_worker(self) -> None:
+        assert self.worker is not None and self.worker_port is not None
+        deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
+        while not _worker_ready(self.worker_port):
+            if self.worker.poll() is not None:
+                raise RuntimeError(
+                    f"the worker exited with code {self.worker.returncode}:\n"
+                    f"{_tail(self.worker_log) if self.worker_log else ''}"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the worker was not ready after {WORKER_READY_TIMEOUT_S:.0f} s:\n"
+                    f"{_tail(self.worker_log) if self.worker_log else ''}"
+                )
+            time.sleep(0.1)
+
+    def _start_replay(self, settings: Settings, path: Path) -> None:
+        from streamer.adapters.files import iter_records, load_profile
+        from streamer.replay import replay
+
+        stop = self.signals.stop
+        state = self.replay
+        k = settings.kafka
+        profile = load_profile(PROFILE)
+
+        def records() -> Iterator[dict[str, Any]]:
+            for record in iter_records(path, profile):
+                if stop.is_set():
+                    return
+                state.last_event = record.get("occurred_at")
+                yield record
+                state.sent += 1
+
+        def sleep(seconds: float) -> None:
+            stop.wait(seconds)
+
+        def work() -> None:
+            try:
+                report = replay(
+                    records(),
+                    bootstrap=k.bootstrap,
+                    topics={"incident": k.incidents_topic, "call": k.calls_topic},
+                    speed=self.options.speed,
+                    sleep=sleep,
+                )
+                state.sent = report.sent
+                state.by_topic = dict(report.by_topic)
+            except BaseException as exc:  # reported by the main thread
+                state.error = exc
+            finally:
+                state.finished = True
+
+        self.replay_thread = threading.Thread(target=work, name="demo-replay", daemon=True)
+        self.replay_thread.start()
+
+    def _status(self) -> str:
+        state = self.replay
+        if state.error is not None:
+            return f"replay failed: {state.error!r}"
+        when = ""
+        if state.last_event:
+            moment = datetime.fromisoformat(state.last_event).astimezone(ZoneInfo(TIMEZONE))
+            when = f" up to {moment:%Y-%m-%d %H:%M %Z}"
+        what = "replay finished" if state.finished else "replaying"
+        worker = ""
+        if self.worker is not None and self.worker.poll() is not None:
+            worker = f"; WORKER EXITED ({self.worker.returncode})"
+        return f"{what}: {state.sent} events sent to Kafka{when}{worker}"
+
+    async def _show(self, settings: Settings) -> int:
+        from streamer.live import LiveView
+
+        store = app.store(settings)
+        view = LiveView(
+            settings, store, stale_after_s=self.options.stale_after_s, status=self._status
+        )
+        opts = self.options
+        remaining = None
+        if opts.duration_s is not None:
+            remaining = max(opts.duration_s - self.elapsed(), 0.0)
+        stop = self.signals.stop
+        worker = self.worker
+        code = 0
+
+        def should_stop() -> bool:
+            failed = self.replay.error is not None or (
+                worker is not None and worker.poll() is not None
+            )
+            return stop.is_set() or failed
+
+        watcher = asyncio.ensure_future(self._watch_first_update(store))
+        try:
+            last = await view.run(
+                should_stop=should_stop,
+                duration_s=remaining,
+                plain=not opts.live,
+                console=self.console,
+            )
+            watcher.cancel()
+            if self.replay.error is not None:
+                self.say(f"replay failed: {self.replay.error!r}")
+                code = 1
+            if worker is not None and worker.poll() is not None:
+                self.say(f"the worker exited with code {worker.returncode}:")
+                self.console.print(_tail(self.worker_log) if self.worker_log else "", markup=False)
+                code = 1
+            if self.signals.received:
+                self.say(f"{self.signals.received} received: stopping")
+            stop.set()
+            if self.replay_thread is not None:
+                await asyncio.to_thread(self.replay_thread.join, 30.0)
+            if code == 0 and not self.signals.received:
+                await self._drain(store)
+            last = await view.snapshot()
+            if not opts.live and last is not None:
+                self.console.print(view.plain_rankings(last), highlight=False, soft_wrap=True)
+            offsets = await store.client.hgetall(store.key("offsets"))
+            self._summary(last, {_text(a): int(b) for a, b in offsets.items()})
+        finally:
+            watcher.cancel()
+            await store.client.aclose()
+        return code
+
+    async def _watch_first_update(self, store: Any) -> None:
+        """Notes when the worker first applies a replayed event (offsets appear)."""
+        while not await store.client.hlen(store.key("offsets")):
+            await asyncio.sleep(0.1)
+        self.first_update_s = self.elapsed()
+
+    async def _drain(self, store: Any) -> None:
+        """Wait (a little) until the worker has applied what the replay sent."""
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while time.monotonic() < deadline:
+            applied = sum(int(v) + 1 for v in await store.client.hvals(store.key("offsets")))
+            if applied >= self.replay.sent:
+                return
+            await asyncio.sleep(0.2)
+
+    def _summary(self, last: Any, offsets: dict[str, int]) -> None:
+        applied = sum(v + 1 for v in offsets.values())
+        detail = ", ".join(f"{k}={v}" for k, v in sorted(offsets.items()))
+        first = f"{self.first_update_s:.1f} s" if self.first_update_s is not None else "none"
+        self.say(
+            f"summary: replayed {self.replay.sent} events through Kafka; "
+            f"store seq {last.seq if last is not None else 0}; "
+            f"Kafka records applied {applied} (offsets {detail or 'none'}); "
+            f"first replayed event applied at {first}; ran {self.elapsed():.1f} s"
+        )
+
+    # ------------------------------------------------------------------ cleanup
+    def _cleanup(self) -> None:
+        self.signals.stop.set()
+        if self.replay_thread is not None:
+            self.replay_thread.join(timeout=30.0)
+        if self.worker is not None:
+            code = _stop_process(self.worker, WORKER_STOP_TIMEOUT_S)
+            self.say(f"worker pid {self.worker.pid} stopped (exit code {code})")
+        if self.broker is not None:
+            pid = self.broker.pid
+            self.broker.stop()
+            self.say(f"broker pid {pid} stopped")
+        if self.embedded is not None:
+            pid = self.embedded.pid
+            self.embedded.stop()
+            self.say(f"embedded valkey pid {pid} stopped")
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.say(f"removed {self.tmp}")
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def main(options: DemoOptions, stream: TextIO | None = None) -> int:
+    """Run the demo; returns the exit code."""
+    console = Console(file=stream, highlight=False) if stream is not None else None
+    return Demo(options, console).run()
+
+
+__all__ = ["Demo", "DemoOptions", "main", "split_sample", "wipe_namespace"]

@@ -37,6 +37,15 @@ def _parse_at(text: str | None) -> float:
     return parsed.timestamp()
 
 
+async def _at(args: argparse.Namespace, settings: Settings, store: Any) -> float:
+    """``--at``, else the engine's now: the wall clock, or with ``time.clock =
+    "event"`` the newest event time in the store."""
+    if args.at is not None or settings.time.clock == "wall":
+        return _parse_at(args.at)
+    raw = await store.client.hget(store.key("meta"), "watermark")
+    return float(raw) if raw is not None else time.time()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hotspots", description=__doc__)
     parser.add_argument("--config", help="TOML config file (or env HOTSPOTS_CONFIG)")
@@ -194,7 +203,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             args.horizon = args.horizon or "week"
             return await _top(args, settings, store)
         if args.command == "cell":
-            details = await store.cell(args.cell, _parse_at(args.at))
+            details = await store.cell(args.cell, await _at(args, settings, store))
             if details is None:
                 print(f"no data for cell {args.cell}", file=sys.stderr)
                 return 1
@@ -203,7 +212,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         if args.command == "window":
             return await _window(args, settings, store)
         if args.command == "maintain":
-            at = _parse_at(args.at)
+            at = await _at(args, settings, store)
             removed, deleted = await store.prune(at)
             forgotten = await store.trim_ledger(at)
             print(
@@ -234,7 +243,7 @@ async def _top(args: argparse.Namespace, settings: Settings, store: Any) -> int:
     if args.limit < 1:
         raise UsageError("--limit must be at least 1")
     rows = await store.top(
-        args.horizon, _resolution(args, settings), args.limit, _parse_at(args.at)
+        args.horizon, _resolution(args, settings), args.limit, await _at(args, settings, store)
     )
     if args.json:
         print(
@@ -277,7 +286,9 @@ def window_hours(day: str, start: str, end: str) -> list[int]:
 
 async def _window(args: argparse.Namespace, settings: Settings, store: Any) -> int:
     hours = window_hours(args.day, args.start, args.end)
-    rows = await store.window(_resolution(args, settings), hours, args.limit, _parse_at(args.at))
+    rows = await store.window(
+        _resolution(args, settings), hours, args.limit, await _at(args, settings, store)
+    )
     if args.json:
         print(
             orjson.dumps(

@@ -28,14 +28,19 @@ def test_schema_is_valid_and_its_examples_parse() -> None:
     jsonschema.Draft202012Validator.check_schema(SCHEMA)
     for example in SCHEMA["examples"]:
         assert schema_ok(example)
-        assert isinstance(parse_record(orjson.dumps(example), EventRules(), now_s=NOW),
-                          Event | Cancel)
+        assert isinstance(
+            parse_record(orjson.dumps(example), EventRules(), now_s=NOW), Event | Cancel
+        )
 
 
-@pytest.mark.parametrize("value, reason", [
-    (v, r) for _, v, r in bad_records(10)
-    if r not in ("bad_json", "too_large", "future_time", "bad_time")
-])
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        (v, r)
+        for _, v, r in bad_records(10)
+        if r not in ("bad_json", "too_large", "future_time", "bad_time")
+    ],
+)
 def test_what_the_engine_rejects_the_schema_rejects(value: bytes, reason: str) -> None:
     with pytest.raises(InvalidEvent) as raised:
         parse_record(value, EventRules(), now_s=NOW)

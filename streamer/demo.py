@@ -53,7 +53,7 @@ DEFAULT_NAMESPACE = "demo"
 WORKER_READY_TIMEOUT_S = 60.0
 WORKER_STOP_TIMEOUT_S = 10.0
 DRAIN_TIMEOUT_S = 10.0
-REDIS_PING_TIMEOUT_S = 2.0  # generous: a busy machine's Redis can be slow to answer
+REDIS_PING_TIMEOUT_S = 3.0  # a busy Redis is not a dead one (a dead one refuses at once)
 # Tansu answers a JoinGroup after about half the session timeout
 # (docs/tansu.md): a 2 s session makes the worker's join take about 1 s.
 WORKER_TIMEOUTS = {"session_timeout": "2s", "heartbeat_interval": "0.3s", "rebalance_timeout": "2s"}

@@ -37,7 +37,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
 def redis_url() -> str:
     """URL of the real Redis the tests use; fails the test when it is not up."""
     url = os.environ.get("HOTSPOTS_TEST_REDIS_URL", DEFAULT_TEST_REDIS_URL)
-    if not redis_answers(url, timeout_s=1.0):
+    if not redis_answers(url, timeout_s=5.0):
         pytest.fail(
             f"Redis at {url} does not answer PING. Integration tests need a real Redis: "
             "start one on 127.0.0.1:6379 (e.g. `redis-server --bind 127.0.0.1`) or point "

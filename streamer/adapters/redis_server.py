@@ -24,8 +24,12 @@ LOOPBACK = "127.0.0.1"
 _START_ATTEMPTS = 5
 
 
-def redis_answers(url: str, timeout_s: float = 0.5) -> bool:
-    """True if the Redis at ``url`` replies to PING within ``timeout_s``."""
+def redis_answers(url: str, timeout_s: float = 3.0) -> bool:
+    """True if the Redis at ``url`` replies to PING within ``timeout_s``.
+
+    A Redis that is not running refuses the connection at once; the timeout
+    only matters for one that is up but busy, which must not be mistaken for
+    one that is down."""
     client = redis.Redis.from_url(
         url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=None
     )

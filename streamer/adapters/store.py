@@ -26,6 +26,7 @@ from streamer.core import decay
 from streamer.core.scoring import StoreOp
 
 PROFILE_FORMAT = "<168f"  # hour-of-week profile: float32, Monday 00h first
+PROFILE_BYTES = 672  # a profile key may be shorter: missing hours are zero
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,7 +287,10 @@ class Store:
             elif tag == "C" and prof in factors:
                 cat_s[rest] = {prof: float(value) * factors[prof]}
         if packed is not None and prof in factors:
-            profile = [v * factors[prof] for v in struct.unpack(PROFILE_FORMAT, packed)]
+            profile = [
+                v * factors[prof]
+                for v in struct.unpack(PROFILE_FORMAT, packed.ljust(PROFILE_BYTES, b"\0"))
+            ]
         last = fields.get("last")
         return CellDetails(
             cell,
@@ -322,7 +326,7 @@ class Store:
             for c, packed in zip(chunk, rows, strict=True):
                 if packed is None:
                     continue
-                values = struct.unpack(PROFILE_FORMAT, packed)
+                values = struct.unpack(PROFILE_FORMAT, packed.ljust(PROFILE_BYTES, b"\0"))
                 total = math.fsum(values[h] for h in wanted)
                 if total > 0:
                     totals.append((total, _text(c)))

@@ -132,6 +132,7 @@ local PROFILE_FMT = '<' .. string.rep('f', 168)
 local function unpack_profile(raw)
   local prof = {}
   if raw then
+    if #raw < 672 then raw = raw .. string.rep('\0', 672 - #raw) end
     prof = {struct.unpack(PROFILE_FMT, raw)}
     prof[169] = nil  -- struct.unpack also returns the next position
   else
@@ -227,14 +228,17 @@ local function flush()
         j = j + 2
       end
       -- The hour-of-week profile is a string of 168 float32 of its own, so
-      -- that the cell hash stays small enough for Redis's compact encoding.
+      -- that the cell hash stays small enough for Redis's compact encoding;
+      -- only the touched hours are read and written (GETRANGE/SETRANGE; a
+      -- new key is zero-padded by Redis).
       local how_key = P .. ':how:' .. cell
-      local prof = unpack_profile(redis.call('GET', how_key))
       for how, dw in pairs(d.w) do
-        local h = tonumber(how) + 1
-        prof[h] = nonneg(prof[h] + dw)
+        local off = tonumber(how) * 4
+        local old = redis.call('GETRANGE', how_key, off, off + 3)
+        local v = 0.0
+        if #old == 4 then v = struct.unpack('<f', old) end
+        redis.call('SETRANGE', how_key, off, struct.pack('<f', nonneg(v + dw)))
       end
-      redis.call('SET', how_key, struct.pack(PROFILE_FMT, unpack(prof)))
       redis.call('HSET', key, unpack(out))
       if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
     end

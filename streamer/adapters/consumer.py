@@ -30,7 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamer.adapters.metrics import Metrics
 from streamer.adapters.store import Store
-from streamer.core.batching import DeadLetter, Message, prepare
+from streamer.core.batching import DeadLetter, Message, Prepared, prepare
 from streamer.core.events import EventRules
 from streamer.core.scoring import Scorer
 
@@ -51,6 +51,9 @@ class ConsumerOptions:
     max_poll_interval_ms: int = 60_000
     fetch_max_bytes: int = 52_428_800
     max_partition_fetch_bytes: int = 4_194_304
+    # How long the broker may hold a fetch for more data: short, for latency
+    # (Tansu holds a fetch for the whole wait when data trickles in).
+    fetch_max_wait_ms: int = 20
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -114,6 +117,7 @@ class BatchConsumer:
             max_poll_interval_ms=o.max_poll_interval_ms,
             fetch_max_bytes=o.fetch_max_bytes,
             max_partition_fetch_bytes=o.max_partition_fetch_bytes,
+            fetch_max_wait_ms=o.fetch_max_wait_ms,
             **self.client_options,
             **o.extra,
         )
@@ -168,6 +172,7 @@ class BatchConsumer:
     async def run(self) -> None:
         """Consume until :meth:`stop`."""
         assert self.consumer is not None
+        in_flight: asyncio.Future[None] | None = None
         while not self.stopping.is_set():
             try:
                 batch = await self.consumer.getmany(
@@ -181,12 +186,25 @@ class BatchConsumer:
                 await asyncio.sleep(0.5)
                 continue
             if batch:
-                await self.process(batch)
-                self._record_lag(batch)
+                # Prepare this batch while Redis still runs the previous one's
+                # script; writes (and commits) stay strictly in order.
+                started = time.monotonic()
+                prepared = self._prepare(batch)
+                if in_flight is not None:
+                    await in_flight
+                in_flight = asyncio.ensure_future(self._write(batch, prepared, started))
+            elif in_flight is not None:
+                await in_flight
+                in_flight = None
+        if in_flight is not None:
+            await in_flight
 
     async def process(self, batch: dict[TopicPartition, list[Any]]) -> None:
         """Dead letters, then one store write, then the commit."""
         started = time.monotonic()
+        await self._write(batch, self._prepare(batch), started)
+
+    def _prepare(self, batch: dict[TopicPartition, list[Any]]) -> Prepared:
         messages = [
             Message(
                 r.topic,
@@ -200,7 +218,11 @@ class BatchConsumer:
             for tp in sorted(batch, key=lambda t: (t.topic, t.partition))
             for r in batch[tp]
         ]
-        prepared = prepare(messages, self.rules, self.scorer, now_s=self.clock())
+        return prepare(messages, self.rules, self.scorer, now_s=self.clock())
+
+    async def _write(
+        self, batch: dict[TopicPartition, list[Any]], prepared: Prepared, started: float
+    ) -> None:
         if prepared.dead:
             applied = await self._stored_offsets(
                 {f"{d.message.topic}:{d.message.partition}" for d in prepared.dead}
@@ -230,11 +252,12 @@ class BatchConsumer:
         m.events.labels("stale").inc(result.stale)
         m.events.labels("unknown_cancel").inc(result.unknown_cancel)
         m.unknown_categories.inc(sum(prepared.unknown_categories.values()))
-        m.batch_size.observe(len(messages))
+        m.batch_size.observe(sum(len(r) for r in batch.values()))
         m.batch_seconds.observe(time.monotonic() - started)
         if prepared.newest_event_s is not None:
             m.event_lag.set(time.time() - prepared.newest_event_s)
         self.batches += 1
+        self._record_lag(batch)
 
     async def _dead_letter(self, dead: list[DeadLetter]) -> None:
         assert self.producer is not None

@@ -41,42 +41,48 @@ class Publisher:
         """Publish the changes since the last tick; returns the message sent."""
         store = self.store
         client = store.client
-        seq = await store.seq()
         state_key = store.key("published")
-        last_seq = await client.hget(state_key, "seq")
+        lists_keys = [(name, res) for name in store.names for res in store.resolutions]
+        # one transaction: the lists, the landmarks and seq are one snapshot
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.hget(store.key("meta"), "seq")
+            pipe.hmget(store.key("meta"), [f"k:{n}" for n in store.names])
+            pipe.hgetall(state_key)
+            for name, res in lists_keys:
+                pipe.zrevrange(store.key("rank", name, res), 0, self.top_n - 1, withscores=True)
+            seq_raw, k_raw, published, *tops = await pipe.execute()
+        seq = int(seq_raw or 0)
+        last_seq = published.get(b"seq")
         if last_seq is not None and int(last_seq) == seq:
             return None
         at_s = self.now()
+        landmarks = {
+            n: int(v) if v is not None else 0 for n, v in zip(store.names, k_raw, strict=True)
+        }
         lists: dict[str, Any] = {}
         state: dict[str | bytes, bytes | str] = {}
-        landmarks = await store.landmarks()
-        for name in store.names:
-            half_life = store.horizons[name]
+        for (name, res), raw in zip(lists_keys, tops, strict=True):
             k = landmarks[name]
-            factor = decay.decay_factor(at_s, half_life, k)
-            for res in store.resolutions:
-                list_key = f"{name}:{res}"
-                raw: list[Any] = await client.zrevrange(
-                    store.key("rank", name, res), 0, self.top_n - 1, withscores=True
-                )
-                after = [Entry(_text(c), i + 1, float(s)) for i, (c, s) in enumerate(raw)]
-                previous = await client.hget(state_key, list_key)
-                before: list[Entry] = []
-                if previous is not None:
-                    old_k, rows = orjson.loads(previous)
-                    # exact: landmarks move by whole half-lives (powers of two)
-                    before = [Entry(c, r, math.ldexp(s, old_k - k)) for c, r, s in rows]
-                change = diff(before, after)
-                if change:
-                    lists[list_key] = {
-                        "entered": [[e.cell, e.rank, e.score * factor] for e in change.entered],
-                        "left": change.left,
-                        "moved": [[e.cell, e.rank, e.score * factor] for e in change.moved],
-                    }
-                state[list_key] = orjson.dumps([k, [[e.cell, e.rank, e.score] for e in after]])
+            factor = decay.decay_factor(at_s, store.horizons[name], k)
+            list_key = f"{name}:{res}"
+            after = [Entry(_text(c), i + 1, float(v)) for i, (c, v) in enumerate(raw)]
+            previous = published.get(list_key.encode())
+            before: list[Entry] = []
+            if previous is not None:
+                old_k, rows = orjson.loads(previous)
+                # exact: landmarks move by whole half-lives (powers of two)
+                before = [Entry(c, r, math.ldexp(v, old_k - k)) for c, r, v in rows]
+            change = diff(before, after)
+            if change:
+                lists[list_key] = {
+                    "entered": [[e.cell, e.rank, e.score * factor] for e in change.entered],
+                    "left": change.left,
+                    "moved": [[e.cell, e.rank, e.score * factor] for e in change.moved],
+                }
+            state[list_key] = orjson.dumps([k, [[e.cell, e.rank, e.score] for e in after]])
         message = {"seq": seq, "at": at_s, "lists": lists}
+        state["seq"] = str(seq)
         async with client.pipeline(transaction=True) as pipe:
-            state["seq"] = str(seq)
             pipe.hset(state_key, mapping=state)  # type: ignore[arg-type]
             pipe.publish(channel(store), orjson.dumps(message))
             await pipe.execute()

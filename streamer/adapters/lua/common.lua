@@ -123,6 +123,45 @@ local function contribute(p, sign)
   return true
 end
 
+-- field names, built once per script call
+local FT, Ft, FF = {}, {}, {}
+for i = 1, NH do
+  FT[i] = 'T:' .. H.hz[i][1]
+  Ft[i] = 't:' .. H.hz[i][1]
+  FF[i] = 'F:' .. H.hz[i][1] .. ':'
+end
+
+-- ranking updates, gathered per key and written with one ZADD/ZREM per key
+local RANK_ADD, RANK_DEL = {}, {}
+
+local function rank_set(key, score, cell)
+  local t = RANK_ADD[key]
+  if not t then
+    t = {}
+    RANK_ADD[key] = t
+  end
+  t[#t + 1] = fmt(score)
+  t[#t + 1] = cell
+end
+
+local function rank_del(key, cell)
+  local t = RANK_DEL[key]
+  if not t then
+    t = {}
+    RANK_DEL[key] = t
+  end
+  t[#t + 1] = cell
+end
+
+local function write_rankings()
+  for key, t in pairs(RANK_DEL) do
+    for b = 1, #t, 1000 do redis.call('ZREM', key, unpack(t, b, math.min(b + 999, #t))) end
+  end
+  for key, t in pairs(RANK_ADD) do
+    for b = 1, #t, 2000 do redis.call('ZADD', key, unpack(t, b, math.min(b + 1999, #t))) end
+  end
+end
+
 local function rank_key(i, res)
   return P .. ':rank:' .. H.hz[i][1] .. ':' .. res
 end
@@ -156,12 +195,12 @@ local function flush()
     local res = tonumber(string.sub(cell, 2, 2), 16)
     local f = {'n', 'last'}
     for i = 1, NH do
-      f[#f + 1] = 'T:' .. H.hz[i][1]
-      f[#f + 1] = 't:' .. H.hz[i][1]
+      f[#f + 1] = FT[i]
+      f[#f + 1] = Ft[i]
     end
     for fam, _ in pairs(d.nf) do
       f[#f + 1] = 'nf:' .. fam
-      for i = 1, NH do f[#f + 1] = 'F:' .. H.hz[i][1] .. ':' .. fam end
+      for i = 1, NH do f[#f + 1] = FF[i] .. fam end
     end
     for cat, _ in pairs(d.nc) do
       f[#f + 1] = 'nc:' .. cat
@@ -174,7 +213,7 @@ local function flush()
       -- the cell was pruned: what is being taken out had decayed to nothing
     elseif n_new <= 0 then
       redis.call('DEL', key, P .. ':how:' .. cell)
-      for i = 1, NH do redis.call('ZREM', rank_key(i, res), cell) end
+      for i = 1, NH do rank_del(rank_key(i, res), cell) end
     else
       local out, gone = {'n', n_new}, {}
       local last = tonumber(v[2] or '0')
@@ -186,14 +225,14 @@ local function flush()
       for i = 1, NH do
         local hi, lo = dd_add(tonumber(v[j] or '0'), tonumber(v[j + 1] or '0'), d.hi[i], d.lo[i])
         j = j + 2
-        out[#out + 1] = 'T:' .. H.hz[i][1]
+        out[#out + 1] = FT[i]
         out[#out + 1] = fmt(hi)
-        out[#out + 1] = 't:' .. H.hz[i][1]
+        out[#out + 1] = Ft[i]
         out[#out + 1] = fmt(lo)
         if hi > 0 then
-          redis.call('ZADD', rank_key(i, res), fmt(hi), cell)
+          rank_set(rank_key(i, res), hi, cell)
         else
-          redis.call('ZREM', rank_key(i, res), cell)
+          rank_del(rank_key(i, res), cell)
         end
       end
       for fam, dn in pairs(d.nf) do
@@ -201,14 +240,14 @@ local function flush()
         j = j + 1
         if cnt <= 0 then
           gone[#gone + 1] = 'nf:' .. fam
-          for i = 1, NH do gone[#gone + 1] = 'F:' .. H.hz[i][1] .. ':' .. fam end
+          for i = 1, NH do gone[#gone + 1] = FF[i] .. fam end
           j = j + NH
         else
           out[#out + 1] = 'nf:' .. fam
           out[#out + 1] = cnt
           local dv = d.F[fam]
           for i = 1, NH do
-            out[#out + 1] = 'F:' .. H.hz[i][1] .. ':' .. fam
+            out[#out + 1] = FF[i] .. fam
             out[#out + 1] = fmt(nonneg(tonumber(v[j] or '0') + dv[i]))
             j = j + 1
           end
@@ -243,5 +282,6 @@ local function flush()
       if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
     end
   end
+  write_rankings()
   return #ORDER
 end

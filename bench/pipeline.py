@@ -249,12 +249,12 @@ async def measure_engine(
     stamps: dict[str, float] = {}
     count = {"events": 0, "batches": 0}
     batch_s: list[float] = []
-    original = consumer.process
+    original = consumer._write  # the store write + commit of one prepared batch
 
-    async def timed(batch: dict[Any, list[Any]]) -> None:
-        t0 = time.monotonic()
+    async def timed(batch: dict[Any, list[Any]], prepared: Any, started: float) -> None:
+        t0 = started  # when the batch was polled, before its preparation
         stamps.setdefault("first", t0)
-        await original(batch)
+        await original(batch, prepared, started)
         t1 = time.monotonic()
         stamps["last"] = t1
         batch_s.append(t1 - t0)
@@ -264,7 +264,7 @@ async def measure_engine(
             done.set()
             await consumer.stop()
 
-    consumer.process = timed  # type: ignore[method-assign]
+    consumer._write = timed  # type: ignore[method-assign]
     profiler = None
     t_start = time.monotonic()
     await consumer.start()

@@ -117,41 +117,51 @@ async def backfill(
         rules,
         now_s=now_s,
     )
-    report.rejected.update(r for r in reasons if r is not None)
+    is_cancel = cols.ops == "cancel"
+    # a cancel needs only its id: the event checks do not apply to it
+    report.rejected.update(r for r in reasons[~is_cancel] if r is not None)
 
     # Upsert semantics within the file: the last row of an id wins; a last
     # row that cancels removes the id.
-    last_row: dict[str, int] = {}
-    ids = cols.ids.tolist()
-    ops = cols.ops.tolist()
-    for i in np.flatnonzero(keep | (cols.ops == "cancel")).tolist():
-        if ops[i] != "cancel" and not keep[i]:
-            continue
-        if ids[i] in last_row:
-            report.superseded += 1
-        last_row[ids[i]] = i
-    rows = np.array(sorted(i for i in last_row.values() if ops[i] != "cancel"), dtype=np.int64)
-    report.cancelled = len(last_row) - rows.size
+    candidates = np.flatnonzero(keep | is_cancel)
+    ids = cols.ids[candidates].tolist()
+    last_row = dict(zip(ids, candidates.tolist(), strict=True))  # later rows overwrite
+    report.superseded = len(ids) - len(last_row)
+    last = np.fromiter(last_row.values(), dtype=np.int64, count=len(last_row))
+    last.sort()
+    rows = last[~is_cancel[last]]
+    report.cancelled = int(last.size - rows.size)
 
-    # Weights, per distinct (category, origin).
+    # Weights, per distinct (category, origin): factorise once, then index.
     table = scorer.weights
-    cats = cols.categories[rows].tolist()
-    origins = cols.origins[rows].tolist()
-    weighed = {key: table.weigh(*key) for key in set(zip(cats, origins, strict=True))}
-    per_category = Counter(cats)
-    for (cat, _), w in weighed.items():
+    pair_code: dict[tuple[str, str], int] = {}
+    codes = np.fromiter(
+        (
+            pair_code.setdefault(p, len(pair_code))
+            for p in zip(cols.categories[rows].tolist(), cols.origins[rows].tolist(), strict=True)
+        ),
+        dtype=np.int64,
+        count=rows.size,
+    )
+    pairs = list(pair_code)
+    weighed = [table.weigh(cat, origin) for cat, origin in pairs]
+    per_code = np.bincount(codes, minlength=len(pairs))
+    for (cat, _), w, n in zip(pairs, weighed, per_code.tolist(), strict=True):
         if not w.known:
-            report.unknown_categories[cat] = per_category[cat]
-    weight = np.array([weighed[(c, o)].weight for c, o in zip(cats, origins, strict=True)])
+            report.unknown_categories[cat] += n
+    weight = np.array([w.weight for w in weighed], dtype=np.float64)[codes]
     counted = weight > 0
     report.excluded = int((~counted).sum())
-    rows, weight = rows[counted], weight[counted]
-    cats = [c for c, k in zip(cats, counted.tolist(), strict=True) if k]
-    origins = [o for o, k in zip(origins, counted.tolist(), strict=True) if k]
-    families = sorted({weighed[(c, o)].family for c, o in zip(cats, origins, strict=True)})
-    categories = sorted(set(cats))
-    fam_idx = {f: i for i, f in enumerate(families)}
-    cat_idx = {c: i for i, c in enumerate(categories)}
+    rows, weight, codes = rows[counted], weight[counted], codes[counted]
+    present = sorted(set(np.unique(codes).tolist()))
+    families = sorted({weighed[c].family for c in present})
+    categories = sorted({pairs[c][0] for c in present})
+    fam_of_code = np.array(
+        [families.index(w.family) if w.family in families else -1 for w in weighed], dtype=np.int64
+    )
+    cat_of_code = np.array(
+        [categories.index(cat) if cat in categories else -1 for cat, _ in pairs], dtype=np.int64
+    )
     report.accepted = int(rows.size)
 
     step("cells", 0, 1)
@@ -159,11 +169,8 @@ async def backfill(
     batch = Batch(
         t_s=t_s,
         weight=weight,
-        family=np.array(
-            [fam_idx[weighed[(c, o)].family] for c, o in zip(cats, origins, strict=True)],
-            dtype=np.int64,
-        ),
-        category=np.array([cat_idx[c] for c in cats], dtype=np.int64),
+        family=fam_of_code[codes],
+        category=cat_of_code[codes],
         hour_of_week=hours_of_week(t_s, scorer.zone),
         cells=cells_of_many(cols.lat_deg[rows], cols.lon_deg[rows], scorer.resolutions),
         families=[clean_label(f) for f in families],

@@ -106,21 +106,22 @@ class BatchConsumer:
 
     async def start(self) -> None:
         o = self.options
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=self.group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=o.session_timeout_ms,
-            heartbeat_interval_ms=o.heartbeat_interval_ms,
-            rebalance_timeout_ms=o.rebalance_timeout_ms,
-            max_poll_interval_ms=o.max_poll_interval_ms,
-            fetch_max_bytes=o.fetch_max_bytes,
-            max_partition_fetch_bytes=o.max_partition_fetch_bytes,
-            fetch_max_wait_ms=o.fetch_max_wait_ms,
+        settings: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap,
+            "group_id": self.group,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "session_timeout_ms": o.session_timeout_ms,
+            "heartbeat_interval_ms": o.heartbeat_interval_ms,
+            "rebalance_timeout_ms": o.rebalance_timeout_ms,
+            "max_poll_interval_ms": o.max_poll_interval_ms,
+            "fetch_max_bytes": o.fetch_max_bytes,
+            "max_partition_fetch_bytes": o.max_partition_fetch_bytes,
+            "fetch_max_wait_ms": o.fetch_max_wait_ms,
             **self.client_options,
-            **o.extra,
-        )
+            **o.extra,  # last: explicit extras win
+        }
+        self.consumer = AIOKafkaConsumer(**settings)
         self.producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap, acks="all", linger_ms=5, **self.client_options
         )

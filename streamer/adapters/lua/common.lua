@@ -271,12 +271,23 @@ local function flush()
       -- only the touched hours are read and written (GETRANGE/SETRANGE; a
       -- new key is zero-padded by Redis).
       local how_key = P .. ':how:' .. cell
-      for how, dw in pairs(d.w) do
-        local off = tonumber(how) * 4
-        local old = redis.call('GETRANGE', how_key, off, off + 3)
-        local v = 0.0
-        if #old == 4 then v = struct.unpack('<f', old) end
-        redis.call('SETRANGE', how_key, off, struct.pack('<f', nonneg(v + dw)))
+      local touched = 0
+      for _ in pairs(d.w) do touched = touched + 1 end
+      if touched > 8 then  -- many hours (bulk merges): rewrite the whole profile
+        local prof = unpack_profile(redis.call('GET', how_key))
+        for how, dw in pairs(d.w) do
+          local h = tonumber(how) + 1
+          prof[h] = nonneg(prof[h] + dw)
+        end
+        redis.call('SET', how_key, struct.pack(PROFILE_FMT, unpack(prof)))
+      else
+        for how, dw in pairs(d.w) do
+          local off = tonumber(how) * 4
+          local old = redis.call('GETRANGE', how_key, off, off + 3)
+          local v = 0.0
+          if #old == 4 then v = struct.unpack('<f', old) end
+          redis.call('SETRANGE', how_key, off, struct.pack('<f', nonneg(v + dw)))
+        end
       end
       redis.call('HSET', key, unpack(out))
       if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end

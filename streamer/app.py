@@ -84,3 +84,18 @@ class Core:
 def core(settings: Settings) -> Core:
     """Validation rules and scorer for the settings."""
     return Core(event_rules(settings), scorer(settings))
+
+
+def ensure_topics(settings: Settings) -> None:
+    """Create the engine's topics on the configured broker if missing."""
+    from streamer.adapters.broker import ensure_topics as create
+
+    k = settings.kafka
+    create(
+        k.bootstrap,
+        {
+            k.incidents_topic: settings.worker.partitions,
+            k.calls_topic: settings.worker.partitions,
+            k.dead_letter_topic: 1,
+        },
+    )

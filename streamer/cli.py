@@ -245,7 +245,12 @@ async def _top(args: argparse.Namespace, settings: Settings, store: Any) -> int:
     rows = await store.top(
         args.horizon, _resolution(args, settings), args.limit, await _at(args, settings, store)
     )
-    if args.json:
+    _print_ranked(rows, as_json=args.json)
+    return 0
+
+
+def _print_ranked(rows: Sequence[Any], *, as_json: bool) -> None:
+    if as_json:
         print(
             orjson.dumps(
                 [{"cell": r.cell, "rank": r.rank, "score": r.score} for r in rows]
@@ -254,7 +259,6 @@ async def _top(args: argparse.Namespace, settings: Settings, store: Any) -> int:
     else:
         for r in rows:
             print(f"{r.rank:>4}  {r.cell}  {r.score:12.4f}")
-    return 0
 
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -289,15 +293,7 @@ async def _window(args: argparse.Namespace, settings: Settings, store: Any) -> i
     rows = await store.window(
         _resolution(args, settings), hours, args.limit, await _at(args, settings, store)
     )
-    if args.json:
-        print(
-            orjson.dumps(
-                [{"cell": r.cell, "rank": r.rank, "score": r.score} for r in rows]
-            ).decode()
-        )
-    else:
-        for r in rows:
-            print(f"{r.rank:>4}  {r.cell}  {r.score:12.4f}")
+    _print_ranked(rows, as_json=args.json)
     return 0
 
 
@@ -363,21 +359,12 @@ def _run_worker(args: argparse.Namespace, settings: Settings) -> None:
 
     from faust.worker import Worker
 
-    from streamer.adapters.broker import ensure_topics
     from streamer.worker import build
 
     logging.basicConfig(
         level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    k = settings.kafka
-    ensure_topics(
-        k.bootstrap,
-        {
-            k.incidents_topic: settings.worker.partitions,
-            k.calls_topic: settings.worker.partitions,
-            k.dead_letter_topic: 1,
-        },
-    )
+    app.ensure_topics(settings)
     fapp, _, _ = build(settings, web_port=args.web_port)
     worker = Worker(fapp, loglevel=args.loglevel)
     worker.execute_from_commandline()
@@ -388,7 +375,6 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
     from rich.progress import Progress as RichProgress
 
-    from streamer.adapters.broker import ensure_topics
     from streamer.adapters.files import iter_records, load_profile
     from streamer.replay import replay
 
@@ -398,15 +384,8 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"--profile: {exc}") from None
     if args.speed is not None and args.speed <= 0:
         raise UsageError("--speed must be positive")
+    app.ensure_topics(settings)
     k = settings.kafka
-    ensure_topics(
-        k.bootstrap,
-        {
-            k.incidents_topic: settings.worker.partitions,
-            k.calls_topic: settings.worker.partitions,
-            k.dead_letter_topic: 1,
-        },
-    )
     records = iter_records(args.path, profile)
     if args.limit is not None:
         records = islice(records, args.limit)

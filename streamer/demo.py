@@ -323,17 +323,7 @@ class Demo:
         removed = wipe_namespace(redis_url, opts.namespace)
         self.say(f"namespace {opts.namespace!r} wiped ({removed} keys)")
 
-        from streamer.adapters.broker import ensure_topics
-
-        k = settings.kafka
-        ensure_topics(
-            k.bootstrap,
-            {
-                k.incidents_topic: settings.worker.partitions,
-                k.calls_topic: settings.worker.partitions,
-                k.dead_letter_topic: 1,
-            },
-        )
+        app.ensure_topics(settings)
         # The worker starts (imports, faust, group join) while the backfill runs:
         # it has nothing to consume until the replay starts.
         self.worker_port = free_port()

@@ -80,7 +80,6 @@ def replay(
     started = time.monotonic()
     first_event: float | None = None
     bad = list(bad_records(inject_bad))
-    every = 0
     try:
         for i, rec in enumerate(records):
             if speed is not None and rec.get("occurred_at"):
@@ -98,7 +97,6 @@ def replay(
                 key, value, _ = bad.pop()
                 producer.send(bad_topic or topics["incident"], key=key, value=value)
                 report.bad += 1
-                every += 1
             if progress is not None and i % 1000 == 0:
                 progress(report.sent)
         for key, value, _ in bad:

@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -101,6 +100,7 @@ class BatchConsumer:
         self.producer: AIOKafkaProducer | None = None
         self.stopping = asyncio.Event()
         self.store_ok = True
+        self._store_failures = 0
         self.kafka_ok = False
         self.batches = 0
 
@@ -318,8 +318,9 @@ class BatchConsumer:
 
     def _store_up(self) -> None:
         if not self.store_ok:
-            log.info("store_recovered")
+            log.info("store_recovered after_failures=%d", self._store_failures)
         self.store_ok = True
+        self._store_failures = 0
         self.metrics.ready.set(1 if self.kafka_ok else 0)
 
     async def _store_down(self, exc: BaseException) -> None:
@@ -328,19 +329,13 @@ class BatchConsumer:
         self.store_ok = False
         self.metrics.ready.set(0)
         self.metrics.store_errors.inc()
-        delay = 0.2
+        # exponential backoff, 0.1 s doubling to 5 s
+        delay = min(0.1 * 2**self._store_failures, 5.0)
+        self._store_failures += 1
         await asyncio.sleep(delay)
 
     def ready(self) -> bool:
         return self.store_ok and self.kafka_ok
 
 
-def dead_letter_json(value: bytes | None, headers: list[tuple[str, bytes]]) -> dict[str, Any]:
-    """A dead letter as JSON (for the CLI and tests)."""
-    return {
-        "value": (value or b"").decode("utf-8", "replace"),
-        "headers": {k: v.decode("utf-8", "replace") for k, v in headers},
-    }
-
-
-__all__ = ["BatchConsumer", "ConsumerOptions", "dead_letter_json", "orjson"]
+__all__ = ["BatchConsumer", "ConsumerOptions"]

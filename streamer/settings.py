@@ -240,7 +240,11 @@ def load_settings(
     chosen = path or env.get("HOTSPOTS_CONFIG")
     source = str(chosen) if chosen else "defaults"
     if chosen:
-        data = _merge(data, _read_toml(Path(chosen)))
+        own = _read_toml(Path(chosen))
+        if "horizons" in own:
+            # a file's [horizons] is the full list (so a force can drop one)
+            data.pop("horizons", None)
+        data = _merge(data, own)
     data = _merge(data, _env_overrides(env))
     if overrides:
         data = _merge(data, overrides)

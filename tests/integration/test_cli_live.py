@@ -1,0 +1,102 @@
+"""The live commands from the command line: replay and check-config."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+from streamer.adapters.broker import LocalBroker
+from tests.pipeline_support import dead_letters
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def hotspots(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streamer.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
+
+
+async def test_replay_publishes_every_row_keyed_by_id_plus_bad_records(
+    broker: LocalBroker, namespace: str
+) -> None:
+    topic = f"{namespace}.incidents"
+    env = {
+        **os.environ,
+        "HOTSPOTS_KAFKA__BOOTSTRAP": f'"{broker.bootstrap}"',
+        "HOTSPOTS_KAFKA__INCIDENTS_TOPIC": f'"{topic}"',
+        "HOTSPOTS_KAFKA__CALLS_TOPIC": f'"{namespace}.calls"',
+        "HOTSPOTS_KAFKA__DEAD_LETTER_TOPIC": f'"{namespace}.dlq"',
+    }
+    done = hotspots(
+        "replay",
+        "data/philadelphia_2025.csv.gz",
+        "--profile",
+        "philadelphia",
+        "--max",
+        "--limit",
+        "500",
+        "--inject-bad",
+        "12",
+        "--quiet",
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "sent 500 events and 12 malformed records" in done.stdout
+    records = await dead_letters(broker.bootstrap, topic, 512)  # reads any topic
+    assert len(records) == 512
+    events = []
+    for _headers, value in records:
+        try:
+            events.append(orjson.loads(value))
+        except orjson.JSONDecodeError:
+            continue
+    good = [e for e in events if isinstance(e, dict) and str(e.get("id", "")).isdigit()]
+    assert len(good) == 500
+    assert all(e["occurred_at"].endswith("+00:00") and e["kind"] == "incident" for e in good)
+
+
+def test_replay_with_a_bad_speed_exits_2(namespace: str) -> None:
+    done = hotspots(
+        "replay",
+        "data/philadelphia_2025.csv.gz",
+        "--profile",
+        "philadelphia",
+        "--speed",
+        "-3",
+        env=dict(os.environ),
+    )
+    assert done.returncode == 2 and "--speed" in done.stderr
+
+
+def test_check_config_prints_the_merged_settings(tmp_path: Path) -> None:
+    cfg = tmp_path / "force.toml"
+    cfg.write_text(
+        '[horizons]\nshift = "8h"\nweek = "7d"\n[grid]\nprofile_horizon = "week"\n'
+        '[store]\nnamespace = "force2"\n'
+    )
+    done = hotspots("--config", str(cfg), "check-config", env=dict(os.environ))
+    assert done.returncode == 0, done.stderr
+    merged = orjson.loads(done.stdout)
+    assert merged["store"]["namespace"] == "force2"
+    # a file's [horizons] replaces the default list; other sections merge key by key
+    assert merged["horizons"] == {"shift": 8 * 3600, "week": 7 * 86400}
+    assert merged["grid"]["resolutions"] == [8, 9, 10]
+    assert merged["categories"]["Thefts"]["weight"] > 0
+
+
+def test_profile_horizon_must_be_a_configured_horizon(tmp_path: Path) -> None:
+    cfg = tmp_path / "force.toml"
+    cfg.write_text('[horizons]\nshift = "8h"\n')
+    done = hotspots("--config", str(cfg), "check-config", env=dict(os.environ))
+    assert done.returncode == 2
+    assert "grid.profile_horizon" in done.stderr and "shift" in done.stderr

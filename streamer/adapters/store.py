@@ -144,12 +144,8 @@ class Store:
             return ApplyResult(seq, 0, 0, 0, 0, 0, 0, 0)
         times = [o.contribution.t_s for o in ops if o.contribution is not None]
         max_t = max(times) if times else 0.0
-        landmarks = await self.landmarks(max_t or now_s)
-        if times and any(
-            decay.needs_rebase(max_t, self.horizons[n], landmarks[n]) for n in self.names
-        ):
-            await self.rebase(max_t)
-            landmarks = await self.landmarks(max_t)
+        # (the script reads the stored landmarks itself; these only seed a new store)
+        landmarks = await (self.ensure_landmarks(max_t) if times else self.landmarks(now_s))
         args: list[Any] = [self._header(landmarks, day=_day(now_s), max_t=max_t)]
         for o in ops:
             packed = o.contribution.packed() if o.contribution is not None else ""

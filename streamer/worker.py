@@ -192,7 +192,15 @@ def build(
 
     @fapp.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
-        return web.json({"status": "alive", "worker": holder, "batches": consumer.batches})
+        assigned = consumer.consumer.assignment() if consumer.consumer is not None else set()
+        return web.json(
+            {
+                "status": "alive",
+                "worker": holder,
+                "batches": consumer.batches,
+                "partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
+            }
+        )
 
     @fapp.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:

@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
@@ -132,6 +133,15 @@ def scrape(port: int) -> str:
         return r.read().decode()
 
 
+def health(port: int) -> dict[str, object]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+            body: dict[str, object] = orjson.loads(r.read())
+            return body
+    except OSError:
+        return {}
+
+
 def events_counted(port: int) -> float:
     total = 0.0
     for line in scrape(port).splitlines():
@@ -157,7 +167,7 @@ async def test_kill_9_at_random_moments_loses_and_doubles_nothing(
     workers: Workers,
     tmp_path: Path,
 ) -> None:
-    settings = settings_for(namespace, broker.bootstrap, redis_url, store={"batch_max_events": 300})
+    settings = settings_for(namespace, broker.bootstrap, redis_url, store={"batch_max_events": 100})
     k = settings.kafka
     ensure_topics(k.bootstrap, {k.incidents_topic: 4, k.calls_topic: 1, k.dead_letter_topic: 1})
     write_config(settings, workers.config)
@@ -177,12 +187,14 @@ async def test_kill_9_at_random_moments_loses_and_doubles_nothing(
         proc, _ = workers.start()
         # published at a steady pace, so the worker is mid-stream when killed
         publishing = asyncio.create_task(
-            asyncio.to_thread(publish, k.bootstrap, k.incidents_topic, chunk, 0, 800.0)
+            asyncio.to_thread(publish, k.bootstrap, k.incidents_topic, chunk, 0, 400.0)
         )
         deadline = time.monotonic() + 60
         while await applied() == before and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        await asyncio.sleep(rng.uniform(0.0, 1.5))
+        # small batches and a short random pause: the kill lands mid-stream
+        # even when a slow start left the whole chunk waiting
+        await asyncio.sleep(rng.uniform(0.0, 0.3))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         applied_at_kill.append(await applied())
@@ -215,6 +227,15 @@ async def test_two_workers_one_stops_and_timers_never_overlap(
     write_config(settings, workers.config)
     first, port_a = workers.start()
     _, port_b = workers.start()
+    # both in the group, each with partitions, before anything is published
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        held = [health(port).get("partitions", []) for port in (port_a, port_b)]
+        if all(held) and sum(len(h) for h in held) >= 4:
+            break
+        await asyncio.sleep(0.5)
+    else:
+        raise AssertionError(f"workers did not share the partitions: {held}")
     ops = mixed_stream(rows[:6000], seed=5)
     half = len(ops) // 2
     sent = [publish(k.bootstrap, k.incidents_topic, ops[:half])]

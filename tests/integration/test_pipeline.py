@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -51,6 +52,26 @@ def consumer_for(settings: Settings, client: aioredis.Redis) -> BatchConsumer:
         metrics=Metrics(),
         options=FAST,
     )
+
+
+async def caught_up(worker: BatchConsumer, ends: dict[str, int], timeout_s: float = 60) -> None:
+    """Wait until the worker holds every partition and is positioned past
+    ``ends`` (so a test that expects nothing to happen is not vacuous)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        consumer = worker.consumer
+        assigned = consumer.assignment() if consumer is not None else set()
+        if consumer is not None and {f"{tp.topic}:{tp.partition}" for tp in assigned} >= set(ends):
+            positions = {}
+            for tp in assigned:
+                try:
+                    positions[f"{tp.topic}:{tp.partition}"] = await consumer.position(tp)
+                except Exception:
+                    break
+            if all(positions.get(k, -1) > v for k, v in ends.items()):
+                return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the worker never caught up")
 
 
 def make_topics(settings: Settings) -> None:
@@ -128,7 +149,8 @@ async def test_redelivery_after_lost_commit_changes_nothing(
     second = consumer_for(settings, client)
     await second.start()
     task = asyncio.create_task(second.run())
-    await asyncio.sleep(4)  # joins, is assigned, seeks past what the store applied
+    await caught_up(second, ends)  # joined, assigned, positioned past the applied offsets
+    await asyncio.sleep(0.5)
     await second.stop()
     await task
     await second.close()
@@ -154,7 +176,8 @@ async def test_seek_on_assignment_skips_what_the_store_applied(
     worker = consumer_for(settings, client)
     await worker.start()
     task = asyncio.create_task(worker.run())
-    await asyncio.sleep(4)
+    await caught_up(worker, ends)
+    await asyncio.sleep(0.5)
     await worker.stop()
     await task
     await worker.close()

@@ -242,6 +242,18 @@ async def test_two_workers_one_stops_and_timers_never_overlap(
     store = app.store(settings, client)
     await wait_applied(store, sent[0].last_offsets, timeout_s=120)
     counted = (events_counted(port_a), events_counted(port_b))
+    with urllib.request.urlopen(f"http://127.0.0.1:{port_b}/readyz", timeout=5) as r:
+        assert r.status == 200 and orjson.loads(r.read())["ready"] is True
+    exposition = scrape(port_a) + scrape(port_b)
+    for name in (
+        "hotspots_batch_seconds_bucket",
+        "hotspots_store_seconds_count",
+        "hotspots_consumer_lag{",
+        "hotspots_event_time_lag_seconds",
+        'hotspots_dead_letters_total{reason="bad_json"}',
+        "hotspots_ready 1.0",
+    ):
+        assert name in exposition, name
     first.send_signal(signal.SIGTERM)  # graceful: finishes its batch, commits
     assert first.wait(timeout=30) == 0
     sent.append(publish(k.bootstrap, k.incidents_topic, ops[half:]))

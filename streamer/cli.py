@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 import orjson
 
 from streamer import app
+from streamer.adapters.store import EngineClock
 from streamer.settings import ConfigError, Settings, load_settings
 
 
@@ -40,10 +41,9 @@ def _parse_at(text: str | None) -> float:
 async def _at(args: argparse.Namespace, settings: Settings, store: Any) -> float:
     """``--at``, else the engine's now: the wall clock, or with ``time.clock =
     "event"`` the newest event time in the store."""
-    if args.at is not None or settings.time.clock == "wall":
+    if args.at is not None:
         return _parse_at(args.at)
-    raw = await store.client.hget(store.key("meta"), "watermark")
-    return float(raw) if raw is not None else time.time()
+    return await EngineClock(store, settings.time.clock).refresh()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -301,27 +301,22 @@ async def _backfill(args: argparse.Namespace, settings: Settings, store: Any) ->
     from rich.progress import Progress as RichProgress
 
     from streamer.adapters.files import load_profile
-    from streamer.backfill import backfill
 
     try:
         profile = load_profile(args.profile) if args.profile else None
     except (ValueError, FileNotFoundError) as exc:
         raise UsageError(f"--profile: {exc}") from None
-    parts = app.core(settings)
     with RichProgress(disable=args.quiet or args.json, transient=True) as bar:
         task = bar.add_task("backfill", total=None)
 
         def progress(stage: str, done: int, total: int) -> None:
             bar.update(task, description=stage, completed=done, total=total)
 
-        report = await backfill(
+        report = await app.backfill(
+            settings,
+            store,
             args.path,
             profile,
-            store=store,
-            rules=parts.rules,
-            scorer=parts.scorer,
-            ledger_window_s=settings.store.ledger_retention,
-            batch_max_events=settings.store.batch_max_events,
             now_s=time.time(),
             force=args.force,
             progress=progress,

@@ -26,7 +26,7 @@ from streamer import app as wiring
 from streamer.adapters.consumer import BatchConsumer, ConsumerOptions
 from streamer.adapters.metrics import Metrics
 from streamer.adapters.publisher import Maintainer, Publisher
-from streamer.adapters.store import Store
+from streamer.adapters.store import EngineClock, Store
 from streamer.settings import Settings
 
 log = logging.getLogger("hotspots.worker")
@@ -81,25 +81,6 @@ class BatchService(Service):
         await self.consumer.close()
 
 
-def engine_clock(settings: Settings, store: Store) -> Callable[[], float]:
-    """``now`` for decay and pruning: the wall clock, or (``time.clock =
-    "event"``, for replays of old data) the newest event time applied."""
-    if settings.time.clock == "wall":
-        return time.time
-    cache = {"t": time.time()}
-
-    def now() -> float:
-        return cache["t"]
-
-    async def refresh() -> None:
-        raw = await store.client.hget(store.key("meta"), "watermark")
-        if raw is not None:
-            cache["t"] = float(raw)
-
-    now.refresh = refresh  # type: ignore[attr-defined]
-    return now
-
-
 def build(
     settings: Settings,
     *,
@@ -151,7 +132,7 @@ def build(
         datadir=w.state_dir,
     )
     cast(Any, fapp).service(BatchService(consumer))
-    clock = engine_clock(settings, store)
+    clock = EngineClock(store, settings.time.clock)
     publisher = Publisher(store, settings.publish.top_n, clock)
     maintainer = Maintainer(store, clock)
     lease = Lease(store, holder, ttl_ms=int(max(w.lease_ttl, 1.0) * 1000))
@@ -159,9 +140,7 @@ def build(
     async def leader_run(name: str, work: Callable[[], Any]) -> None:
         if not await lease.acquire():
             return
-        refresh = getattr(clock, "refresh", None)
-        if refresh is not None:
-            await refresh()
+        await clock.refresh()
         started = time.time()
         try:
             await work()

@@ -12,6 +12,7 @@ import asyncio
 import math
 import struct
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -224,25 +225,22 @@ class Store:
         has decayed below ``prune_below`` are not listed (they are noise, and
         leave the ranking at the next prune)."""
         self._check(horizon, resolution)
-        landmark_raw = await self.client.hget(self.key("meta"), f"k:{horizon}")
+        # one transaction: the landmark and the scores it scales are a snapshot
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hget(self.key("meta"), f"k:{horizon}")
+            pipe.zrevrange(self.key("rank", horizon, resolution), 0, max(k, 1) - 1, withscores=True)
+            landmark_raw, rows = await pipe.execute()
         if landmark_raw is None:
             return []
         landmark = int(landmark_raw)
         half_life = self.horizons[horizon]
         floor = decay.stored_threshold(self.prune_below, at_s, half_life, landmark)
-        rows: list[Any] = await self.client.zrevrangebyscore(
-            self.key("rank", horizon, resolution),
-            "+inf",
-            repr(floor),
-            start=0,
-            num=max(k, 1),
-            withscores=True,
-        )
-        if int(await self.client.hget(self.key("meta"), f"k:{horizon}") or -1) != landmark:
-            return await self.top(horizon, resolution, k, at_s)  # re-based meanwhile
         factor = decay.decay_factor(at_s, half_life, landmark)
+        # best first, so the cells below the floor are a tail
         return [
-            Ranked(_text(cell), i + 1, score * factor) for i, (cell, score) in enumerate(rows[:k])
+            Ranked(_text(cell), i + 1, score * factor)
+            for i, (cell, score) in enumerate(rows[:k])
+            if score >= floor
         ]
 
     async def cell(self, cell: str, at_s: float) -> CellDetails | None:
@@ -346,4 +344,34 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-__all__ = ["ApplyResult", "CellDetails", "Ranked", "Store", "StoreError", "StoreOp"]
+__all__ = [
+    "ApplyResult",
+    "CellDetails",
+    "EngineClock",
+    "Ranked",
+    "Store",
+    "StoreError",
+    "StoreOp",
+]
+
+
+class EngineClock:
+    """``now`` for decay and pruning: the wall clock (``mode = "wall"``), or
+    the newest event time the store applied (``"event"``, for replays of old
+    data). Calling it is cheap; :meth:`refresh` reads the store."""
+
+    def __init__(self, store: Store, mode: str) -> None:
+        self.store = store
+        self.mode = mode
+        self._t = time.time()
+
+    def __call__(self) -> float:
+        return time.time() if self.mode == "wall" else self._t
+
+    async def refresh(self) -> float:
+        """Re-read the watermark (event mode) and return ``now``."""
+        if self.mode == "event":
+            raw = await self.store.client.hget(self.store.key("meta"), "watermark")
+            if raw is not None:
+                self._t = float(raw)
+        return self()

@@ -20,26 +20,15 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from bench.common import drop_namespace
 from streamer import app
 from streamer.adapters.files import load_profile
 from streamer.adapters.store import StoreOp
-from streamer.backfill import backfill
 from streamer.core.scoring import Contribution
 from streamer.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL = ROOT.parent / "shared" / "data" / "philadelphia" / "incidents_2016_2025.csv.gz"
-
-
-async def _drop(client: aioredis.Redis, namespace: str) -> None:
-    batch = []
-    async for key in client.scan_iter(match=f"{{{namespace}}}*", count=5000):
-        batch.append(key)
-        if len(batch) >= 5000:
-            await client.unlink(*batch)
-            batch.clear()
-    if batch:
-        await client.unlink(*batch)
 
 
 async def _bytes(client: aioredis.Redis, namespace: str) -> int:
@@ -60,24 +49,13 @@ async def run(path: Path, runs: int, redis_url: str) -> dict[str, Any]:
     cells = 0
     for i in range(runs):
         namespace = f"bench-backfill-{i}"
-        await _drop(client, namespace)
+        await drop_namespace(client, namespace)
         settings = load_settings(
             overrides={"store": {"namespace": namespace, "redis_url": redis_url}}
         )
         store = app.store(settings, client)
-        parts = app.core(settings)
         await client.config_resetstat()
-        report = await backfill(
-            path,
-            profile,
-            store=store,
-            rules=parts.rules,
-            scorer=parts.scorer,
-            ledger_window_s=settings.store.ledger_retention,
-            batch_max_events=settings.store.batch_max_events,
-            now_s=time.time(),
-            force=True,
-        )
+        report = await app.backfill(settings, store, path, profile, now_s=time.time(), force=True)
         stats = await client.info("commandstats")
         script_s = (
             sum(v["usec"] for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
@@ -90,7 +68,7 @@ async def run(path: Path, runs: int, redis_url: str) -> dict[str, Any]:
         mem_per_cell_horizon = (
             await _bytes(client, namespace) / max(cells, 1) / len(settings.horizons)
         )
-        await _drop(client, namespace)
+        await drop_namespace(client, namespace)
     assert last is not None
     ledger = await _ledger_bytes(client, redis_url)
     await client.aclose()
@@ -113,7 +91,7 @@ async def run(path: Path, runs: int, redis_url: str) -> dict[str, Any]:
 async def _ledger_bytes(client: aioredis.Redis, redis_url: str) -> float:
     """Memory the ledger takes per event: 20 k events through the apply path."""
     namespace = "bench-ledger"
-    await _drop(client, namespace)
+    await drop_namespace(client, namespace)
     settings = load_settings(overrides={"store": {"namespace": namespace, "redis_url": redis_url}})
     store = app.store(settings, client)
     now = time.time()
@@ -138,7 +116,7 @@ async def _ledger_bytes(client: aioredis.Redis, redis_url: str) -> float:
     days = 0
     async for key in client.scan_iter(match=f"{{{namespace}}}:ledger:day:*"):
         days += int(await client.memory_usage(key) or 0)
-    await _drop(client, namespace)
+    await drop_namespace(client, namespace)
     return (ledger + days) / n
 
 

@@ -63,6 +63,8 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from bench.common import drop_namespace
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "philadelphia_2025.csv.gz"
 RESULTS = ROOT / "bench" / "results" / "latest-pipeline.json"
@@ -148,20 +150,6 @@ async def publish_all(bootstrap: str, topic: str, items: Sequence[tuple[bytes, b
 
 
 # --------------------------------------------------------------------------- redis
-
-
-async def drop_namespace(client: aioredis.Redis, namespace: str) -> int:
-    """UNLINK every key of ``namespace`` (SCAN ``{ns}*``)."""
-    removed = 0
-    batch: list[Any] = []
-    async for key in client.scan_iter(match=f"{{{namespace}}}*", count=5000):
-        batch.append(key)
-        if len(batch) >= 5000:
-            removed += int(await client.unlink(*batch))
-            batch.clear()
-    if batch:
-        removed += int(await client.unlink(*batch))
-    return removed
 
 
 def engine_settings(
@@ -501,7 +489,8 @@ async def _engine_child(cfg: dict[str, Any]) -> None:
     """Subprocess: a worker's batch consumer and a 100 ms Publisher tick,
     one event loop, until SIGTERM."""
     from streamer.adapters.publisher import Publisher
-    from streamer.worker import build, engine_clock
+    from streamer.adapters.store import EngineClock
+    from streamer.worker import build
 
     settings = engine_settings(
         cfg["namespace"], cfg["bootstrap"], cfg["namespace"], cfg["topics"], cfg["redis_url"]
@@ -510,7 +499,7 @@ async def _engine_child(cfg: dict[str, Any]) -> None:
     if cfg.get("fetch_max_wait_ms"):  # diagnostic only: not what build() configures
         consumer.options.extra["fetch_max_wait_ms"] = int(cfg["fetch_max_wait_ms"])
     store = consumer.store
-    publisher = Publisher(store, settings.publish.top_n, engine_clock(settings, store))
+    publisher = Publisher(store, settings.publish.top_n, EngineClock(store, settings.time.clock))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

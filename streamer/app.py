@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import redis.asyncio as aioredis
 
+from streamer.adapters.files import SourceProfile
 from streamer.adapters.store import Store
+from streamer.backfill import BackfillReport, Progress
+from streamer.backfill import backfill as run_backfill
 from streamer.core.area import Area
 from streamer.core.events import EventRules
 from streamer.core.scoring import Scorer
@@ -98,4 +102,31 @@ def ensure_topics(settings: Settings) -> None:
             k.calls_topic: settings.worker.partitions,
             k.dead_letter_topic: 1,
         },
+    )
+
+
+async def backfill(
+    settings: Settings,
+    store: Store,
+    path: str | Path,
+    profile: SourceProfile | None,
+    *,
+    now_s: float,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> BackfillReport:
+    """:func:`streamer.backfill.backfill` with the settings' rules, scorer,
+    ledger window and batch size."""
+    parts = core(settings)
+    return await run_backfill(
+        path,
+        profile,
+        store=store,
+        rules=parts.rules,
+        scorer=parts.scorer,
+        ledger_window_s=settings.store.ledger_retention,
+        batch_max_events=settings.store.batch_max_events,
+        now_s=now_s,
+        force=force,
+        progress=progress,
     )

@@ -358,10 +358,8 @@ class Demo:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         from streamer.adapters.files import load_profile
-        from streamer.backfill import backfill
 
         store = app.store(settings)
-        parts = app.core(settings)
         started = time.monotonic()
         try:
             with Progress(
@@ -378,14 +376,11 @@ class Demo:
                 def progress(stage: str, done: int, total: int) -> None:
                     bar.update(task, description=stage, completed=done, total=total)
 
-                report = await backfill(
+                report = await app.backfill(
+                    settings,
+                    store,
                     path,
                     load_profile(PROFILE),
-                    store=store,
-                    rules=parts.rules,
-                    scorer=parts.scorer,
-                    ledger_window_s=settings.store.ledger_retention,
-                    batch_max_events=settings.store.batch_max_events,
                     now_s=time.time(),
                     force=True,
                     progress=progress,

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from streamer.adapters.broker import LocalBroker
 from streamer.adapters.redis_server import redis_answers
@@ -45,6 +46,14 @@ def redis_url() -> str:
             pytrace=False,
         )
     return url
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """An asyncio client returning bytes, closed after the test."""
+    c = aioredis.Redis.from_url(redis_url)
+    yield c
+    await c.aclose()
 
 
 @pytest.fixture

@@ -4,19 +4,23 @@ publishing, waiting for the store, and the oracle comparison."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pytest
+import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 from kafka import KafkaProducer
 
-from streamer.adapters.consumer import ConsumerOptions
+from streamer import app
+from streamer.adapters.consumer import BatchConsumer, ConsumerOptions
+from streamer.adapters.metrics import Metrics
 from streamer.adapters.store import Store
 from streamer.replay import bad_records
 from streamer.settings import Settings, load_settings
@@ -187,3 +191,53 @@ async def assert_matches_oracle(store: Store, alive: dict[str, oracle.Row], at_s
                 assert got[cell] == pytest.approx(expected, rel=1e-9), (name, res, cell)
             checked += len(want)
     return checked
+
+
+def consumer_for(settings: Settings, client: aioredis.Redis) -> BatchConsumer:
+    parts = app.core(settings)
+    k = settings.kafka
+    return BatchConsumer(
+        bootstrap=k.bootstrap,
+        topics=[k.incidents_topic, k.calls_topic],
+        group=k.group,
+        dead_letter_topic=k.dead_letter_topic,
+        store=app.store(settings, client),
+        rules=parts.rules,
+        scorer=parts.scorer,
+        metrics=Metrics(),
+        options=FAST,
+    )
+
+
+async def caught_up(worker: BatchConsumer, ends: dict[str, int], timeout_s: float = 60) -> None:
+    """Wait until the worker holds every partition and is positioned past
+    ``ends`` (so a test that expects nothing to happen is not vacuous)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        consumer = worker.consumer
+        assigned = consumer.assignment() if consumer is not None else set()
+        if consumer is not None and {f"{tp.topic}:{tp.partition}" for tp in assigned} >= set(ends):
+            positions = {}
+            for tp in assigned:
+                try:
+                    positions[f"{tp.topic}:{tp.partition}"] = await consumer.position(tp)
+                except Exception:
+                    break
+            if all(positions.get(k, -1) > v for k, v in ends.items()):
+                return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the worker never caught up")
+
+
+@contextlib.asynccontextmanager
+async def running(worker: BatchConsumer) -> AsyncIterator[BatchConsumer]:
+    """The worker started and consuming; stopped (batch finished) and closed
+    on the way out."""
+    await worker.start()
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        await worker.stop()
+        await task
+        await worker.close()

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import gzip
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
@@ -19,15 +16,7 @@ from streamer.adapters.store import StoreOp
 from streamer.backfill import backfill
 from streamer.settings import load_settings
 from tests import oracle
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    c = aioredis.Redis.from_url(redis_url)
-    yield c
-    await c.aclose()
+from tests.cli_support import hotspots
 
 
 @pytest.fixture(scope="module")
@@ -187,17 +176,6 @@ async def _matches(store, alive: dict[str, oracle.Row], at_s: float) -> None:  #
                 assert got[cell] == pytest.approx(expected, rel=1e-9), (name, res, cell)
 
 
-def _hotspots(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streamer.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=300,
-    )
-
-
 def test_command_line_backfill_and_top(namespace: str, subset: Path, redis_url: str) -> None:
     import os
 
@@ -206,13 +184,13 @@ def test_command_line_backfill_and_top(namespace: str, subset: Path, redis_url: 
         "HOTSPOTS_STORE__NAMESPACE": namespace,
         "HOTSPOTS_STORE__REDIS_URL": f'"{redis_url}"',
     }
-    done = _hotspots("backfill", str(subset), "--profile", "philadelphia", "--json", env=env)
+    done = hotspots("backfill", str(subset), "--profile", "philadelphia", "--json", env=env)
     assert done.returncode == 0, done.stderr
     report = orjson.loads(done.stdout)
     assert report["read"] == (
         report["accepted"] + sum(report["rejected"].values()) + report["superseded_by_later_row"]
     )
-    top = _hotspots(
+    top = hotspots(
         "top",
         "--horizon",
         "year",
@@ -247,7 +225,7 @@ def test_command_line_backfill_and_top(namespace: str, subset: Path, redis_url: 
 def test_bad_flags_exit_2_naming_the_flag(args: list[str], needle: str, namespace: str) -> None:
     import os
 
-    done = _hotspots(*args, env={**os.environ, "HOTSPOTS_STORE__NAMESPACE": namespace})
+    done = hotspots(*args, env={**os.environ, "HOTSPOTS_STORE__NAMESPACE": namespace})
     assert done.returncode == 2
     assert needle in done.stderr
 
@@ -257,6 +235,6 @@ def test_bad_config_key_exits_2_naming_the_key(tmp_path: Path) -> None:
 
     bad = tmp_path / "bad.toml"
     bad.write_text('[store]\nredis_urll = "redis://x"\n[horizons]\nweek = "7 weeks"\n')
-    done = _hotspots("--config", str(bad), "top", env=dict(os.environ))
+    done = hotspots("--config", str(bad), "top", env=dict(os.environ))
     assert done.returncode == 2
     assert "store.redis_urll" in done.stderr and "horizons.week" in done.stderr

@@ -3,27 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 
 from streamer.adapters.broker import LocalBroker
+from tests.cli_support import hotspots
 from tests.pipeline_support import dead_letters
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def hotspots(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streamer.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=300,
-    )
 
 
 async def test_replay_publishes_every_row_keyed_by_id_plus_bad_records(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import orjson
 import pytest
@@ -13,13 +12,6 @@ import redis.asyncio as aioredis
 from streamer.adapters.publisher import Publisher, channel
 from tests import oracle
 from tests.integration.test_store_exact import make_scorer, make_store, to_op
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    c = aioredis.Redis.from_url(redis_url)
-    yield c
-    await c.aclose()
 
 
 async def test_publishes_changes_once_and_survives_a_rebase(

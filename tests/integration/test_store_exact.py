@@ -7,7 +7,6 @@ events, duplicates, cancels and corrections, across landmark re-bases.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -32,13 +31,6 @@ def rows() -> list[oracle.Row]:
 @pytest.fixture(scope="module")
 def table() -> tuple[dict[str, float], float]:
     return oracle.weights()
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    c = aioredis.Redis.from_url(redis_url)
-    yield c
-    await c.aclose()
 
 
 def make_store(client: aioredis.Redis, namespace: str) -> Store:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -30,13 +29,6 @@ NY = ZoneInfo("America/New_York")
 @pytest.fixture(scope="module")
 def rows() -> list[oracle.Row]:
     return oracle.read_rows(oracle.SAMPLE, limit=15_000)
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    c = aioredis.Redis.from_url(redis_url)
-    yield c
-    await c.aclose()
 
 
 async def loaded(client: aioredis.Redis, namespace: str, rows: list[oracle.Row]) -> Store:

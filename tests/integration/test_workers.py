@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -20,17 +20,16 @@ import pytest
 import redis.asyncio as aioredis
 
 from streamer import app
-from streamer.adapters.broker import LocalBroker, ensure_topics, free_port
-from streamer.adapters.consumer import BatchConsumer
-from streamer.adapters.metrics import Metrics
+from streamer.adapters.broker import LocalBroker, free_port
 from streamer.settings import Settings
 from tests import oracle
 from tests.pipeline_support import (
-    FAST,
     Published,
     assert_matches_oracle,
+    consumer_for,
     mixed_stream,
     publish,
+    running,
     settings_for,
     wait_applied,
 )
@@ -41,13 +40,6 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def rows() -> list[oracle.Row]:
     return oracle.read_rows(oracle.SAMPLE, limit=9000)
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    c = aioredis.Redis.from_url(redis_url)
-    yield c
-    await c.aclose()
 
 
 def write_config(settings: Settings, path: Path) -> Path:
@@ -169,7 +161,7 @@ async def test_kill_9_at_random_moments_loses_and_doubles_nothing(
 ) -> None:
     settings = settings_for(namespace, broker.bootstrap, redis_url, store={"batch_max_events": 100})
     k = settings.kafka
-    ensure_topics(k.bootstrap, {k.incidents_topic: 4, k.calls_topic: 1, k.dead_letter_topic: 1})
+    app.ensure_topics(settings)
     write_config(settings, workers.config)
     ops = mixed_stream(rows[:8000], seed=11)
     chunks = [ops[i::3] for i in range(3)]
@@ -223,7 +215,7 @@ async def test_two_workers_one_stops_and_timers_never_overlap(
 ) -> None:
     settings = settings_for(namespace, broker.bootstrap, redis_url, store={"batch_max_events": 200})
     k = settings.kafka
-    ensure_topics(k.bootstrap, {k.incidents_topic: 4, k.calls_topic: 1, k.dead_letter_topic: 1})
+    app.ensure_topics(settings)
     write_config(settings, workers.config)
     first, port_a = workers.start()
     _, port_b = workers.start()
@@ -324,45 +316,30 @@ async def test_redis_restarted_mid_stream_is_waited_out(
     url = f"redis://127.0.0.1:{port}/0"
     settings = settings_for(namespace, broker.bootstrap, url, store={"batch_max_events": 500})
     k = settings.kafka
-    ensure_topics(k.bootstrap, {k.incidents_topic: 4, k.calls_topic: 1, k.dead_letter_topic: 1})
+    app.ensure_topics(settings)
     client = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=1)
-    parts = app.core(settings)
-    worker = BatchConsumer(
-        bootstrap=k.bootstrap,
-        topics=[k.incidents_topic],
-        group=k.group,
-        dead_letter_topic=k.dead_letter_topic,
-        store=app.store(settings, client),
-        rules=parts.rules,
-        scorer=parts.scorer,
-        metrics=Metrics(),
-        options=FAST,
-    )
-    await worker.start()
-    task = asyncio.create_task(worker.run())
+    worker = consumer_for(settings, client)
     try:
-        ops = mixed_stream(rows[:6000], seed=2)
-        half = len(ops) // 2
-        sent = [publish(k.bootstrap, k.incidents_topic, ops[:half])]
-        await wait_applied(worker.store, sent[0].last_offsets)
-        server.send_signal(signal.SIGTERM)  # Redis goes away (its AOF keeps the data)
-        server.wait(timeout=10)
-        sent.append(publish(k.bootstrap, k.incidents_topic, ops[half:]))
-        deadline = time.monotonic() + 20
-        while worker.ready() and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        assert not worker.ready(), "readiness must drop while Redis is down"
-        await asyncio.sleep(3)  # the worker waits; nothing may be dropped meanwhile
-        server = start_redis(binary, port, data)
-        await wait_applied(worker.store, merge_offsets(sent))
-        assert worker.ready()
-        alive = oracle.live(ops)
-        await assert_matches_oracle(worker.store, alive, max(r.t_s for r in alive.values()))
-        assert worker.metrics.store_errors._value.get() > 0
+        async with running(worker):
+            ops = mixed_stream(rows[:6000], seed=2)
+            half = len(ops) // 2
+            sent = [publish(k.bootstrap, k.incidents_topic, ops[:half])]
+            await wait_applied(worker.store, sent[0].last_offsets)
+            server.send_signal(signal.SIGTERM)  # Redis goes away (its AOF keeps the data)
+            server.wait(timeout=10)
+            sent.append(publish(k.bootstrap, k.incidents_topic, ops[half:]))
+            deadline = time.monotonic() + 20
+            while worker.ready() and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert not worker.ready(), "readiness must drop while Redis is down"
+            await asyncio.sleep(3)  # the worker waits; nothing may be dropped meanwhile
+            server = start_redis(binary, port, data)
+            await wait_applied(worker.store, merge_offsets(sent))
+            assert worker.ready()
+            alive = oracle.live(ops)
+            await assert_matches_oracle(worker.store, alive, max(r.t_s for r in alive.values()))
+            assert worker.metrics.store_errors._value.get() > 0
     finally:
-        await worker.stop()
-        await task
-        await worker.close()
         await client.aclose()
         server.terminate()
         server.wait(timeout=10)

@@ -15,14 +15,14 @@ import hashlib
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from streamer.adapters.files import Columns, SourceProfile, read_columns
 from streamer.adapters.store import Store, StoreOp
-from streamer.core.aggregate import Batch, aggregate_resolution, hours_of_week
+from streamer.core.aggregate import Batch, encode_cells, hours_of_week
 from streamer.core.cells import cells_of_many
 from streamer.core.events import EventRules, validate_columns
 from streamer.core.scoring import Contribution, Scorer, clean_label
@@ -193,17 +193,17 @@ async def backfill(
     writes: list[asyncio.Task[int]] = []
     n_res = len(scorer.resolutions)
     for j in range(n_res):
-        merged = await asyncio.to_thread(
-            aggregate_resolution,
-            settled,
-            j,
+        labels, merged = await asyncio.to_thread(
+            encode_cells,
+            replace(settled, cells=settled.cells[:, j : j + 1]),
+            resolutions=[scorer.resolutions[j]],
             horizons=store.horizons,
             landmarks=landmarks,
             profile_horizon=store.profile_horizon,
         )
         report.cells += len(merged)
         writes += [
-            asyncio.create_task(store.merge(merged[s : s + chunk], landmarks, newest))
+            asyncio.create_task(store.merge(labels, merged[s : s + chunk], landmarks, newest))
             for s in range(0, len(merged), chunk)
         ]
         step("merge", j + 1, n_res)

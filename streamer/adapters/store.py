@@ -13,6 +13,7 @@ import math
 import struct
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,10 +25,12 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from streamer.core import decay
-from streamer.core.scoring import StoreOp
+from streamer.core.aggregate import batch_of, encode_cells
+from streamer.core.scoring import SEP, StoreOp
 
 PROFILE_FORMAT = "<168f"  # hour-of-week profile: float32, Monday 00h first
 PROFILE_BYTES = 672  # a profile key may be shorter: missing hours are zero
+_MAX_PLANS = 8  # plans for one batch before giving up (each retry needs a concurrent change)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,13 +67,28 @@ class CellDetails:
     family_counts: dict[str, int]
     family_scores: dict[str, dict[str, float]]
     category_counts: dict[str, int]
-    category_scores: dict[str, dict[str, float]]  # decayed with the profile horizon only
+    category_scores: dict[str, dict[str, float]]
     hour_of_week: list[float] = field(default_factory=list)
 
 
 def _script(name: str) -> str:
+    """``common.lua`` then the named script's body, run with Lua's garbage
+    collector paused: a batch allocates many small tables, and collecting
+    while they are all alive tripled the script's time. The collector
+    resumes when the body returns (and Redis steps it after every script)."""
     base = resources.files("streamer.adapters") / "lua"
-    return (base / "common.lua").read_text() + "\n" + (base / name).read_text()
+    return "\n".join(
+        [
+            (base / "common.lua").read_text(),
+            "local function body()",
+            (base / name).read_text(),
+            "end",
+            "collectgarbage('stop')",
+            "local result = body()",
+            "collectgarbage('restart')",
+            "return result",
+        ]
+    )
 
 
 class StoreError(RuntimeError):
@@ -139,27 +157,105 @@ class Store:
 
     # writes -----------------------------------------------------------
     async def apply(self, ops: Sequence[StoreOp], *, now_s: float) -> ApplyResult:
-        """Apply a batch atomically (one script call)."""
+        """Apply a batch atomically (one script call, more only when the
+        store changed under the plan).
+
+        New events (upserts whose id occurs once in the batch) go the fast
+        way: summed per cell here, added to each cell once. The rest (cancels,
+        repeated ids) are added term by term by the script. The script checks
+        the plan (ids not yet in the ledger, offsets not yet applied, the
+        landmarks the sums used) before writing anything, and answers
+        ``retry`` if it no longer holds; those events then go the slow way.
+        """
         if not ops:
             seq = await self.seq()
             return ApplyResult(seq, 0, 0, 0, 0, 0, 0, 0)
         times = [o.contribution.t_s for o in ops if o.contribution is not None]
         max_t = max(times) if times else 0.0
-        # (the script reads the stored landmarks itself; these only seed a new store)
-        landmarks = await (self.ensure_landmarks(max_t) if times else self.landmarks(now_s))
-        args: list[Any] = [self._header(landmarks, day=_day(now_s), max_t=max_t)]
-        for o in ops:
+        day = _day(now_s)
+        uses = Counter(o.id for o in ops if o.op != "n")
+        fast = {
+            i
+            for i, o in enumerate(ops)
+            if o.op == "u" and o.contribution is not None and uses[o.id] == 1
+        }
+        for _ in range(_MAX_PLANS):
+            # (the script reads the stored landmarks itself; these only seed a new store)
+            landmarks = await (self.ensure_landmarks(max_t) if times else self.landmarks(now_s))
+            r = await self._run(self._apply, self._apply_args(ops, fast, landmarks, day, max_t))
+            if _text(r[0]) != "retry":
+                return ApplyResult(*(int(x) for x in r))
+            why, rest = _text(r[1]), [_text(x) for x in r[2:]]
+            if why == "known":
+                known = set(rest)
+                fast = {i for i in fast if ops[i].id not in known}
+            elif why == "stale":
+                applied = {src: int(off) for src, off in zip(rest[::2], rest[1::2], strict=True)}
+                fast = {i for i in fast if ops[i].offset > applied.get(ops[i].source, -1)}
+        raise StoreError(f"the store kept changing under one batch ({_MAX_PLANS} plans)")
+
+    def _apply_args(
+        self,
+        ops: Sequence[StoreOp],
+        fast: set[int],
+        landmarks: dict[str, int],
+        day: str,
+        max_t: float,
+    ) -> list[Any]:
+        slow_args: list[Any] = []
+        fast_ops: list[StoreOp] = []
+        for i, o in enumerate(ops):
+            if i in fast:
+                fast_ops.append(o)
+                continue
             packed = o.contribution.packed() if o.contribution is not None else ""
-            args += [o.op, o.id, packed, o.source, o.offset if o.source else ""]
-        r = await self._run(self._apply, args)
-        return ApplyResult(*(int(x) for x in r))
+            slow_args += [o.op, o.id, packed, o.source, o.offset if o.source else ""]
+        labels: list[str] = []
+        cells: list[tuple[str, bytes]] = []
+        spans: dict[str, list[int]] = {}
+        if fast_ops:
+            contributions = [o.contribution for o in fast_ops if o.contribution is not None]
+            labels, cells = encode_cells(
+                batch_of(contributions),
+                resolutions=self.resolutions,
+                horizons=self.horizons,
+                landmarks=landmarks,
+                profile_horizon=self.profile_horizon,
+            )
+            for o in fast_ops:
+                if o.source:
+                    span = spans.setdefault(o.source, [o.offset, o.offset])
+                    span[0] = min(span[0], o.offset)
+                    span[1] = max(span[1], o.offset)
+        header = self._header(
+            landmarks,
+            day=day,
+            max_t=max_t,
+            nslow=len(slow_args) // 5,
+            nfast=len(fast_ops),
+            fsrc=[[src, lo, hi] for src, (lo, hi) in spans.items()],
+            labels=labels,
+        )
+        prefix = day + SEP
+        return [
+            header,
+            *slow_args,
+            *(o.id for o in fast_ops),
+            *(prefix + o.contribution.packed() for o in fast_ops if o.contribution is not None),
+            *(x for cell in cells for x in cell),
+        ]
 
     async def merge(
-        self, cells: list[dict[str, Any]], landmarks: dict[str, int], max_t: float
+        self,
+        labels: list[str],
+        cells: list[tuple[str, bytes]],
+        landmarks: dict[str, int],
+        max_t: float,
     ) -> int:
-        """Merge pre-aggregated cells computed at ``landmarks``; returns seq."""
-        header = self._header(landmarks, max_t=max_t)
-        r = await self._run(self._merge, [header, orjson.dumps(cells)])
+        """Merge pre-aggregated cells (:func:`streamer.core.aggregate.encode_cells`)
+        computed at ``landmarks``; returns seq."""
+        header = self._header(landmarks, max_t=max_t, labels=labels)
+        r = await self._run(self._merge, [header, *(x for cell in cells for x in cell)])
         return int(r[0])
 
     async def ensure_landmarks(self, newest_t_s: float) -> dict[str, int]:
@@ -247,54 +343,47 @@ class Store:
         """One cell in full, or ``None`` if the store has nothing there."""
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.hgetall(self.key("meta"))
-            pipe.hgetall(self.key("cell", cell))
+            pipe.get(self.key("cell", cell))
             pipe.get(self.key("how", cell))
-            meta_raw, raw, packed = await pipe.execute()
+            pipe.hgetall(self.key("labels"))
+            meta_raw, raw, packed, labels_raw = await pipe.execute()
         if not raw:
             return None
         meta = {_text(k): _text(v) for k, v in meta_raw.items()}
-        factors = {
-            n: decay.decay_factor(at_s, self.horizons[n], int(meta[f"k:{n}"]))
-            for n in self.names
-            if f"k:{n}" in meta
-        }
-        fields = {_text(k): _text(v) for k, v in raw.items()}
-        scores: dict[str, float] = {}
-        fam_n: dict[str, int] = {}
-        fam_s: dict[str, dict[str, float]] = {}
-        cat_n: dict[str, int] = {}
-        cat_s: dict[str, dict[str, float]] = {}
+        layout = meta.get("layout", "")
+        if layout != ",".join(self.names):
+            raise StoreError(
+                f"the store holds horizons [{layout}], the config has [{','.join(self.names)}]"
+            )
+        factors = [
+            decay.decay_factor(at_s, self.horizons[n], int(meta[f"k:{n}"])) for n in self.names
+        ]
+        labels = {int(v): _text(k) for k, v in labels_raw.items()}
+        x = struct.unpack(f"<{len(raw) // 8}d", raw)
+        nh = len(self.names)
+        scores = {n: (x[2 + i] + x[2 + nh + i]) * factors[i] for i, n in enumerate(self.names)}
+        counts: dict[str, dict[str, int]] = {"f": {}, "c": {}}
+        sums: dict[str, dict[str, dict[str, float]]] = {"f": {}, "c": {}}
+        for j in range(2 + 2 * nh, len(x), 2 + nh):
+            kind, _, label = labels.get(int(x[j]), f"?:slot {int(x[j])}").partition(":")
+            if kind in counts:
+                counts[kind][label] = int(x[j + 1])
+                sums[kind][label] = {n: x[j + 2 + i] * factors[i] for i, n in enumerate(self.names)}
         profile = [0.0] * 168
-        prof = self.profile_horizon
-        for name, value in fields.items():
-            tag, _, rest = name.partition(":")
-            if tag == "T" and rest in factors:
-                scores[rest] = (float(value) + float(fields.get(f"t:{rest}", 0))) * factors[rest]
-            elif tag == "nf":
-                fam_n[rest] = int(value)
-            elif tag == "nc":
-                cat_n[rest] = int(value)
-            elif tag == "F":
-                hz, _, label = rest.partition(":")
-                if hz in factors:
-                    fam_s.setdefault(label, {})[hz] = float(value) * factors[hz]
-            elif tag == "C" and prof in factors:
-                cat_s[rest] = {prof: float(value) * factors[prof]}
-        if packed is not None and prof in factors:
+        if packed is not None:
+            f = factors[self.names.index(self.profile_horizon)]
             profile = [
-                v * factors[prof]
-                for v in struct.unpack(PROFILE_FORMAT, packed.ljust(PROFILE_BYTES, b"\0"))
+                v * f for v in struct.unpack(PROFILE_FORMAT, packed.ljust(PROFILE_BYTES, b"\0"))
             ]
-        last = fields.get("last")
         return CellDetails(
             cell,
-            int(fields.get("n", 0)),
-            float(last) if last else None,
+            int(x[0]),
+            x[1] if x[0] > 0 and x[1] > 0 else None,
             scores,
-            fam_n,
-            fam_s,
-            cat_n,
-            cat_s,
+            counts["f"],
+            sums["f"],
+            counts["c"],
+            sums["c"],
             profile,
         )
 

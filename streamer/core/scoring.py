@@ -8,10 +8,11 @@ ledger keeps, and equal packed forms mean a redelivered duplicate.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 from streamer.core.cells import cell_hex, cells_of
@@ -20,6 +21,12 @@ from streamer.core.weights import WeightTable
 
 OpCode = Literal["u", "c", "x", "n"]
 SEP = "\x1f"  # ASCII unit separator: cannot occur in a validated category
+
+# Entries a Scorer memo holds before it starts afresh (memory stays bounded).
+CACHE_MAX_ENTRIES = 250_000  # ~270 bytes per cells entry: ~65 MB at most
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,27 +75,98 @@ def clean_label(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Scorer:
-    """Turns events into contributions with the configured weights and grid."""
+    """Turns events into contributions with the configured weights and grid.
+
+    Police records repeat places (addresses snapped to hundred-blocks),
+    categories and hours, so the pure look-ups behind a contribution (three H3
+    cells, a time-zone conversion, a weighing) are memoised per scorer: each
+    memo is emptied when it reaches ``CACHE_MAX_ENTRIES``. Results are those
+    of the uncached functions, bit for bit.
+    """
 
     weights: WeightTable
     resolutions: Sequence[int]
     zone: ZoneInfo
+    _cells: dict[tuple[float, float], tuple[int, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _hours: dict[int, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _labels: dict[tuple[str, str], tuple[float, str, str]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def contribution(self, event: Event) -> Contribution | None:
         """The event's contribution, or ``None`` when its weight is zero
         (an excluded category): it then has nothing to add."""
-        weighing = self.weights.weigh(event.category, event.origin)
-        if weighing.weight <= 0.0:
+        weight, family, category = self._weighing(event.category, event.origin)
+        if weight <= 0.0:
             return None
         return Contribution(
             id=event.id,
             t_s=event.occurred_at_s,
-            weight=weighing.weight,
-            family=clean_label(weighing.family),
-            category=clean_label(event.category),
-            hour_of_week=hour_of_week(event.occurred_at_s, self.zone),
-            cells=cells_of(event.lat_deg, event.lon_deg, self.resolutions),
+            weight=weight,
+            family=family,
+            category=category,
+            hour_of_week=self.hour_of_week(event.occurred_at_s),
+            cells=self.cells_of(event.lat_deg, event.lon_deg),
         )
+
+    def cells_of(self, lat_deg: float, lon_deg: float) -> tuple[int, ...]:
+        """:func:`streamer.core.cells.cells_of` at the scorer's resolutions."""
+        key = (lat_deg, lon_deg)
+        cells = self._cells.get(key)
+        if cells is None:
+            cells = cells_of(lat_deg, lon_deg, self.resolutions)
+            _remember(self._cells, key, cells)
+        return cells
+
+    def hour_of_week(self, t_s: float) -> int:
+        """:func:`hour_of_week` in the scorer's zone.
+
+        One zone conversion per UTC hour: within an hour whose UTC offset is
+        one whole number of hours throughout, every instant has the same
+        local hour. datetime rounds a timestamp to the microsecond, so
+        instants within a millisecond of an hour's edge (other than the edge
+        itself) are converted directly.
+        """
+        into_hour_s = t_s % 3600.0
+        if into_hour_s == 0.0 or 1e-3 <= into_hour_s <= 3600.0 - 1e-3:
+            hour = math.floor(t_s / 3600.0)
+            how = self._hours.get(hour)
+            if how is None:
+                how = _steady_hour_of_week(hour, self.zone)
+                _remember(self._hours, hour, how)
+            if how >= 0:
+                return how
+        return hour_of_week(t_s, self.zone)
+
+    def _weighing(self, category: str, origin: str) -> tuple[float, str, str]:
+        key = (category, origin)
+        found = self._labels.get(key)
+        if found is None:
+            weighing = self.weights.weigh(category, origin)
+            found = (weighing.weight, clean_label(weighing.family), clean_label(category))
+            _remember(self._labels, key, found)
+        return found
+
+
+def _remember(memo: dict[K, V], key: K, value: V) -> None:
+    if len(memo) >= CACHE_MAX_ENTRIES:
+        memo.clear()
+    memo[key] = value
+
+
+def _steady_hour_of_week(hour: int, zone: ZoneInfo) -> int:
+    """The hour of the week shared by every instant of UTC hour ``hour``,
+    or -1 when the local hour changes within it (an offset that is not whole
+    hours, or a transition inside the hour; tzdata transitions fall on whole
+    seconds, so comparing the offsets at its first and last second finds one)."""
+    start = datetime.fromtimestamp(hour * 3600.0, UTC).astimezone(zone)
+    offset = start.utcoffset()
+    end = datetime.fromtimestamp(hour * 3600.0 + 3599.0, UTC).astimezone(zone)
+    if offset is None or offset != end.utcoffset() or offset.total_seconds() % 3600 != 0:
+        return -1
+    return start.weekday() * 24 + start.hour
 
 
 @dataclass(frozen=True, slots=True)

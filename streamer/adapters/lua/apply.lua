@@ -1,12 +1,53 @@
 -- Apply one batch of events atomically. Header (ARGV[1]) also has:
---   day  = "YYYYMMDD" ledger day of this batch, max_t = newest event time
--- then ARGV[2..] in groups of five: op, id, packed contribution, source, offset
---   op: "u" upsert, "c" cancel, "x" upsert that no longer counts (excluded),
---       "n" nothing but the offset (a dead letter)
---   source "topic:partition" and offset, or "" and "" (backfill, tests)
+--   day  = "YYYYMMDD" ledger day of this batch, max_t = newest event time,
+--   nslow = number of per-event ops, nfast = number of fast upserts,
+--   fsrc = {{source, lowest offset, highest offset}, ...} of the fast upserts,
+--   labels = {"f:FAMILY" | "c:CATEGORY", ...} named by the fast cells
+-- then ARGV in this order:
+--   nslow groups of five: op, id, packed contribution, source, offset
+--     op: "u" upsert, "c" cancel, "x" upsert that no longer counts (excluded),
+--         "n" nothing but the offset (a dead letter)
+--     source "topic:partition" and offset, or "" and "" (backfill, tests)
+--   nfast ids, then their nfast ledger values ("YYYYMMDD" US packed)
+--   pairs of cell id and binary delta (see add_cell): the fast upserts, summed
+-- Fast upserts are new events, each id once in the batch and not among the
+-- per-event ops: they add pre-aggregated sums instead of one term at a time.
+-- When that is not so in the store (an id already in the ledger, an offset
+-- already applied, landmarks moved since the sums were computed), nothing is
+-- written and the answer is {"retry", why, ...} for the caller to re-plan.
 -- Returns {seq, applied, duplicate, cancelled, unknown_cancel, stale, retracted, cells}.
 local LEDGER = P .. ':ledger'
 local OFFSETS = P .. ':offsets'
+local NSLOW = H.nslow
+local NFAST = H.nfast
+local FAST_IDS = 2 + 5 * NSLOW
+local FAST_VALUES = FAST_IDS + NFAST
+local FAST_CELLS = FAST_VALUES + NFAST
+
+if NFAST > 0 then
+  for i = 1, NH do
+    if K[i] ~= H.hz[i][3] then return {'retry', 'landmarks'} end
+  end
+  local stale = {}
+  for _, s in ipairs(H.fsrc) do
+    local last = tonumber(redis.call('HGET', OFFSETS, s[1]) or '-1')
+    if last >= s[2] then
+      stale[#stale + 1] = s[1]
+      stale[#stale + 1] = last
+    end
+  end
+  if #stale > 0 then return {'retry', 'stale', unpack(stale)} end
+  local known = {}
+  for b = FAST_IDS, FAST_VALUES - 1, 4000 do
+    local e = math.min(b + 3999, FAST_VALUES - 1)
+    local v = redis.call('HMGET', LEDGER, unpack(ARGV, b, e))
+    for q = 1, #v do
+      if v[q] then known[#known + 1] = ARGV[b + q - 1] end
+    end
+  end
+  if #known > 0 then return {'retry', 'known', unpack(known)} end
+end
+
 local led, led_order = {}, {}
 local offsets, new_offsets = {}, {}
 local st = {applied = 0, duplicate = 0, cancelled = 0, unknown_cancel = 0, stale = 0,
@@ -28,7 +69,7 @@ local function ledger_set(id, value)
   led_order[#led_order + 1] = id
 end
 
-for j = 2, #ARGV, 5 do
+for j = 2, FAST_IDS - 1, 5 do
   local op, id, packed, src, off = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]
   local fresh = true
   if src ~= '' then
@@ -75,6 +116,17 @@ for j = 2, #ARGV, 5 do
 end
 
 -- Everything checked: write.
+if NFAST > 0 then
+  local slots = label_slots(H.labels)
+  for j = FAST_CELLS, #ARGV, 2 do
+    add_cell(ARGV[j], ARGV[j + 1], slots)
+  end
+  for _, s in ipairs(H.fsrc) do
+    local cur = new_offsets[s[1]]
+    if cur == nil or s[3] > cur then new_offsets[s[1]] = s[3] end
+  end
+  st.applied = st.applied + NFAST
+end
 local seen, day_ids = {}, {}
 for _, id in ipairs(led_order) do
   if not seen[id] then
@@ -88,11 +140,23 @@ for _, id in ipairs(led_order) do
     end
   end
 end
+local day_key = P .. ':ledger:day:' .. H.day
+for b = 0, NFAST - 1, 2000 do
+  local e = math.min(b + 1999, NFAST - 1)
+  local kv = {}
+  for q = b, e do
+    kv[#kv + 1] = ARGV[FAST_IDS + q]
+    kv[#kv + 1] = ARGV[FAST_VALUES + q]
+  end
+  redis.call('HSET', LEDGER, unpack(kv))
+  redis.call('RPUSH', day_key, unpack(ARGV, FAST_IDS + b, FAST_IDS + e))
+end
 if #day_ids > 0 then
-  local day_key = P .. ':ledger:day:' .. H.day
   for i = 1, #day_ids, 1000 do
     redis.call('RPUSH', day_key, unpack(day_ids, i, math.min(i + 999, #day_ids)))
   end
+end
+if #day_ids > 0 or NFAST > 0 then
   redis.call('SADD', P .. ':ledger:days', H.day)
 end
 for src, off in pairs(new_offsets) do

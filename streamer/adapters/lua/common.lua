@@ -1,5 +1,12 @@
 -- Shared by every script: exact (double-double) sums, ledger parsing and the
--- write of accumulated per-cell changes. KEYS[1] is the key prefix
+-- write of accumulated per-cell changes.
+--
+-- A cell's record ({P}:cell:CELL) is a string of little-endian doubles:
+--   n, last, hi_1..hi_H, lo_1..lo_H, then one entry per family and category
+--   present: slot, count, v_1..v_H
+-- (H horizons in the header's order; hi + lo is the double-double sum of the
+-- terms; slot numbers name labels "f:FAMILY" / "c:CATEGORY" in {P}:labels).
+-- Packed doubles cost a fraction of decimal text to read and write. KEYS[1] is the key prefix
 -- ("{namespace}"), ARGV[1] a JSON header:
 --   hz   = {{name, half_life_s, landmark_k}, ...}   (landmark_k: used when new)
 --   prof = index in hz of the horizon that decays hour-of-week profiles
@@ -44,8 +51,18 @@ end
 
 -- Landmarks live in the store, so that every writer agrees on them.
 -- (Scripts check everything before their first write: Redis does not roll
--- back a script that fails half-way.)
+-- back a script that fails half-way. The one exception is a label's slot
+-- number, which may be assigned by a script that then refuses: harmless.)
+local LAYOUT = {}
+for i = 1, NH do LAYOUT[i] = H.hz[i][1] end
+LAYOUT = table.concat(LAYOUT, ',')
 local K, NEW_K = {}, {}
+local stored_layout = redis.call('HGET', META, 'layout')
+if stored_layout and stored_layout ~= LAYOUT then
+  return redis.error_reply('LAYOUT_MISMATCH the store holds horizons [' .. stored_layout
+    .. '], the config has [' .. LAYOUT .. ']: use a new store.namespace (or delete this one) '
+    .. 'when horizons are added, removed or reordered')
+end
 for i = 1, NH do
   local name, hl = H.hz[i][1], H.hz[i][2]
   local stored = redis.call('HMGET', META, 'k:' .. name, 'hl:' .. name)
@@ -65,14 +82,56 @@ local function save_new_landmarks()
   for _, i in ipairs(NEW_K) do
     redis.call('HSET', META, 'k:' .. H.hz[i][1], K[i], 'hl:' .. H.hz[i][1], fmt(H.hz[i][2]))
   end
+  if not stored_layout then
+    redis.call('HSET', META, 'layout', LAYOUT)
+    stored_layout = LAYOUT
+  end
 end
 
+-- record layout
+local HEAD = 2 + 2 * NH  -- n, last, hi..., lo...
+local E = 2 + NH         -- slot, count, v...
+
+local DFMT = {}
+local function dfmt(n)
+  local f = DFMT[n]
+  if not f then
+    f = '<' .. string.rep('d', n)
+    DFMT[n] = f
+  end
+  return f
+end
+
+local function doubles(raw)
+  local x = {struct.unpack(dfmt(#raw / 8), raw)}
+  x[#x] = nil  -- struct.unpack also returns the next position
+  return x
+end
+
+-- labels ("f:FAMILY", "c:CATEGORY") to slot numbers, shared by every writer
+local LABELS = P .. ':labels'
+local SLOT = {}
+local function slot_of(label)
+  local s = SLOT[label]
+  if s == nil then
+    s = tonumber(redis.call('HGET', LABELS, label) or '0')
+    if s == 0 then
+      s = redis.call('HINCRBY', META, 'labels', 1)
+      redis.call('HSET', LABELS, label, s)
+    end
+    SLOT[label] = s
+  end
+  return s
+end
+
+-- Accumulated changes per cell: n, last, hi/lo per horizon, e[slot] =
+-- {count, v...}, w[hour of week] = profile-horizon term.
 local D, ORDER = {}, {}
 
 local function cell_delta(cell)
   local d = D[cell]
   if not d then
-    d = {n = 0, hi = {}, lo = {}, nf = {}, F = {}, nc = {}, C = {}, w = {}, last = nil}
+    d = {n = 0, hi = {}, lo = {}, e = {}, w = {}, last = nil}
     for i = 1, NH do
       d.hi[i] = 0.0
       d.lo[i] = 0.0
@@ -83,20 +142,31 @@ local function cell_delta(cell)
   return d
 end
 
-local function add_vec(tbl, key, tv)
-  local v = tbl[key]
-  if not v then
-    v = {}
-    for i = 1, NH do v[i] = 0.0 end
-    tbl[key] = v
+local function add_entry(d, slot, count, tv)
+  local e = d.e[slot]
+  if not e then
+    e = {0}
+    for i = 1, NH do e[i + 1] = 0.0 end
+    d.e[slot] = e
   end
-  for i = 1, NH do v[i] = v[i] + tv[i] end
+  e[1] = e[1] + count
+  for i = 1, NH do e[i + 1] = e[i + 1] + tv[i] end
 end
 
 -- Add (sign 1) or take out (sign -1) one ledgered contribution:
 -- t, w, family, category, hour-of-week, cells...
+local FAM_SLOT, CAT_SLOT = {}, {}
 local function contribute(p, sign)
-  local t, w, fam, cat, how = tonumber(p[1]), tonumber(p[2]), p[3], p[4], p[5]
+  local t, w, how = tonumber(p[1]), tonumber(p[2]), tonumber(p[5])
+  local sf, sc = FAM_SLOT[p[3]], CAT_SLOT[p[4]]
+  if not sf then
+    sf = slot_of('f:' .. p[3])
+    FAM_SLOT[p[3]] = sf
+  end
+  if not sc then
+    sc = slot_of('c:' .. p[4])
+    CAT_SLOT[p[4]] = sc
+  end
   local tv = {}
   for i = 1, NH do
     local x = t / H.hz[i][2]
@@ -107,50 +177,75 @@ local function contribute(p, sign)
     end
     tv[i] = sign * v
   end
+  local pv = tv[H.prof]
   for c = 6, #p do
     local d = cell_delta(p[c])
     d.n = d.n + sign
     for i = 1, NH do
       d.hi[i], d.lo[i] = dd_add(d.hi[i], d.lo[i], tv[i], 0.0)
     end
-    d.nf[fam] = (d.nf[fam] or 0) + sign
-    d.nc[cat] = (d.nc[cat] or 0) + sign
-    add_vec(d.F, fam, tv)
-    d.C[cat] = (d.C[cat] or 0.0) + tv[H.prof]
-    d.w[how] = (d.w[how] or 0.0) + tv[H.prof]
+    add_entry(d, sf, sign, tv)
+    add_entry(d, sc, sign, tv)
+    d.w[how] = (d.w[how] or 0.0) + pv
     if sign > 0 and (d.last == nil or t > d.last) then d.last = t end
   end
   return true
 end
 
--- field names, built once per script call
-local FT, Ft, FF = {}, {}, {}
-for i = 1, NH do
-  FT[i] = 'T:' .. H.hz[i][1]
-  Ft[i] = 't:' .. H.hz[i][1]
-  FF[i] = 'F:' .. H.hz[i][1] .. ':'
+-- Add one pre-aggregated cell (bulk merges and the live fast path): doubles
+--   n, last, hi..., lo..., ne, nh, ne x (label index, count, v...), nh x (how, w)
+-- where label index points into `slots` (slot numbers of the header's labels).
+local function add_cell(cell, blob, slots)
+  local x = doubles(blob)
+  local d = cell_delta(cell)
+  d.n = d.n + x[1]
+  if x[1] > 0 and (d.last == nil or x[2] > d.last) then d.last = x[2] end
+  for i = 1, NH do
+    d.hi[i], d.lo[i] = dd_add(d.hi[i], d.lo[i], x[2 + i], x[2 + NH + i])
+  end
+  local ne, nh = x[HEAD + 1], x[HEAD + 2]
+  local j = HEAD + 3
+  local tv = {}
+  for _ = 1, ne do
+    for i = 1, NH do tv[i] = x[j + 1 + i] end
+    add_entry(d, slots[x[j]], x[j + 1], tv)
+    j = j + E
+  end
+  for _ = 1, nh do
+    local how = x[j]
+    d.w[how] = (d.w[how] or 0.0) + x[j + 1]
+    j = j + 2
+  end
+end
+
+local function label_slots(labels)
+  local slots = {}
+  for i, label in ipairs(labels or {}) do slots[i] = slot_of(label) end
+  return slots
 end
 
 -- ranking updates, gathered per key and written with one ZADD/ZREM per key
+-- (numbers go to Redis as they are: it formats them with 17 digits, exactly)
 local RANK_ADD, RANK_DEL = {}, {}
+local RANK_KEYS = {}
 
-local function rank_set(key, score, cell)
-  local t = RANK_ADD[key]
+local function rank_keys(res)
+  local t = RANK_KEYS[res]
   if not t then
     t = {}
-    RANK_ADD[key] = t
+    for i = 1, NH do
+      local key = P .. ':rank:' .. H.hz[i][1] .. ':' .. res
+      t[i] = key
+      RANK_ADD[key] = {}
+      RANK_DEL[key] = {}
+    end
+    RANK_KEYS[res] = t
   end
-  t[#t + 1] = fmt(score)
-  t[#t + 1] = cell
+  return t
 end
 
-local function rank_del(key, cell)
-  local t = RANK_DEL[key]
-  if not t then
-    t = {}
-    RANK_DEL[key] = t
-  end
-  t[#t + 1] = cell
+local function rank_key(i, res)
+  return rank_keys(res)[i]
 end
 
 local function write_rankings()
@@ -160,10 +255,6 @@ local function write_rankings()
   for key, t in pairs(RANK_ADD) do
     for b = 1, #t, 2000 do redis.call('ZADD', key, unpack(t, b, math.min(b + 1999, #t))) end
   end
-end
-
-local function rank_key(i, res)
-  return P .. ':rank:' .. H.hz[i][1] .. ':' .. res
 end
 
 local PROFILE_FMT = '<' .. string.rep('f', 168)
@@ -185,112 +276,104 @@ local function nonneg(x)
   return x
 end
 
--- Write every accumulated cell change: one HMGET, one HSET (and HDEL of
--- emptied breakdowns) per cell, and its score in each ranking.
+-- The hour-of-week profile is a string of 168 float32 of its own ({P}:how:CELL);
+-- only the touched hours are read and written (GETRANGE/SETRANGE; a new key
+-- is zero-padded by Redis), or the whole string when many hours change.
+local function write_profile(cell, w)
+  local how_key = P .. ':how:' .. cell
+  local touched = 0
+  for _ in pairs(w) do touched = touched + 1 end
+  if touched > 8 then
+    local prof = unpack_profile(redis.call('GET', how_key))
+    for how, dw in pairs(w) do
+      local h = how + 1
+      prof[h] = nonneg(prof[h] + dw)
+    end
+    redis.call('SET', how_key, struct.pack(PROFILE_FMT, unpack(prof)))
+  else
+    for how, dw in pairs(w) do
+      local off = how * 4
+      local old = redis.call('GETRANGE', how_key, off, off + 3)
+      local v = 0.0
+      if #old == 4 then v = struct.unpack('<f', old) end
+      redis.call('SETRANGE', how_key, off, struct.pack('<f', nonneg(v + dw)))
+    end
+  end
+end
+
+-- The record with the accumulated change `d` added; entries whose count
+-- falls to zero are dropped.
+local function updated_record(r, d)
+  r[1] = r[1] + d.n
+  if d.last and d.last > r[2] then r[2] = d.last end
+  for i = 1, NH do
+    r[2 + i], r[2 + NH + i] = dd_add(r[2 + i], r[2 + NH + i], d.hi[i], d.lo[i])
+  end
+  local at, emptied = {}, false
+  for j = HEAD + 1, #r, E do at[r[j]] = j end
+  for slot, e in pairs(d.e) do
+    local j = at[slot]
+    if j then
+      r[j + 1] = r[j + 1] + e[1]
+      for i = 1, NH do r[j + 1 + i] = nonneg(r[j + 1 + i] + e[i + 1]) end
+      if r[j + 1] <= 0 then emptied = true end
+    elseif e[1] > 0 then
+      j = #r + 1
+      r[j] = slot
+      r[j + 1] = e[1]
+      for i = 1, NH do r[j + 1 + i] = nonneg(e[i + 1]) end
+    end
+  end
+  if not emptied then return r end
+  local out = {}
+  for j = 1, HEAD do out[j] = r[j] end
+  for j = HEAD + 1, #r, E do
+    if r[j + 1] > 0 then
+      for q = 0, E - 1 do out[#out + 1] = r[j + q] end
+    end
+  end
+  return out
+end
+
+-- Write every accumulated cell change: one GET and one SET of its record,
+-- its profile hours, and its score in each ranking.
 local function flush()
   save_new_landmarks()
   for _, cell in ipairs(ORDER) do
     local d = D[cell]
     local key = P .. ':cell:' .. cell
-    local res = tonumber(string.sub(cell, 2, 2), 16)
-    local f = {'n', 'last'}
-    for i = 1, NH do
-      f[#f + 1] = FT[i]
-      f[#f + 1] = Ft[i]
-    end
-    for fam, _ in pairs(d.nf) do
-      f[#f + 1] = 'nf:' .. fam
-      for i = 1, NH do f[#f + 1] = FF[i] .. fam end
-    end
-    for cat, _ in pairs(d.nc) do
-      f[#f + 1] = 'nc:' .. cat
-      f[#f + 1] = 'C:' .. cat
-    end
-    local v = redis.call('HMGET', key, unpack(f))
-    local n_old = tonumber(v[1] or '0')
-    local n_new = n_old + d.n
-    if v[1] == false and d.n <= 0 then
-      -- the cell was pruned: what is being taken out had decayed to nothing
-    elseif n_new <= 0 then
-      redis.call('DEL', key, P .. ':how:' .. cell)
-      for i = 1, NH do rank_del(rank_key(i, res), cell) end
+    local rk = rank_keys(tonumber(string.sub(cell, 2, 2), 16))
+    local raw = redis.call('GET', key)
+    local r
+    if raw then
+      r = doubles(raw)
     else
-      local out, gone = {'n', n_new}, {}
-      local last = tonumber(v[2] or '0')
-      if d.last and d.last > last then
-        out[#out + 1] = 'last'
-        out[#out + 1] = fmt(d.last)
-      end
-      local j = 3
+      r = {0, 0}
+      for i = 1, 2 * NH do r[2 + i] = 0.0 end
+    end
+    if not raw and d.n <= 0 then
+      -- the cell was pruned: what is being taken out had decayed to nothing
+    elseif r[1] + d.n <= 0 then
+      redis.call('DEL', key, P .. ':how:' .. cell)
       for i = 1, NH do
-        local hi, lo = dd_add(tonumber(v[j] or '0'), tonumber(v[j + 1] or '0'), d.hi[i], d.lo[i])
-        j = j + 2
-        out[#out + 1] = FT[i]
-        out[#out + 1] = fmt(hi)
-        out[#out + 1] = Ft[i]
-        out[#out + 1] = fmt(lo)
+        local t = RANK_DEL[rk[i]]
+        t[#t + 1] = cell
+      end
+    else
+      r = updated_record(r, d)
+      for i = 1, NH do
+        local hi = r[2 + i]
         if hi > 0 then
-          rank_set(rank_key(i, res), hi, cell)
+          local t = RANK_ADD[rk[i]]
+          t[#t + 1] = hi
+          t[#t + 1] = cell
         else
-          rank_del(rank_key(i, res), cell)
+          local t = RANK_DEL[rk[i]]
+          t[#t + 1] = cell
         end
       end
-      for fam, dn in pairs(d.nf) do
-        local cnt = tonumber(v[j] or '0') + dn
-        j = j + 1
-        if cnt <= 0 then
-          gone[#gone + 1] = 'nf:' .. fam
-          for i = 1, NH do gone[#gone + 1] = FF[i] .. fam end
-          j = j + NH
-        else
-          out[#out + 1] = 'nf:' .. fam
-          out[#out + 1] = cnt
-          local dv = d.F[fam]
-          for i = 1, NH do
-            out[#out + 1] = FF[i] .. fam
-            out[#out + 1] = fmt(nonneg(tonumber(v[j] or '0') + dv[i]))
-            j = j + 1
-          end
-        end
-      end
-      for cat, dn in pairs(d.nc) do
-        local cnt = tonumber(v[j] or '0') + dn
-        if cnt <= 0 then
-          gone[#gone + 1] = 'nc:' .. cat
-          gone[#gone + 1] = 'C:' .. cat
-        else
-          out[#out + 1] = 'nc:' .. cat
-          out[#out + 1] = cnt
-          out[#out + 1] = 'C:' .. cat
-          out[#out + 1] = fmt(nonneg(tonumber(v[j + 1] or '0') + d.C[cat]))
-        end
-        j = j + 2
-      end
-      -- The hour-of-week profile is a string of 168 float32 of its own, so
-      -- that the cell hash stays small enough for Redis's compact encoding;
-      -- only the touched hours are read and written (GETRANGE/SETRANGE; a
-      -- new key is zero-padded by Redis).
-      local how_key = P .. ':how:' .. cell
-      local touched = 0
-      for _ in pairs(d.w) do touched = touched + 1 end
-      if touched > 8 then  -- many hours (bulk merges): rewrite the whole profile
-        local prof = unpack_profile(redis.call('GET', how_key))
-        for how, dw in pairs(d.w) do
-          local h = tonumber(how) + 1
-          prof[h] = nonneg(prof[h] + dw)
-        end
-        redis.call('SET', how_key, struct.pack(PROFILE_FMT, unpack(prof)))
-      else
-        for how, dw in pairs(d.w) do
-          local off = tonumber(how) * 4
-          local old = redis.call('GETRANGE', how_key, off, off + 3)
-          local v = 0.0
-          if #old == 4 then v = struct.unpack('<f', old) end
-          redis.call('SETRANGE', how_key, off, struct.pack('<f', nonneg(v + dw)))
-        end
-      end
-      redis.call('HSET', key, unpack(out))
-      if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
+      redis.call('SET', key, struct.pack(dfmt(#r), unpack(r)))
+      write_profile(cell, d.w)
     end
   end
   write_rankings()

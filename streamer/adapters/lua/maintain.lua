@@ -42,7 +42,7 @@ if op == 'prune' then
   return {removed, deleted}
 elseif op == 'rebase' then
   -- Multiply every stored number of a horizon by 2^(k_old - k_new): exact.
-  local shift, fields = {}, {}
+  local shift = {}
   local any = false
   for i = 1, NH do
     shift[i] = K[i] - H.new_k[i]
@@ -54,39 +54,32 @@ elseif op == 'rebase' then
     local cells = redis.call('ZRANGE', rank_key(longest, res), 0, -1)
     for _, cell in ipairs(cells) do
       local key = P .. ':cell:' .. cell
-      local flat = redis.call('HGETALL', key)
-      local out = {}
-      for f = 1, #flat, 2 do
-        local name = flat[f]
-        local kind = string.sub(name, 1, 2)
+      local raw = redis.call('GET', key)
+      local r = raw and doubles(raw) or nil
+      if r then
         for i = 1, NH do
           if shift[i] ~= 0 then
-            local hz = H.hz[i][1]
-            local hit = name == 'T:' .. hz or name == 't:' .. hz
-              or (kind == 'F:' and string.sub(name, 3, 3 + #hz) == hz .. ':')
-              or (kind == 'C:' and i == H.prof)
-            if hit then
-              out[#out + 1] = name
-              out[#out + 1] = fmt(math.ldexp(tonumber(flat[f + 1]), shift[i]))
-            end
+            r[2 + i] = math.ldexp(r[2 + i], shift[i])
+            r[2 + NH + i] = math.ldexp(r[2 + NH + i], shift[i])
+            for j = HEAD + 1, #r, E do r[j + 1 + i] = math.ldexp(r[j + 1 + i], shift[i]) end
           end
         end
+        redis.call('SET', key, struct.pack(dfmt(#r), unpack(r)))
       end
-      if #out > 0 then redis.call('HSET', key, unpack(out)) end
       if shift[H.prof] ~= 0 then
         local how_key = P .. ':how:' .. cell
-        local raw = redis.call('GET', how_key)
-        if raw then
-          local prof = unpack_profile(raw)
+        local raw_prof = redis.call('GET', how_key)
+        if raw_prof then
+          local prof = unpack_profile(raw_prof)
           for h = 1, 168 do prof[h] = math.ldexp(prof[h], shift[H.prof]) end
           redis.call('SET', how_key, struct.pack(PROFILE_FMT, unpack(prof)))
         end
       end
       for i = 1, NH do
-        if shift[i] ~= 0 and redis.call('ZSCORE', rank_key(i, res), cell) then
-          local hi = tonumber(redis.call('HGET', key, 'T:' .. H.hz[i][1]))
+        if r and shift[i] ~= 0 and redis.call('ZSCORE', rank_key(i, res), cell) then
+          local hi = r[2 + i]
           if hi > 0 then
-            redis.call('ZADD', rank_key(i, res), fmt(hi), cell)
+            redis.call('ZADD', rank_key(i, res), hi, cell)
           else
             redis.call('ZREM', rank_key(i, res), cell)
           end

@@ -61,7 +61,7 @@ class StoreSettings(_Section):
     namespace: str = Field(default="hotspots", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     ledger_retention: DurationS = 7 * 86400.0
     prune_below: float = Field(default=1e-3, gt=0)
-    batch_max_events: int = Field(default=2000, ge=1, le=100_000)
+    batch_max_events: int = Field(default=10_000, ge=1, le=100_000)
 
 
 class GridSettings(_Section):

@@ -17,6 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 from kafka import KafkaProducer
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from streamer import app
 from streamer.adapters.consumer import BatchConsumer, ConsumerOptions
@@ -148,7 +149,13 @@ async def wait_applied(store: Store, wanted: dict[str, int], timeout_s: float = 
     deadline = time.monotonic() + timeout_s
     have: dict[str, int] = {}
     while time.monotonic() < deadline:
-        raw = await store.client.hgetall(store.key("offsets"))
+        try:
+            raw = await store.client.hgetall(store.key("offsets"))
+        except RedisConnectionError:
+            # a pooled connection from before a Redis restart fails once
+            # (redis-py 8.1); waiting is what this helper does anyway
+            await asyncio.sleep(0.2)
+            continue
         have = {k.decode(): int(v) for k, v in raw.items()}
         if all(have.get(s, -1) >= o for s, o in wanted.items()):
             return

@@ -28,10 +28,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamer.adapters.metrics import Metrics
-from streamer.adapters.store import Store
+from streamer.adapters.store import ApplyPlan, Store
 from streamer.core.batching import DeadLetter, Message, Prepared, prepare
 from streamer.core.events import EventRules
 from streamer.core.scoring import Scorer
+
+_TOP_UP_WAIT_MS = 5  # polls that add to a batch while Redis is busy
 
 log = logging.getLogger("hotspots.consumer")
 STORE_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
@@ -174,36 +176,62 @@ class BatchConsumer:
         """Consume until :meth:`stop`."""
         assert self.consumer is not None
         in_flight: asyncio.Future[None] | None = None
+        limit = self.options.max_records
         while not self.stopping.is_set():
-            try:
-                batch = await self.consumer.getmany(
-                    timeout_ms=self.options.poll_timeout_ms, max_records=self.options.max_records
-                )
-                self.kafka_ok = True
-            except KafkaError as exc:
-                self.kafka_ok = False
-                self.metrics.kafka_errors.inc()
-                log.warning("kafka_poll_failed error=%s", exc)
-                await asyncio.sleep(0.5)
+            batch = await self._poll(self.options.poll_timeout_ms, limit)
+            if batch is None:
                 continue
             if batch:
-                # Prepare this batch while Redis still runs the previous one's
-                # script; writes (and commits) stay strictly in order.
+                # Prepare and plan this batch while Redis still runs the
+                # previous one's script, and keep adding what arrives until
+                # Redis is free (or the batch is full): under load, batches
+                # grow to what Redis can take, and each cell is written once
+                # per batch. Writes (and commits) stay strictly in order.
                 started = time.monotonic()
                 prepared = self._prepare(batch)
+                size = sum(len(r) for r in batch.values())
+                while in_flight is not None and not in_flight.done() and size < limit:
+                    more = await self._poll(_TOP_UP_WAIT_MS, limit - size)
+                    if more:
+                        prepared.extend(self._prepare(more))
+                        for tp, records in more.items():
+                            batch.setdefault(tp, []).extend(records)
+                        size += sum(len(r) for r in more.values())
+                plan = self.store.plan(prepared.ops, now_s=time.time())
                 if in_flight is not None:
                     await in_flight
-                in_flight = asyncio.ensure_future(self._write(batch, prepared, started))
+                in_flight = asyncio.ensure_future(self._write(batch, prepared, plan, started))
             elif in_flight is not None:
                 await in_flight
                 in_flight = None
         if in_flight is not None:
             await in_flight
 
+    async def _poll(
+        self, timeout_ms: int, max_records: int
+    ) -> dict[TopicPartition, list[Any]] | None:
+        """One ``getmany``; ``None`` after a Kafka error (logged, waited out)."""
+        assert self.consumer is not None
+        try:
+            batch: dict[TopicPartition, list[Any]] = await self.consumer.getmany(
+                timeout_ms=timeout_ms, max_records=max_records
+            )
+            self.kafka_ok = True
+            return batch
+        except KafkaError as exc:
+            self.kafka_ok = False
+            self.metrics.kafka_errors.inc()
+            log.warning("kafka_poll_failed error=%s", exc)
+            await asyncio.sleep(0.5)
+            return None
+
     async def process(self, batch: dict[TopicPartition, list[Any]]) -> None:
         """Dead letters, then one store write, then the commit."""
         started = time.monotonic()
-        await self._write(batch, self._prepare(batch), started)
+        prepared = self._prepare(batch)
+        await self._write(
+            batch, prepared, self.store.plan(prepared.ops, now_s=time.time()), started
+        )
 
     def _prepare(self, batch: dict[TopicPartition, list[Any]]) -> Prepared:
         messages = [
@@ -222,7 +250,11 @@ class BatchConsumer:
         return prepare(messages, self.rules, self.scorer, now_s=self.clock())
 
     async def _write(
-        self, batch: dict[TopicPartition, list[Any]], prepared: Prepared, started: float
+        self,
+        batch: dict[TopicPartition, list[Any]],
+        prepared: Prepared,
+        plan: ApplyPlan,
+        started: float,
     ) -> None:
         if prepared.dead:
             applied = await self._stored_offsets(
@@ -238,7 +270,7 @@ class BatchConsumer:
         while result is None:
             t0 = time.monotonic()
             try:
-                result = await self.store.apply(prepared.ops, now_s=time.time())
+                result = await self.store.apply_plan(plan)
                 self._store_up()
             except STORE_DOWN as exc:
                 await self._store_down(exc)

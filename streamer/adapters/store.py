@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from streamer.core import decay
 from streamer.core.aggregate import batch_of, encode_cells
@@ -30,6 +30,7 @@ from streamer.core.scoring import SEP, StoreOp
 
 PROFILE_FORMAT = "<168f"  # hour-of-week profile: float32, Monday 00h first
 PROFILE_BYTES = 672  # a profile key may be shorter: missing hours are zero
+_FAST_MIN = 8  # fewer new events go term by term: summing them costs more than it saves
 _MAX_PLANS = 8  # plans for one batch before giving up (each retry needs a concurrent change)
 
 
@@ -45,6 +46,17 @@ class ApplyResult:
     stale: int
     retracted: int
     cells: int
+
+
+@dataclass(slots=True)
+class ApplyPlan:
+    """A batch's script call, prepared by :meth:`Store.plan`."""
+
+    ops: Sequence[StoreOp]
+    day: str  # ledger day
+    max_t: float | None  # newest event time (None: no event adds anything)
+    fast: set[int]  # indexes of the ops summed per cell before the script
+    args: list[Any] | None = None  # None: to be built at the store's landmarks
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +131,7 @@ class Store:
         self.profile_horizon = profile_horizon
         self.ledger_retention_s = ledger_retention_s
         self.prune_below = prune_below
+        self._known_landmarks: dict[str, int] | None = None  # as last read
         self._apply = client.register_script(_script("apply.lua"))
         self._merge = client.register_script(_script("merge.lua"))
         self._maintain = client.register_script(_script("maintain.lua"))
@@ -147,61 +160,110 @@ class Store:
             else:
                 t = default_t_s if default_t_s is not None else 0.0
                 out[name] = decay.landmark_for(t, self.horizons[name])
+        if all(value is not None for value in raw):
+            self._known_landmarks = out
         return out
 
     async def _run(self, script: Any, args: list[Any]) -> Any:
         try:
-            return await script(keys=[self.prefix], args=args)
+            try:
+                return await self._evalsha(script.sha, args)
+            except NoScriptError:
+                await self.client.script_load(script.script)
+                return await self._evalsha(script.sha, args)
         except ResponseError as exc:
             raise StoreError(str(exc)) from None
+
+    async def _evalsha(self, sha: str, args: list[Any]) -> Any:
+        """EVALSHA, with the command packed here: redis-py packs each argument
+        with several Python calls, and a batch has tens of thousands."""
+        command = _resp([b"EVALSHA", sha, 1, self.prefix, *args])
+        pool = self.client.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await conn.send_packed_command(command)
+            return await conn.read_response()
+        except ResponseError:
+            raise
+        except BaseException:
+            await conn.disconnect()  # a reply may still be on its way
+            raise
+        finally:
+            await pool.release(conn)
 
     # writes -----------------------------------------------------------
     async def apply(self, ops: Sequence[StoreOp], *, now_s: float) -> ApplyResult:
         """Apply a batch atomically (one script call, more only when the
-        store changed under the plan).
+        store changed under the plan): :meth:`plan` then :meth:`apply_plan`."""
+        return await self.apply_plan(self.plan(ops, now_s=now_s))
+
+    def plan(self, ops: Sequence[StoreOp], *, now_s: float) -> ApplyPlan:
+        """The script call for a batch, prepared without Redis (a consumer
+        plans the next batch while Redis runs the previous one).
 
         New events (upserts whose id occurs once in the batch) go the fast
-        way: summed per cell here, added to each cell once. The rest (cancels,
-        repeated ids) are added term by term by the script. The script checks
-        the plan (ids not yet in the ledger, offsets not yet applied, the
-        landmarks the sums used) before writing anything, and answers
-        ``retry`` if it no longer holds; those events then go the slow way.
+        way when there are enough of them: summed per cell here, added to
+        each cell once. The rest (cancels, repeated ids) are added term by
+        term by the script. The script checks the plan (ids not yet in the
+        ledger, offsets not yet applied, the landmarks the sums used) before
+        writing anything, and answers ``retry`` if it no longer holds; those
+        events then go the slow way.
         """
-        if not ops:
-            seq = await self.seq()
-            return ApplyResult(seq, 0, 0, 0, 0, 0, 0, 0)
         times = [o.contribution.t_s for o in ops if o.contribution is not None]
-        max_t = max(times) if times else 0.0
-        day = _day(now_s)
         uses = Counter(o.id for o in ops if o.op != "n")
         fast = {
             i
             for i, o in enumerate(ops)
             if o.op == "u" and o.contribution is not None and uses[o.id] == 1
         }
+        plan = ApplyPlan(
+            ops,
+            _day(now_s),
+            max(times) if times else None,
+            fast if len(fast) >= _FAST_MIN else set(),
+        )
+        landmarks = self._known_landmarks
+        if landmarks is not None and not (
+            plan.max_t is not None
+            and any(
+                decay.needs_rebase(plan.max_t, self.horizons[n], landmarks[n]) for n in self.names
+            )
+        ):
+            plan.args = self._apply_args(plan, landmarks)
+        return plan
+
+    async def apply_plan(self, plan: ApplyPlan) -> ApplyResult:
+        """Run a :meth:`plan` (re-planning when the store changed under it)."""
+        if not plan.ops:
+            seq = await self.seq()
+            return ApplyResult(seq, 0, 0, 0, 0, 0, 0, 0)
         for _ in range(_MAX_PLANS):
-            # (the script reads the stored landmarks itself; these only seed a new store)
-            landmarks = await (self.ensure_landmarks(max_t) if times else self.landmarks(now_s))
-            r = await self._run(self._apply, self._apply_args(ops, fast, landmarks, day, max_t))
+            if plan.args is None:
+                # (the script reads the stored landmarks itself; these seed a new store)
+                landmarks = await (
+                    self.ensure_landmarks(plan.max_t)
+                    if plan.max_t is not None
+                    else self.landmarks(time.time())
+                )
+                plan.args = self._apply_args(plan, landmarks)
+            r = await self._run(self._apply, plan.args)
             if _text(r[0]) != "retry":
                 return ApplyResult(*(int(x) for x in r))
+            plan.args = None
             why, rest = _text(r[1]), [_text(x) for x in r[2:]]
+            ops = plan.ops
             if why == "known":
                 known = set(rest)
-                fast = {i for i in fast if ops[i].id not in known}
+                plan.fast = {i for i in plan.fast if ops[i].id not in known}
             elif why == "stale":
                 applied = {src: int(off) for src, off in zip(rest[::2], rest[1::2], strict=True)}
-                fast = {i for i in fast if ops[i].offset > applied.get(ops[i].source, -1)}
+                plan.fast = {i for i in plan.fast if ops[i].offset > applied.get(ops[i].source, -1)}
+            else:  # landmarks moved (a re-base by another worker)
+                self._known_landmarks = None
         raise StoreError(f"the store kept changing under one batch ({_MAX_PLANS} plans)")
 
-    def _apply_args(
-        self,
-        ops: Sequence[StoreOp],
-        fast: set[int],
-        landmarks: dict[str, int],
-        day: str,
-        max_t: float,
-    ) -> list[Any]:
+    def _apply_args(self, plan: ApplyPlan, landmarks: dict[str, int]) -> list[Any]:
+        ops, fast, day = plan.ops, plan.fast, plan.day
         slow_args: list[Any] = []
         fast_ops: list[StoreOp] = []
         for i, o in enumerate(ops):
@@ -230,7 +292,7 @@ class Store:
         header = self._header(
             landmarks,
             day=day,
-            max_t=max_t,
+            max_t=plan.max_t or 0.0,
             nslow=len(slow_args) // 5,
             nfast=len(fast_ops),
             fsrc=[[src, lo, hi] for src, (lo, hi) in spans.items()],
@@ -429,11 +491,26 @@ def _day(t_s: float) -> str:
     return datetime.fromtimestamp(t_s, UTC).strftime("%Y%m%d")
 
 
+def _resp(args: Sequence[object]) -> bytes:
+    """A command in the Redis protocol (RESP2 arrays of bulk strings)."""
+    parts = [b"*%d\r\n" % len(args)]
+    for a in args:
+        if isinstance(a, bytes):
+            b = a
+        elif isinstance(a, str):
+            b = a.encode()
+        else:
+            b = repr(a).encode()
+        parts += (b"$%d\r\n" % len(b), b, b"\r\n")
+    return b"".join(parts)
+
+
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
 __all__ = [
+    "ApplyPlan",
     "ApplyResult",
     "CellDetails",
     "EngineClock",

@@ -47,6 +47,17 @@ class Prepared:
     unknown_categories: Counter[str] = field(default_factory=Counter)
     newest_event_s: float | None = None
 
+    def extend(self, later: Prepared) -> None:
+        """Append a later part of the same stream (its ops come after these)."""
+        self.ops += later.ops
+        self.dead += later.dead
+        self.outcomes.update(later.outcomes)
+        self.unknown_categories.update(later.unknown_categories)
+        if later.newest_event_s is not None and (
+            self.newest_event_s is None or later.newest_event_s > self.newest_event_s
+        ):
+            self.newest_event_s = later.newest_event_s
+
 
 def prepare(
     messages: Iterable[Message], rules: EventRules, scorer: Scorer, *, now_s: float

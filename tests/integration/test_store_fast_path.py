@@ -102,8 +102,9 @@ async def test_sums_computed_at_other_landmarks_are_refused_before_any_write(
     keys = await client.dbsize()
     ops = [to_op(scorer, "upsert", r) for r in rows[100:200]]
     stale_landmarks = {n: k - 1 for n, k in (await store.landmarks()).items()}
-    args = store._apply_args(ops, set(range(len(ops))), stale_landmarks, "20250101", now_s)
-    answer = await store._run(store._apply, args)
+    plan = store.plan(ops, now_s=now_s)
+    assert plan.fast == set(range(len(ops)))
+    answer = await store._run(store._apply, store._apply_args(plan, stale_landmarks))
     assert [x.decode() for x in answer] == ["retry", "landmarks"]
     assert await store.seq() == seq and await client.dbsize() == keys
     # through the public call the plan is rebuilt at the stored landmarks

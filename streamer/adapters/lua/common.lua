@@ -128,8 +128,20 @@ end
 -- {count, v...}, w[hour of week] = profile-horizon term.
 local D, ORDER = {}, {}
 
+local add_cell_into  -- defined below
+
 local function cell_delta(cell)
   local d = D[cell]
+  if d and d.x then
+    local x = d.x
+    d.x = nil
+    d.n, d.hi, d.lo, d.e, d.w = 0, {}, {}, {}, {}
+    for i = 1, NH do
+      d.hi[i] = 0.0
+      d.lo[i] = 0.0
+    end
+    add_cell_into(d, x, d.slots)
+  end
   if not d then
     d = {n = 0, hi = {}, lo = {}, e = {}, w = {}, last = nil}
     for i = 1, NH do
@@ -192,12 +204,7 @@ local function contribute(p, sign)
   return true
 end
 
--- Add one pre-aggregated cell (bulk merges and the live fast path): doubles
---   n, last, hi..., lo..., ne, nh, ne x (label index, count, v...), nh x (how, w)
--- where label index points into `slots` (slot numbers of the header's labels).
-local function add_cell(cell, blob, slots)
-  local x = doubles(blob)
-  local d = cell_delta(cell)
+function add_cell_into(d, x, slots)
   d.n = d.n + x[1]
   if x[1] > 0 and (d.last == nil or x[2] > d.last) then d.last = x[2] end
   for i = 1, NH do
@@ -215,6 +222,21 @@ local function add_cell(cell, blob, slots)
     local how = x[j]
     d.w[how] = (d.w[how] or 0.0) + x[j + 1]
     j = j + 2
+  end
+end
+
+-- Add one pre-aggregated cell (bulk merges and the live fast path): doubles
+--   n, last, hi..., lo..., ne, nh, ne x (label index, count, v...), nh x (how, w)
+-- where label index points into `slots` (slot numbers of the header's labels).
+-- A cell nothing else touched keeps its decoded array as its change (d.x);
+-- otherwise the array is added into the cell's accumulated change.
+local function add_cell(cell, blob, slots)
+  local x = doubles(blob)
+  if D[cell] then
+    add_cell_into(cell_delta(cell), x, slots)
+  else
+    D[cell] = {x = x, slots = slots}
+    ORDER[#ORDER + 1] = cell
   end
 end
 
@@ -301,30 +323,27 @@ local function write_profile(cell, w)
   end
 end
 
--- The record with the accumulated change `d` added; entries whose count
--- falls to zero are dropped.
-local function updated_record(r, d)
-  r[1] = r[1] + d.n
-  if d.last and d.last > r[2] then r[2] = d.last end
-  for i = 1, NH do
-    r[2 + i], r[2 + NH + i] = dd_add(r[2 + i], r[2 + NH + i], d.hi[i], d.lo[i])
+-- Add one entry (count, values src[base + 1 .. base + NH]) to record r;
+-- `at` maps the record's slots to their positions. Returns true when the
+-- entry's count fell to zero (the caller then compacts the record).
+local function merge_entry(r, at, slot, count, src, base)
+  local j = at[slot]
+  if j then
+    r[j + 1] = r[j + 1] + count
+    for i = 1, NH do r[j + 1 + i] = nonneg(r[j + 1 + i] + src[base + i]) end
+    return r[j + 1] <= 0
+  elseif count > 0 then
+    j = #r + 1
+    r[j] = slot
+    r[j + 1] = count
+    for i = 1, NH do r[j + 1 + i] = nonneg(src[base + i]) end
+    at[slot] = j
   end
-  local at, emptied = {}, false
-  for j = HEAD + 1, #r, E do at[r[j]] = j end
-  for slot, e in pairs(d.e) do
-    local j = at[slot]
-    if j then
-      r[j + 1] = r[j + 1] + e[1]
-      for i = 1, NH do r[j + 1 + i] = nonneg(r[j + 1 + i] + e[i + 1]) end
-      if r[j + 1] <= 0 then emptied = true end
-    elseif e[1] > 0 then
-      j = #r + 1
-      r[j] = slot
-      r[j + 1] = e[1]
-      for i = 1, NH do r[j + 1 + i] = nonneg(e[i + 1]) end
-    end
-  end
-  if not emptied then return r end
+  return false
+end
+
+-- The record without its emptied entries.
+local function compact(r)
   local out = {}
   for j = 1, HEAD do out[j] = r[j] end
   for j = HEAD + 1, #r, E do
@@ -333,6 +352,42 @@ local function updated_record(r, d)
     end
   end
   return out
+end
+
+-- Record r plus a change (an accumulated table, or a cell's decoded array);
+-- returns the new record and the change's profile hours.
+local function updated_record(r, d)
+  local at, emptied = {}, false
+  for j = HEAD + 1, #r, E do at[r[j]] = j end
+  local x, w = d.x, d.w
+  if x then
+    r[1] = r[1] + x[1]
+    if x[1] > 0 and x[2] > r[2] then r[2] = x[2] end
+    for i = 1, NH do
+      r[2 + i], r[2 + NH + i] = dd_add(r[2 + i], r[2 + NH + i], x[2 + i], x[2 + NH + i])
+    end
+    local k = HEAD + 3
+    for _ = 1, x[HEAD + 1] do
+      if merge_entry(r, at, d.slots[x[k]], x[k + 1], x, k + 1) then emptied = true end
+      k = k + E
+    end
+    w = {}
+    for _ = 1, x[HEAD + 2] do
+      w[x[k]] = x[k + 1]
+      k = k + 2
+    end
+  else
+    r[1] = r[1] + d.n
+    if d.last and d.last > r[2] then r[2] = d.last end
+    for i = 1, NH do
+      r[2 + i], r[2 + NH + i] = dd_add(r[2 + i], r[2 + NH + i], d.hi[i], d.lo[i])
+    end
+    for slot, e in pairs(d.e) do
+      if merge_entry(r, at, slot, e[1], e, 1) then emptied = true end
+    end
+  end
+  if emptied then r = compact(r) end
+  return r, w
 end
 
 -- Write every accumulated cell change: one GET and one SET of its record,
@@ -351,16 +406,18 @@ local function flush()
       r = {0, 0}
       for i = 1, 2 * NH do r[2 + i] = 0.0 end
     end
-    if not raw and d.n <= 0 then
+    local dn = d.x and d.x[1] or d.n
+    if not raw and dn <= 0 then
       -- the cell was pruned: what is being taken out had decayed to nothing
-    elseif r[1] + d.n <= 0 then
+    elseif r[1] + dn <= 0 then
       redis.call('DEL', key, P .. ':how:' .. cell)
       for i = 1, NH do
         local t = RANK_DEL[rk[i]]
         t[#t + 1] = cell
       end
     else
-      r = updated_record(r, d)
+      local w
+      r, w = updated_record(r, d)
       for i = 1, NH do
         local hi = r[2 + i]
         if hi > 0 then
@@ -373,7 +430,7 @@ local function flush()
         end
       end
       redis.call('SET', key, struct.pack(dfmt(#r), unpack(r)))
-      write_profile(cell, d.w)
+      write_profile(cell, w)
     end
   end
   write_rankings()

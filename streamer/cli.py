@@ -138,9 +138,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--namespace", default="demo", help=argparse.SUPPRESS)
 
+    sv = sub.add_parser("serve", help="the HTTP API, live push and wall display")
+    sv.add_argument("--host", default=None, help="default: api.host")
+    sv.add_argument("--port", type=int, default=None, help="default: api.port")
+
+    tk = sub.add_parser("token", help="make an API token and print its config entry")
+    tk.add_argument("--role", choices=["display", "dispatch", "admin"], required=True)
+    tk.add_argument("--name", default=None, help="the entry's name (default: the role)")
+
     mt = sub.add_parser("maintain", help="prune dead cells, re-base, trim the ledger once")
     mt.add_argument("--at")
     return parser
+
+
+def _print_token(role: str, name: str) -> None:
+    import secrets
+
+    from streamer.api import token_digest
+
+    token = secrets.token_urlsafe(32)
+    print(f"# token (give it to the client; it is not stored anywhere): {token}")
+    print(f"[api.tokens.{name}]")
+    print(f'token_sha256 = "{token_digest(token)}"')
+    print(f'role = "{role}"')
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -152,6 +172,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         _fail(str(exc))
     if args.command == "run":
         _run_worker(args, settings)
+        return
+    if args.command == "token":
+        _print_token(args.role, args.name or args.role)
+        return
+    if args.command == "serve":
+        if not settings.api.tokens:
+            _fail(
+                "api.tokens is empty: nothing could call the API. Make a token with "
+                "`hotspots token --role display` and put the entry it prints in your config"
+            )
+        from streamer.api import serve
+
+        serve(settings, args.host, args.port)
         return
     if args.command == "demo":
         from streamer.demo import DemoOptions

@@ -139,6 +139,25 @@ class TimeSettings(_Section):
     clock: str = Field(default="wall", pattern="^(wall|event)$")
 
 
+class TokenRule(_Section):
+    token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    role: str = Field(pattern="^(display|dispatch|admin)$")
+
+
+class ApiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    tokens: dict[str, TokenRule] = Field(default_factory=dict)
+    cors_origins: list[str] = Field(default_factory=list)
+    min_count: int = Field(default=0, ge=0)
+    name: str = "Philadelphia"
+    boundary: str | None = None
+    tile_url: str | None = None
+    stale_after: DurationS = 15.0
+    heartbeat: DurationS = 5.0
+    client_queue: int = Field(default=256, ge=1, le=100_000)
+
+
 def _default_horizons() -> dict[str, float]:
     return {"day": 86400.0, "week": 7 * 86400.0, "month": 28 * 86400.0, "year": 365 * 86400.0}
 
@@ -154,6 +173,7 @@ class Settings(_Section):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
     time: TimeSettings = Field(default_factory=TimeSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     @field_validator("horizons")
     @classmethod

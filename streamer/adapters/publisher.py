@@ -53,6 +53,9 @@ class Publisher:
             seq_raw, k_raw, published, *tops = await pipe.execute()
         seq = int(seq_raw or 0)
         last_seq = published.get(b"seq")
+        # the publisher's pulse (wall clock), changed or not: displays tell a
+        # quiet city from a stopped pipeline by it
+        await client.hset(state_key, "tick_at", repr(time.time()))
         if last_seq is not None and int(last_seq) == seq:
             return None
         at_s = self.now()
@@ -80,7 +83,10 @@ class Publisher:
                     "moved": [[e.cell, e.rank, e.score * factor] for e in change.moved],
                 }
             state[list_key] = orjson.dumps([k, [[e.cell, e.rank, e.score] for e in after]])
-        message = {"seq": seq, "at": at_s, "lists": lists}
+        # `previous`: the sequence of the message before this one, so that a
+        # listener can tell it missed one (and re-read the lists)
+        previous = int(last_seq) if last_seq is not None else None
+        message = {"seq": seq, "previous": previous, "at": at_s, "lists": lists}
         state["seq"] = str(seq)
         async with client.pipeline(transaction=True) as pipe:
             pipe.hset(state_key, mapping=state)  # type: ignore[arg-type]

@@ -403,14 +403,20 @@ class Store:
 
     async def cell(self, cell: str, at_s: float) -> CellDetails | None:
         """One cell in full, or ``None`` if the store has nothing there."""
+        return (await self.cells([cell], at_s)).get(cell)
+
+    async def cells(self, cells: Sequence[str], at_s: float) -> dict[str, CellDetails]:
+        """Several cells in full (one transaction); cells the store does not
+        hold are left out."""
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.hgetall(self.key("meta"))
-            pipe.get(self.key("cell", cell))
-            pipe.get(self.key("how", cell))
             pipe.hgetall(self.key("labels"))
-            meta_raw, raw, packed, labels_raw = await pipe.execute()
-        if not raw:
-            return None
+            for c in cells:
+                pipe.get(self.key("cell", c))
+                pipe.get(self.key("how", c))
+            meta_raw, labels_raw, *rows = await pipe.execute()
+        if not any(rows[0::2]):
+            return {}
         meta = {_text(k): _text(v) for k, v in meta_raw.items()}
         layout = meta.get("layout", "")
         if layout != ",".join(self.names):
@@ -421,6 +427,20 @@ class Store:
             decay.decay_factor(at_s, self.horizons[n], int(meta[f"k:{n}"])) for n in self.names
         ]
         labels = {int(v): _text(k) for k, v in labels_raw.items()}
+        out: dict[str, CellDetails] = {}
+        for c, raw, packed in zip(cells, rows[0::2], rows[1::2], strict=True):
+            if raw:
+                out[c] = self._details(c, raw, packed, factors, labels)
+        return out
+
+    def _details(
+        self,
+        cell: str,
+        raw: bytes,
+        packed: bytes | None,
+        factors: list[float],
+        labels: dict[int, str],
+    ) -> CellDetails:
         x = struct.unpack(f"<{len(raw) // 8}d", raw)
         nh = len(self.names)
         scores = {n: (x[2 + i] + x[2 + nh + i]) * factors[i] for i, n in enumerate(self.names)}
@@ -448,6 +468,11 @@ class Store:
             sums["c"],
             profile,
         )
+
+    async def ranking(self, horizon: str, resolution: int, at_s: float) -> list[Ranked]:
+        """The whole ranking, best first, scores decayed to ``at_s`` (cells
+        below ``prune_below`` left out, as in :meth:`top`)."""
+        return await self.top(horizon, resolution, 10**9, at_s)
 
     async def window(
         self, resolution: int, hours: Sequence[int], k: int, at_s: float

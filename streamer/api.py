@@ -1,0 +1,820 @@
+"""The HTTP API, live push and wall display (``hotspots serve``).
+
+An ASGI app (FastAPI on uvicorn) over the same Redis store the workers
+write. Everything under ``/v1`` needs a bearer token, configured by its
+SHA-256 digest with a role (``display``, ``dispatch``, ``admin``); the push
+channels also take it as ``?access_token=`` (browsers cannot set headers on
+an EventSource). ``/healthz``, ``/readyz`` and ``/metrics`` stay open. Only
+aggregated cells leave the engine: no event ids, no coordinates of events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, WebSocket
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.websockets import WebSocketDisconnect
+
+from streamer import app as wiring
+from streamer.adapters.publisher import channel
+from streamer.adapters.store import CellDetails, EngineClock, Ranked, Store
+from streamer.core import decay
+from streamer.core.cells import cell_boundary, cell_center, cell_from_hex, cell_hex, cell_of, ring
+from streamer.settings import CONFIG_DIR, Settings
+
+log = logging.getLogger("hotspots.api")
+
+ROLES = ("display", "dispatch", "admin")
+ANY_ROLE = frozenset(ROLES)
+DISPATCH = frozenset({"dispatch", "admin"})
+WEB = Path(str(resources.files("streamer") / "web"))
+DEFAULT_BOUNDARY = CONFIG_DIR.parent / "data" / "philadelphia_police_districts.geojson"
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+STORE_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def token_digest(token: str) -> str:
+    """The SHA-256 hex digest a token is configured by."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Metrics:
+    """The API's Prometheus metrics (a registry of its own)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.latency = Histogram(
+            "hotspots_api_request_seconds",
+            "API request latency by route",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+        )
+        self.push_clients = Gauge(
+            "hotspots_push_clients", "connected push clients", ["channel"], registry=self.registry
+        )
+        self.dropped = Counter(
+            "hotspots_push_dropped_total",
+            "push clients disconnected for falling behind",
+            registry=self.registry,
+        )
+        self.sent = Counter(
+            "hotspots_push_messages_total", "push messages sent", registry=self.registry
+        )
+
+
+@dataclass(eq=False)
+class Client:
+    """One push connection: a bounded queue the hub fills."""
+
+    queue: asyncio.Queue[dict[str, Any]]
+    dropped: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def first_of(*jobs: Awaitable[Any]) -> None:
+    """Run the jobs until the first ends; cancel the rest."""
+    tasks = [asyncio.ensure_future(j) for j in jobs]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class PushResponse(Response):
+    """Server-Sent Events for one hub client, ended when the client goes
+    away or falls behind (then the connection is cut, not drained)."""
+
+    def __init__(self, hub: Hub, follow: Callable[[Client], AsyncIterator[dict[str, Any]]]) -> None:
+        super().__init__(media_type="text/event-stream")
+        self.hub = hub
+        self.follow = follow
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream"),
+                    (b"cache-control", b"no-store"),
+                    (b"x-accel-buffering", b"no"),
+                ],
+            }
+        )
+        client = self.hub.join()
+
+        async def pump() -> None:
+            async for message in self.follow(client):
+                body = b"data: " + orjson.dumps(message) + b"\n\n"
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+
+        async def gone() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        await first_of(pump(), gone(), client.dropped.wait())
+        self.hub.leave(client)
+        if not client.dropped.is_set():
+            with contextlib.suppress(Exception):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        # a dropped client gets no end of response: the server cuts the connection
+
+
+class Hub:
+    """Fans the publisher's ranking changes (Redis pub/sub) out to push
+    clients. A client whose queue is full is dropped, never waited for."""
+
+    def __init__(self, store: Store, client_queue: int, metrics: Metrics) -> None:
+        self.store = store
+        self.client_queue = client_queue
+        self.metrics = metrics
+        self.clients: set[Client] = set()
+        self.sequence = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._listen())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def join(self) -> Client:
+        client = Client(asyncio.Queue(maxsize=self.client_queue))
+        self.clients.add(client)
+        return client
+
+    def leave(self, client: Client) -> None:
+        self.clients.discard(client)
+
+    def broadcast(self, message: dict[str, Any]) -> None:
+        for client in list(self.clients):
+            try:
+                client.queue.put_nowait(message)
+            except asyncio.QueueFull:
+                self.clients.discard(client)
+                client.dropped.set()
+                self.metrics.dropped.inc()
+                log.info("push_client_dropped reason=queue_full size=%d", self.client_queue)
+
+    async def _listen(self) -> None:
+        while True:
+            pubsub = self.store.client.pubsub()
+            try:
+                await pubsub.subscribe(channel(self.store))
+                # (re)subscribed: whatever was published meanwhile is lost to
+                # us, so clients must re-sync: they see `previous` mismatch.
+                self.broadcast({"type": "resync"})
+                async for raw in pubsub.listen():
+                    if raw.get("type") != "message":
+                        continue
+                    body = orjson.loads(raw["data"])
+                    self.sequence = int(body["seq"])
+                    self.broadcast(
+                        {
+                            "type": "update",
+                            "sequence": int(body["seq"]),
+                            "previous": body.get("previous"),
+                            "at": body["at"],
+                            "lists": body["lists"],
+                        }
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis gone: wait and subscribe again
+                log.warning("push_subscription_lost error=%s", exc)
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+@dataclass
+class Api:
+    """What the routes share."""
+
+    settings: Settings
+    store: Store
+    metrics: Metrics
+    hub: Hub
+    digests: dict[str, str]  # sha256 hex -> role
+    boundary: bytes
+    clock: EngineClock
+    _totals: dict[tuple[str, int, int], float] = field(default_factory=dict)
+
+    async def now(self) -> float:
+        """``now`` for decay: the wall clock, or (``time.clock = "event"``,
+        replays of old data) the newest event time the store applied."""
+        return await self.clock.refresh()
+
+    async def sequence(self) -> int:
+        return await self.store.seq()
+
+    async def total(self, horizon: str, resolution: int, seq: int, at_s: float) -> float:
+        """Sum of the ranking's stored scores (cached per sequence number),
+        decayed to ``at_s``."""
+        key = (horizon, resolution, seq)
+        stored = self._totals.get(key)
+        landmark = (await self.store.landmarks()).get(horizon, 0)
+        if stored is None:
+            rows: Any = await self.store.client.zrange(
+                self.store.key("rank", horizon, resolution), 0, -1, withscores=True
+            )
+            stored = math.fsum(float(v) for _, v in rows)
+            if len(self._totals) > 256:
+                self._totals.clear()
+            self._totals[key] = stored
+        return stored * decay.decay_factor(at_s, self.store.horizons[horizon], landmark)
+
+
+def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
+    """The ASGI app for ``settings`` (tests pass their own Redis client)."""
+    store = wiring.store(settings, client)
+    metrics = Metrics()
+    hub = Hub(store, settings.api.client_queue, metrics)
+    boundary_path = settings.api.boundary or settings.events.boundary or str(DEFAULT_BOUNDARY)
+    api = Api(
+        settings,
+        store,
+        metrics,
+        hub,
+        {t.token_sha256: t.role for t in settings.api.tokens.values()},
+        _outline(Path(boundary_path)),
+        EngineClock(store, settings.time.clock),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        hub.start()
+        try:
+            yield
+        finally:
+            await hub.stop()
+            if client is None:
+                await store.client.aclose()
+
+    app = FastAPI(
+        title="hotspots",
+        version="1",
+        summary="Real-time hot spots: rankings, cells, dispatch risk, live push",
+        lifespan=lifespan,
+    )
+    app.state.api = api
+    if settings.api.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.api.cors_origins,
+            allow_methods=["GET"],
+            allow_headers=["Authorization"],
+        )
+
+    @app.middleware("http")
+    async def timing(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+        except STORE_DOWN:
+            response = JSONResponse({"error": "store unavailable"}, status_code=503)
+        route = request.scope.get("route")
+        name = getattr(route, "path", "other")
+        metrics.latency.labels(name).observe(time.perf_counter() - started)
+        return response
+
+    def role_of(token: str | None) -> str | None:
+        if not token:
+            return None
+        digest = token_digest(token)
+        for known, role in api.digests.items():
+            if hmac.compare_digest(known, digest):
+                return role
+        return None
+
+    def bearer(request: Request) -> str | None:
+        header = request.headers.get("authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value:
+            return value.strip()
+        return request.query_params.get("access_token")
+
+    def allow(roles: frozenset[str]) -> Callable[[Request], str]:
+        def check(request: Request) -> str:
+            role = role_of(bearer(request))
+            if role is None:
+                raise HTTPException(401, headers={"WWW-Authenticate": "Bearer"})
+            if role not in roles:
+                raise HTTPException(403)
+            return role
+
+        return check
+
+    anyone = Depends(allow(ANY_ROLE))
+    dispatch = Depends(allow(DISPATCH))
+
+    # open ------------------------------------------------------------
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        try:
+            await store.client.ping()
+        except STORE_DOWN:
+            return JSONResponse({"status": "store unavailable"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # (no-cache: displays run for days; an upgrade must reach them on reload)
+    @app.get("/", include_in_schema=False)
+    async def display() -> Response:
+        return FileResponse(WEB / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static(name: str) -> Response:
+        path = (WEB / "static" / name).resolve()
+        if path.parent != (WEB / "static").resolve() or not path.is_file():
+            raise HTTPException(404)
+        return FileResponse(path, headers={"Cache-Control": "no-cache"})
+
+    # /v1 -------------------------------------------------------------
+    @app.get("/v1/config", dependencies=[anyone])
+    async def config() -> dict[str, Any]:
+        """What a display needs to draw itself."""
+        s = api.settings
+        names = sorted(store.names, key=lambda n: store.horizons[n])
+        families = sorted({rule.family for rule in s.categories.values()})
+        return {
+            "name": s.api.name,
+            "horizons": names,
+            "half_lives_s": {n: store.horizons[n] for n in names},
+            "resolutions": store.resolutions,
+            "families": families,
+            "default": {
+                "horizon": "week" if "week" in names else names[0],
+                "resolution": store.resolutions[len(store.resolutions) // 2],
+            },
+            "tile_url": s.api.tile_url,
+            "stale_after_s": s.api.stale_after,
+            "top_n": s.publish.top_n,
+            "timezone": s.grid.timezone,
+        }
+
+    @app.get("/v1/boundary", dependencies=[anyone])
+    async def boundary() -> Response:
+        """The area's outline (GeoJSON), the display's base map."""
+        return Response(api.boundary, media_type="application/geo+json")
+
+    @app.get("/v1/hotspots", dependencies=[anyone])
+    async def hotspots(
+        horizon: str = Query("week", description="a configured horizon name"),
+        resolution: int = Query(9, description="a configured H3 resolution"),
+        limit: int = Query(20, ge=1, le=1000),
+        family: str | None = Query(None, description="rank by this family's score"),
+        bbox: str | None = Query(None, description="min_lon,min_lat,max_lon,max_lat"),
+        format: str = Query("json", pattern="^(json|geojson)$"),
+    ) -> Response:
+        """Ranked hot spot cells, scores decayed to now."""
+        check_grid(horizon, resolution)
+        box = parse_bbox(bbox)
+        at_s = await api.now()
+        seq = await api.sequence()
+        rows = await ranked(horizon, resolution, family, at_s)
+        picked: list[tuple[Ranked, CellDetails]] = []
+        for start in range(0, len(rows), max(limit * 2, 50)):
+            chunk = rows[start : start + max(limit * 2, 50)]
+            if box is not None:
+                chunk = [r for r in chunk if in_box(r.cell, box)]
+            details = await store.cells([r.cell for r in chunk], at_s)
+            for r in chunk:
+                d = details.get(r.cell)
+                if d is None or d.count < api.settings.api.min_count:
+                    continue
+                picked.append((r, d))
+                if len(picked) >= limit:
+                    break
+            if len(picked) >= limit:
+                break
+        total = await api.total(horizon, resolution, seq, at_s)
+        shorter = shorter_horizon(horizon)
+        trend: dict[str, float | None] = {}
+        if shorter is not None and picked:
+            short_total = await api.total(shorter, resolution, seq, at_s)
+            for r, d in picked:
+                share = d.scores.get(horizon, 0.0) / total if total > 0 else 0.0
+                short_share = d.scores.get(shorter, 0.0) / short_total if short_total > 0 else 0.0
+                trend[r.cell] = short_share / share if share > 0 else None
+        items: list[dict[str, Any]] = []
+        for rank, (r, d) in enumerate(picked, start=1):
+            score = r.score
+            items.append(
+                {
+                    "cell": r.cell,
+                    "rank": rank,
+                    "score": score,
+                    "share": d.scores.get(horizon, 0.0) / total if total > 0 else 0.0,
+                    "trend": trend.get(r.cell),
+                    "count": d.count,
+                    "families": {f: v.get(horizon, 0.0) for f, v in d.family_scores.items()},
+                    "peak_hours": peak_hours(d.hour_of_week),
+                    "polygon": polygon(r.cell),
+                }
+            )
+        body = {
+            "sequence": seq,
+            "at": at_s,
+            "horizon": horizon,
+            "resolution": resolution,
+            "family": family,
+            "total": total,
+            "hotspots": items,
+        }
+        if format == "geojson":
+            return JSONResponse(
+                {
+                    "type": "FeatureCollection",
+                    "features": [
+                        {
+                            "type": "Feature",
+                            "id": item["cell"],
+                            "geometry": {"type": "Polygon", "coordinates": [item.pop("polygon")]},
+                            "properties": {
+                                **{k: v for k, v in item.items() if k not in ("families",)},
+                                **{f"family_{k}": v for k, v in item["families"].items()},
+                                "peak_hours": ",".join(map(str, item["peak_hours"])),
+                                "horizon": horizon,
+                                "sequence": seq,
+                            },
+                        }
+                        for item in items
+                    ],
+                },
+                media_type="application/geo+json",
+            )
+        return JSONResponse(body)
+
+    @app.get("/v1/cells/{cell}", dependencies=[anyone])
+    async def cell_detail(cell: str) -> dict[str, Any]:
+        """One cell in full, with its neighbours' scores."""
+        try:
+            value = cell_from_hex(cell)
+        except ValueError:
+            raise HTTPException(404, "not an H3 cell id") from None
+        hexed = cell_hex(value)
+        at_s = await api.now()
+        d = await store.cell(hexed, at_s)
+        if d is None or d.count < api.settings.api.min_count:
+            raise HTTPException(404, "no data for this cell")
+        neighbours = [cell_hex(c) for c in ring(value, 1) if c != value]
+        near = await store.cells(neighbours, at_s)
+        return {
+            "cell": hexed,
+            "resolution": (value >> 52) & 0xF,
+            "at": at_s,
+            "count": d.count,
+            "last_event_at": d.last_event_s,
+            "scores": d.scores,
+            "families": {"counts": d.family_counts, "scores": d.family_scores},
+            "categories": {"counts": d.category_counts, "scores": d.category_scores},
+            "hour_of_week": d.hour_of_week,
+            "peak_hours": peak_hours(d.hour_of_week),
+            "polygon": polygon(hexed),
+            "neighbours": {
+                c: near[c].scores if c in near else dict.fromkeys(store.names, 0.0)
+                for c in neighbours
+            },
+        }
+
+    @app.get("/v1/risk", dependencies=[dispatch])
+    async def risk(
+        lat: float = Query(..., ge=-90, le=90), lon: float = Query(..., ge=-180, le=180)
+    ) -> dict[str, Any]:
+        """For dispatch: the location's cell at each resolution and its rank,
+        percentile and hot-spot status (in the top ``publish.top_n``) per horizon."""
+        at_s = await api.now()
+        cells = [cell_hex(cell_of(lat, lon, r)) for r in store.resolutions]
+        names = store.names
+        async with store.client.pipeline(transaction=False) as pipe:
+            pipe.hget(store.key("meta"), "seq")
+            pipe.hmget(store.key("meta"), [f"k:{n}" for n in names])
+            for res, c in zip(store.resolutions, cells, strict=True):
+                for n in names:
+                    key = store.key("rank", n, res)
+                    pipe.zrevrank(key, c)
+                    pipe.zscore(key, c)
+                    pipe.zcard(key)
+            seq_raw, k_raw, *rows = await pipe.execute()
+        top_n = api.settings.publish.top_n
+        out = []
+        i = 0
+        for res, c in zip(store.resolutions, cells, strict=True):
+            horizons: dict[str, Any] = {}
+            for n, k in zip(names, k_raw, strict=True):
+                rank, stored, card = rows[i], rows[i + 1], rows[i + 2]
+                i += 3
+                if rank is None or k is None:
+                    horizons[n] = {"rank": None, "score": 0.0, "percentile": 0.0, "hotspot": False}
+                    continue
+                factor = decay.decay_factor(at_s, store.horizons[n], int(k))
+                horizons[n] = {
+                    "rank": int(rank) + 1,
+                    "score": float(stored) * factor,
+                    "percentile": 100.0 * (1.0 - int(rank) / max(int(card), 1)),
+                    "hotspot": int(rank) < top_n,
+                }
+            out.append({"resolution": res, "cell": c, "horizons": horizons})
+        return {"at": at_s, "sequence": int(seq_raw or 0), "cells": out}
+
+    @app.get("/v1/windows", dependencies=[anyone])
+    async def windows(
+        day: str = Query(..., description="mon..sun"),
+        start: str = Query(..., alias="from", description="HH:MM"),
+        end: str = Query(..., alias="to", description="HH:MM (may pass midnight)"),
+        resolution: int = Query(9),
+        limit: int = Query(20, ge=1, le=1000),
+    ) -> dict[str, Any]:
+        """Top cells for a time-of-week window, by their hour-of-week profile."""
+        check_grid(store.profile_horizon, resolution)
+        hours = window_hours(day, start, end)
+        at_s = await api.now()
+        rows = await store.window(resolution, hours, limit, at_s)
+        return {
+            "at": at_s,
+            "resolution": resolution,
+            "hours_of_week": hours,
+            "timezone": api.settings.grid.timezone,
+            "hotspots": [
+                {"cell": r.cell, "rank": r.rank, "score": r.score, "polygon": polygon(r.cell)}
+                for r in rows
+            ],
+        }
+
+    @app.get("/v1/alerts", dependencies=[anyone])
+    async def alerts() -> dict[str, Any]:
+        """Open and recent alerts (alerting is not built yet: always empty)."""
+        return {"alerts": []}
+
+    @app.get("/v1/stream", dependencies=[anyone], response_class=Response)
+    async def stream() -> Response:
+        """Server-Sent Events: a snapshot, then every change, with heartbeats."""
+        return PushResponse(hub, follow)
+
+    @app.websocket("/v1/ws")
+    async def websocket(ws: WebSocket) -> None:
+        """WebSocket: the same messages as ``/v1/stream``."""
+        token = ws.query_params.get("access_token")
+        header = ws.headers.get("authorization", "")
+        if header.lower().startswith("bearer "):
+            token = header[7:].strip()
+        if role_of(token) is None:
+            await ws.close(code=1008)
+            return
+        await ws.accept()
+        client = hub.join()
+
+        async def pump() -> None:
+            async for message in follow(client):
+                await ws.send_text(orjson.dumps(message).decode())
+
+        async def listen() -> None:
+            with contextlib.suppress(WebSocketDisconnect):
+                while True:
+                    await ws.receive_text()  # (nothing is expected from clients)
+
+        await first_of(pump(), listen(), client.dropped.wait())
+        hub.leave(client)
+        if client.dropped.is_set():
+            # fell behind: cut it off (a close frame could wait on its full buffer)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(code=1013), 1.0)
+
+    async def follow(client: Client) -> AsyncIterator[dict[str, Any]]:
+        """One client's messages. It joined the hub before the snapshot is
+        read, so nothing published in between is missed; updates the
+        snapshot already holds are skipped."""
+        metrics.push_clients.labels("all").inc()
+        try:
+            snap = await snapshot()
+            yield snap
+            seen = snap["sequence"]
+            heartbeat = api.settings.api.heartbeat
+            while not client.dropped.is_set():
+                try:
+                    message = await asyncio.wait_for(client.queue.get(), heartbeat)
+                except TimeoutError:
+                    if client.dropped.is_set():
+                        break
+                    yield {
+                        "type": "heartbeat",
+                        "sequence": seen,
+                        "at": await api.now(),
+                        "pipeline_age_s": await pipeline_age(),
+                    }
+                    continue
+                if message["type"] == "resync":
+                    snap = await snapshot()
+                    seen = snap["sequence"]
+                    yield snap
+                    continue
+                if message["sequence"] <= seen:
+                    continue
+                seen = message["sequence"]
+                metrics.sent.inc()
+                yield message
+        finally:
+            hub.leave(client)
+            metrics.push_clients.labels("all").dec()
+
+    async def pipeline_age() -> float | None:
+        """Seconds since the publisher last ticked (None: it never did)."""
+        raw = await store.client.hget(store.key("published"), "tick_at")
+        return max(time.time() - float(raw), 0.0) if raw is not None else None
+
+    async def snapshot() -> dict[str, Any]:
+        raw = await store.client.hgetall(store.key("published"))
+        state = {_text(k): v for k, v in raw.items()}
+        tick_at = state.pop("tick_at", None)
+        at_s = await api.now()
+        lists: dict[str, Any] = {}
+        for key, value in state.items():
+            if key == "seq":
+                continue
+            k, rows = orjson.loads(value)
+            name = key.split(":")[0]
+            if name not in store.horizons:
+                continue
+            factor = decay.decay_factor(at_s, store.horizons[name], k)
+            lists[key] = [[c, r, v * factor] for c, r, v in rows]
+        return {
+            "type": "snapshot",
+            "sequence": int(state.get("seq", b"0") or 0),
+            "at": at_s,
+            "pipeline_age_s": max(time.time() - float(tick_at), 0.0) if tick_at else None,
+            "lists": lists,
+        }
+
+    # helpers ---------------------------------------------------------
+    def check_grid(horizon: str, resolution: int) -> None:
+        if horizon not in store.horizons:
+            raise HTTPException(422, f"unknown horizon {horizon!r}; configured: {store.names}")
+        if resolution not in store.resolutions:
+            raise HTTPException(
+                422, f"resolution {resolution} is not configured; configured: {store.resolutions}"
+            )
+
+    def shorter_horizon(horizon: str) -> str | None:
+        shorter = [n for n in store.names if store.horizons[n] < store.horizons[horizon]]
+        return max(shorter, key=lambda n: store.horizons[n]) if shorter else None
+
+    async def ranked(
+        horizon: str, resolution: int, family: str | None, at_s: float
+    ) -> list[Ranked]:
+        rows = await store.ranking(horizon, resolution, at_s)
+        if family is None:
+            return rows
+        scored: list[tuple[float, str]] = []
+        for start in range(0, len(rows), 2000):
+            chunk = rows[start : start + 2000]
+            details = await store.cells([r.cell for r in chunk], at_s)
+            for r in chunk:
+                d = details.get(r.cell)
+                v = d.family_scores.get(family, {}).get(horizon, 0.0) if d else 0.0
+                if v >= store.prune_below:
+                    scored.append((v, r.cell))
+        scored.sort(key=lambda x: (-x[0], x[1]))
+        return [Ranked(c, i + 1, v) for i, (v, c) in enumerate(scored)]
+
+    return app
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _outline(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        log.warning("boundary_missing path=%s (the display draws no outline)", path)
+        return b'{"type": "FeatureCollection", "features": []}'
+
+
+def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
+    """``min_lon,min_lat,max_lon,max_lat``; 422 when malformed."""
+    if text is None:
+        return None
+    try:
+        a, b, c, d = (float(x) for x in text.split(","))
+    except ValueError:
+        raise HTTPException(422, "bbox is min_lon,min_lat,max_lon,max_lat") from None
+    if not (a < c and b < d):
+        raise HTTPException(422, "bbox needs min_lon < max_lon and min_lat < max_lat")
+    return a, b, c, d
+
+
+def in_box(cell: str, box: tuple[float, float, float, float]) -> bool:
+    lat, lon = cell_center(int(cell, 16))
+    return box[0] <= lon <= box[2] and box[1] <= lat <= box[3]
+
+
+def polygon(cell: str) -> list[list[float]]:
+    """The cell's hexagon as a closed GeoJSON ring ([lon, lat], counter-clockwise)."""
+    ring_ = [[lon, lat] for lat, lon in cell_boundary(int(cell, 16))]
+    if _signed_area(ring_) < 0:
+        ring_.reverse()
+    return [*ring_, ring_[0]]
+
+
+def _signed_area(ring_: Sequence[Sequence[float]]) -> float:
+    return 0.5 * sum(
+        a[0] * b[1] - b[0] * a[1] for a, b in zip(ring_, [*ring_[1:], ring_[0]], strict=True)
+    )
+
+
+def peak_hours(profile: Sequence[float], n: int = 3) -> list[int]:
+    """The ``n`` hours of the week with the most weight (Monday 00h = 0).
+
+    >>> peak_hours([0.0] * 10 + [5.0, 1.0] + [0.0] * 156, 2)
+    [10, 11]
+    """
+    best = sorted(range(len(profile)), key=lambda h: (-profile[h], h))[:n]
+    return [h for h in best if profile[h] > 0]
+
+
+def window_hours(day: str, start: str, end: str) -> list[int]:
+    """Hours of the week (Monday 00h = 0) from ``day`` ``start`` to ``end``;
+    an end at or before the start runs into the next day.
+
+    >>> window_hours("fri", "22:00", "02:00")
+    [118, 119, 120, 121]
+    >>> window_hours("sun", "23:00", "01:00")
+    [167, 0]
+    """
+    if day.lower()[:3] not in DAYS:
+        raise HTTPException(422, f"day must be one of {', '.join(DAYS)}")
+    first = _hour(start, "from")
+    last = _hour(end, "to")
+    span = (last - first) % 24 or 24
+    base = DAYS.index(day.lower()[:3]) * 24 + first
+    return [(base + h) % 168 for h in range(span)]
+
+
+def _hour(text: str, name: str) -> int:
+    try:
+        hh, mm = text.split(":")
+        hour, minute = int(hh), int(mm)
+    except ValueError:
+        raise HTTPException(422, f"{name} is HH:MM") from None
+    if not (0 <= hour < 24 and minute == 0):
+        raise HTTPException(422, f"{name} must be a whole hour, 00:00 to 23:00")
+    return hour
+
+
+def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
+    """Run the API until interrupted (``hotspots serve``)."""
+    import uvicorn
+
+    uvicorn.run(
+        build(settings),
+        host=host or settings.api.host,
+        port=port if port is not None else settings.api.port,
+        log_level="info",
+        access_log=False,
+        timeout_graceful_shutdown=5,  # push clients never end by themselves
+    )
+
+
+__all__ = ["build", "serve", "token_digest"]

@@ -1,0 +1,356 @@
+"""The HTTP API and live push against a real Redis filled from real records,
+served by a real uvicorn on a local port, called by real HTTP, SSE and
+WebSocket clients."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import h3
+import httpx
+import orjson
+import pytest
+import redis.asyncio as aioredis
+import uvicorn
+import websockets
+
+from streamer import api as api_module
+from streamer import app
+from streamer.adapters.publisher import Publisher, channel
+from streamer.settings import Settings, load_settings
+from tests import oracle
+from tests.integration.test_store_exact import to_op
+
+DISPLAY, DISPATCH = "display-secret", "dispatch-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def settings_for(namespace: str, redis_url: str, **api: Any) -> Settings:
+    return load_settings(
+        overrides={
+            "store": {"namespace": namespace, "redis_url": redis_url},
+            "grid": {"timezone": "America/New_York"},
+            "time": {"clock": "event"},  # now = the newest event (the records are old)
+            "api": {
+                "tokens": {
+                    "wall": {"token_sha256": api_module.token_digest(DISPLAY), "role": "display"},
+                    "cad": {"token_sha256": api_module.token_digest(DISPATCH), "role": "dispatch"},
+                },
+                "heartbeat": "1s",
+                **api,
+            },
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[oracle.Row]:
+    return oracle.read_rows(oracle.SAMPLE, limit=4000)
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings, client: aioredis.Redis) -> AsyncIterator[str]:
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            api_module.build(settings, client),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            timeout_graceful_shutdown=2,
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+        if task.done():
+            task.result()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+async def filled(settings: Settings, client: aioredis.Redis, rows: list[oracle.Row]) -> float:
+    """Apply the rows; returns 'now' (a minute after the newest)."""
+    store = app.store(settings, client)
+    scorer = app.scorer(settings)
+    now_s = max(r.t_s for r in rows) + 60
+    await store.apply([to_op(scorer, "upsert", r) for r in rows], now_s=now_s)
+    return now_s
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_tokens_and_roles(client: aioredis.Redis, namespace: str, redis_url: str) -> None:
+    settings = settings_for(namespace, redis_url)
+    async with serving(settings, client) as host, httpx.AsyncClient(base_url=f"http://{host}") as h:
+        for path in ("/healthz", "/readyz", "/metrics"):
+            assert (await h.get(path)).status_code == 200, path
+        for path in ("/v1/hotspots", "/v1/config", "/v1/risk?lat=39.95&lon=-75.16"):
+            no = await h.get(path)
+            assert no.status_code == 401 and "secret" not in no.text
+            assert (await h.get(path, headers=auth("wrong"))).status_code == 401
+        assert (
+            await h.get("/v1/risk?lat=39.95&lon=-75.16", headers=auth(DISPLAY))
+        ).status_code == 403
+        assert (
+            await h.get("/v1/risk?lat=39.95&lon=-75.16", headers=auth(DISPATCH))
+        ).status_code == 200
+        assert (await h.get("/v1/config", params={"access_token": DISPLAY})).status_code == 200
+        assert (await h.get("/", headers={})).status_code in (200, 404)  # the page itself is open
+
+
+async def test_hotspots_match_the_oracle(
+    client: aioredis.Redis, namespace: str, redis_url: str, rows: list[oracle.Row]
+) -> None:
+    settings = settings_for(namespace, redis_url)
+    now_s = await filled(settings, client, rows)
+    table = oracle.weights()
+    want = oracle.scores(rows, 9, 7 * 86400.0, now_s, *table)
+    best = sorted(want.items(), key=lambda kv: -kv[1])[:10]
+    async with serving(settings, client) as host, httpx.AsyncClient(base_url=f"http://{host}") as h:
+        got = await h.get(
+            "/v1/hotspots",
+            params={"horizon": "week", "resolution": 9, "limit": 10},
+            headers=auth(DISPLAY),
+        )
+        assert got.status_code == 200
+        body = got.json()
+        assert body["sequence"] >= 1
+        items = body["hotspots"]
+        assert [i["rank"] for i in items] == list(range(1, 11))
+        # the API decays to the newest event; the oracle to a minute later:
+        # compare the order and the relative sizes
+        assert [i["cell"] for i in items] == [c for c, _ in best]
+        ratio = items[0]["score"] / best[0][1]
+        for item, (_, expected) in zip(items, best, strict=True):
+            assert item["score"] == pytest.approx(expected * ratio, rel=1e-9)
+        assert all(0 < i["share"] <= 1 for i in items)
+        assert sum(i["share"] for i in items) <= 1.0 + 1e-9
+        assert all(i["trend"] is not None and i["trend"] >= 0 for i in items)
+        assert all(len(i["polygon"]) == 7 and i["polygon"][0] == i["polygon"][-1] for i in items)
+        assert all(i["count"] >= 1 and i["families"] for i in items)
+
+        geo = await h.get(
+            "/v1/hotspots",
+            params={"horizon": "week", "resolution": 9, "limit": 5, "format": "geojson"},
+            headers=auth(DISPLAY),
+        )
+        doc = geo.json()
+        assert doc["type"] == "FeatureCollection" and len(doc["features"]) == 5
+        feature = doc["features"][0]
+        assert feature["geometry"]["type"] == "Polygon"
+        ring = feature["geometry"]["coordinates"][0]
+        assert h3.latlng_to_cell(ring[0][1], ring[0][0], 9) in {feature["id"]} | set(
+            h3.grid_disk(feature["id"], 1)
+        )
+        assert feature["properties"]["rank"] == 1
+
+        # bbox keeps only cells whose centre is inside; min_count is applied
+        lat, lon = h3.cell_to_latlng(items[0]["cell"])
+        box = f"{lon - 0.01},{lat - 0.01},{lon + 0.01},{lat + 0.01}"
+        boxed = (
+            await h.get(
+                "/v1/hotspots",
+                params={"horizon": "week", "resolution": 9, "bbox": box},
+                headers=auth(DISPLAY),
+            )
+        ).json()["hotspots"]
+        assert boxed and boxed[0]["cell"] == items[0]["cell"]
+        for item in boxed:
+            c_lat, c_lon = h3.cell_to_latlng(item["cell"])
+            assert abs(c_lat - lat) <= 0.01 and abs(c_lon - lon) <= 0.01
+
+        bad = await h.get("/v1/hotspots", params={"horizon": "decade"}, headers=auth(DISPLAY))
+        assert bad.status_code == 422 and "configured" in bad.text
+
+
+async def test_cells_risk_and_windows(
+    client: aioredis.Redis, namespace: str, redis_url: str, rows: list[oracle.Row]
+) -> None:
+    settings = settings_for(namespace, redis_url)
+    await filled(settings, client, rows)
+    async with serving(settings, client) as host, httpx.AsyncClient(base_url=f"http://{host}") as h:
+        top = (
+            await h.get(
+                "/v1/hotspots",
+                params={"horizon": "year", "resolution": 10, "limit": 1},
+                headers=auth(DISPLAY),
+            )
+        ).json()["hotspots"][0]
+        cell = top["cell"]
+        lat, lon = h3.cell_to_latlng(cell)
+        here = [r for r in rows if h3.latlng_to_cell(r.lat, r.lon, 10) == cell]
+        detail = (await h.get(f"/v1/cells/{cell}", headers=auth(DISPLAY))).json()
+        assert detail["count"] == len(here)
+        assert len(detail["neighbours"]) == 6
+        assert sum(detail["categories"]["counts"].values()) == len(here)
+        assert len(detail["hour_of_week"]) == 168
+        assert (await h.get("/v1/cells/nothex", headers=auth(DISPLAY))).status_code == 404
+
+        risk = (
+            await h.get("/v1/risk", params={"lat": lat, "lon": lon}, headers=auth(DISPATCH))
+        ).json()
+        by_res = {c["resolution"]: c for c in risk["cells"]}
+        assert {r: c["cell"] for r, c in by_res.items()} == {
+            r: h3.latlng_to_cell(lat, lon, r) for r in (8, 9, 10)
+        }
+        year = by_res[10]["horizons"]["year"]
+        assert year["rank"] == 1 and year["hotspot"] and year["percentile"] == pytest.approx(100)
+
+        win = (
+            await h.get(
+                "/v1/windows",
+                params={"day": "fri", "from": "22:00", "to": "02:00", "resolution": 9},
+                headers=auth(DISPLAY),
+            )
+        ).json()
+        assert win["hours_of_week"] == [118, 119, 120, 121]
+        assert win["hotspots"] and win["hotspots"][0]["rank"] == 1
+        bad = await h.get(
+            "/v1/windows",
+            params={"day": "someday", "from": "22:00", "to": "02:00"},
+            headers=auth(DISPLAY),
+        )
+        assert bad.status_code == 422
+
+
+async def test_min_count_hides_sparse_cells(
+    client: aioredis.Redis, namespace: str, redis_url: str, rows: list[oracle.Row]
+) -> None:
+    settings = settings_for(namespace, redis_url, min_count=3)
+    await filled(settings, client, rows)
+    async with serving(settings, client) as host, httpx.AsyncClient(base_url=f"http://{host}") as h:
+        items = (
+            await h.get(
+                "/v1/hotspots",
+                params={"horizon": "year", "resolution": 10, "limit": 200},
+                headers=auth(DISPLAY),
+            )
+        ).json()["hotspots"]
+        assert items and all(i["count"] >= 3 for i in items)
+
+
+async def sse_messages(host: str, out: asyncio.Queue[dict[str, Any]]) -> None:
+    async with (
+        httpx.AsyncClient(base_url=f"http://{host}", timeout=None) as h,
+        h.stream("GET", "/v1/stream", params={"access_token": DISPLAY}) as r,
+    ):
+        assert r.status_code == 200
+        async for line in r.aiter_lines():
+            if line.startswith("data: "):
+                await out.put(orjson.loads(line[6:]))
+
+
+async def next_of(q: asyncio.Queue[dict[str, Any]], kind: str) -> dict[str, Any]:
+    while True:
+        m = await asyncio.wait_for(q.get(), 10)
+        if m["type"] == kind:
+            return m
+
+
+async def test_push_snapshot_then_changes_in_order(
+    client: aioredis.Redis, namespace: str, redis_url: str, rows: list[oracle.Row]
+) -> None:
+    settings = settings_for(namespace, redis_url)
+    now_s = await filled(settings, client, rows[:2000])
+    store = app.store(settings, client)
+    publisher = Publisher(store, 10, lambda: now_s)
+    await publisher.tick()
+    async with serving(settings, client) as host:
+        sse: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        reader = asyncio.create_task(sse_messages(host, sse))
+        ws_url = f"ws://{host}/v1/ws?access_token={DISPLAY}"
+        async with websockets.connect(ws_url) as ws:
+            snap_ws = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+            snap_sse = await next_of(sse, "snapshot")
+            for snap in (snap_ws, snap_sse):
+                assert snap["type"] == "snapshot"
+                assert snap["sequence"] == await store.seq()
+                assert len(snap["lists"]["week:9"]) == 10
+            seen = snap_ws["sequence"]
+            scorer = app.scorer(settings)
+            for batch in (rows[2000:2500], rows[2500:3000]):
+                await store.apply([to_op(scorer, "upsert", r) for r in batch], now_s=now_s)
+                sent = await publisher.tick()
+                assert sent is not None
+                update = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+                while update["type"] != "update":
+                    update = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+                assert update["previous"] == seen  # no gap
+                assert update["sequence"] == sent["seq"] and update["lists"]
+                seen = update["sequence"]
+                via_sse = await next_of(sse, "update")
+                assert via_sse["sequence"] == update["sequence"]
+            heartbeat = await next_of(sse, "heartbeat")
+            assert heartbeat["sequence"] == seen
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
+            await reader
+
+
+def stalled_websocket(host: str) -> socket.socket:
+    """A WebSocket client that completes the handshake and then never reads
+    (with a small receive buffer, so the server feels it soon)."""
+    name, port = host.split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect((name, int(port)))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /v1/ws?access_token={DISPLAY} HTTP/1.1\r\nHost: {host}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+async def test_a_stalled_client_is_dropped_while_others_keep_receiving(
+    client: aioredis.Redis, namespace: str, redis_url: str
+) -> None:
+    settings = settings_for(namespace, redis_url, client_queue=8)
+    big = {f"week:{r}": {"entered": [["8a2a1072b59ffff", 1, 1.0]] * 4000} for r in (8, 9, 10)}
+    async with serving(settings, client) as host:
+        stalled = await asyncio.to_thread(stalled_websocket, host)
+        url = f"ws://{host}/v1/ws?access_token={DISPLAY}"
+        try:
+            async with websockets.connect(url, max_size=None) as healthy:
+                assert orjson.loads(await healthy.recv())["type"] == "snapshot"
+                received = 0
+                for seq in range(1, 101):
+                    body = {"seq": seq, "previous": seq - 1, "at": 0.0, "lists": big}
+                    await client.publish(channel(app.store(settings, client)), orjson.dumps(body))
+                    while True:  # the healthy client reads everything as it comes
+                        m = orjson.loads(await asyncio.wait_for(healthy.recv(), 10))
+                        if m["type"] == "update":
+                            assert m["sequence"] == seq
+                            received += 1
+                            break
+                assert received == 100
+            async with httpx.AsyncClient(base_url=f"http://{host}") as h:
+                metrics = (await h.get("/metrics")).text
+            assert "hotspots_push_dropped_total 1.0" in metrics
+        finally:
+            stalled.close()

@@ -1,0 +1,146 @@
+"""The wall display end to end, in headless Chromium (Debian's chromium and
+chromium-driver): the real broker, a worker, the publisher, the API server
+and the page. Hexagons render; an event published to Kafka changes the page
+within seconds; the stale warning appears when updates stop. A screenshot
+is saved to ``test-artifacts/display.png`` (``HOTSPOTS_ARTIFACTS`` to move it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+
+from streamer import app
+from streamer.adapters.broker import LocalBroker
+from streamer.adapters.publisher import Publisher
+from streamer.adapters.store import EngineClock
+from streamer.api import token_digest
+from tests import oracle
+from tests.integration.test_api import DISPLAY, serving
+from tests.pipeline_support import consumer_for, publish, running, settings_for, wait_applied
+
+ARTIFACTS = Path(os.environ.get("HOTSPOTS_ARTIFACTS", Path(__file__).parents[2] / "test-artifacts"))
+
+
+def browser() -> webdriver.Chrome:
+    chromium = shutil.which("chromium")
+    driver = shutil.which("chromedriver")
+    if chromium is None or driver is None:
+        pytest.fail(
+            "headless display tests need Debian's chromium and chromium-driver "
+            "(`apt-get install chromium chromium-driver`; .ci/run installs them)"
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1920,1080",
+    ):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+@contextlib.asynccontextmanager
+async def publishing(publisher: Publisher, clock: EngineClock) -> AsyncIterator[None]:
+    """The leader's publication timer, every 0.2 s."""
+
+    async def loop() -> None:
+        while True:
+            await clock.refresh()
+            await publisher.tick()
+            await asyncio.sleep(0.2)
+
+    task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def until(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = await asyncio.to_thread(check)
+        if value:
+            return value
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"within {timeout_s} s: {what}")
+
+
+async def test_the_wall_display_renders_updates_and_warns_when_stale(
+    broker: LocalBroker, client: aioredis.Redis, namespace: str, redis_url: str
+) -> None:
+    rows = oracle.read_rows(oracle.SAMPLE, limit=3000)
+    settings = settings_for(
+        namespace,
+        broker.bootstrap,
+        redis_url,
+        api={
+            "tokens": {"wall": {"token_sha256": token_digest(DISPLAY), "role": "display"}},
+            "stale_after": "3s",
+            "heartbeat": "1s",
+        },
+    )
+    k = settings.kafka
+    app.ensure_topics(settings)
+    worker = consumer_for(settings, client)
+    store = worker.store
+    clock = EngineClock(store, settings.time.clock)
+    publisher = Publisher(store, settings.publish.top_n, clock)
+    driver = await asyncio.to_thread(browser)
+    try:
+        async with running(worker), serving(settings, client) as host:
+            first = publish(k.bootstrap, k.incidents_topic, [("upsert", r) for r in rows[:2500]])
+            await wait_applied(store, first.last_offsets)
+            async with publishing(publisher, clock):
+                await asyncio.to_thread(driver.get, f"http://{host}/?token={DISPLAY}")
+
+                def state() -> dict[str, Any]:
+                    got = driver.execute_script("return window.hotspotsDisplay || null")
+                    return dict(got) if got else {}
+
+                await until(lambda: state().get("hexCount", 0) > 0, 30, "hexagons drawn")
+                hexes = driver.find_elements(By.CSS_SELECTOR, '[data-testid="hex"]')
+                assert len(hexes) >= 10
+                assert driver.find_elements(By.CSS_SELECTOR, '[data-testid="ranked-list"] *')
+                banner = driver.find_element(By.CSS_SELECTOR, '[data-testid="stale-banner"]')
+                assert not banner.is_displayed()
+                ARTIFACTS.mkdir(parents=True, exist_ok=True)
+                await asyncio.to_thread(driver.save_screenshot, str(ARTIFACTS / "display.png"))
+
+                before = int(state()["sequence"])
+                # one more burst of real events: the page follows within seconds
+                more = publish(k.bootstrap, k.incidents_topic, [("upsert", r) for r in rows[2500:]])
+                await wait_applied(store, more.last_offsets)
+                await until(lambda: int(state().get("sequence", 0)) > before, 15, "page updated")
+                shown = driver.find_element(By.CSS_SELECTOR, '[data-testid="sequence"]').text
+                assert int(shown) > before
+            # the publisher stopped: heartbeats stop moving the data; after
+            # api.stale_after the warning shows
+            await until(
+                lambda: driver.find_element(
+                    By.CSS_SELECTOR, '[data-testid="stale-banner"]'
+                ).is_displayed(),
+                20,
+                "stale warning shown",
+            )
+            await asyncio.to_thread(driver.save_screenshot, str(ARTIFACTS / "display-stale.png"))
+    finally:
+        await asyncio.to_thread(driver.quit)

@@ -208,8 +208,12 @@ def _tail(path: Path, max_bytes: int = 3000) -> str:
 
 
 def _worker_ready(port: int) -> bool:
+    return _ready(f"http://127.0.0.1:{port}/readyz")
+
+
+def _ready(url: str) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1.0) as reply:
+        with urllib.request.urlopen(url, timeout=1.0) as reply:
             return bool(reply.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -241,6 +245,8 @@ class Demo:
         self.worker: subprocess.Popen[bytes] | None = None
         self.worker_log: Path | None = None
         self.worker_port: int | None = None
+        self.server: subprocess.Popen[bytes] | None = None
+        self.server_log: Path | None = None
         self.replay_thread: threading.Thread | None = None
         self.replay = ReplayState()
         self.settings: Settings | None = None
@@ -341,6 +347,7 @@ class Demo:
             f"worker ready after {self.elapsed():.1f} s "
             f"(metrics at http://127.0.0.1:{self.worker_port}/metrics)"
         )
+        self._start_server(settings)
         self.say(
             f"pids: broker={self.broker.pid} worker={self.worker.pid if self.worker else '-'} "
             f"valkey={self.embedded.pid if self.embedded else '-'}"
@@ -414,6 +421,45 @@ class Demo:
                 start_new_session=True,  # a terminal Ctrl-C reaches the demo, not the worker
             )
         self.say(f"worker pid {self.worker.pid} starting (log {self.worker_log})")
+
+    def _start_server(self, settings: Settings) -> None:
+        """``hotspots serve`` with a display token of this run only; prints
+        the wall display's address."""
+        import secrets
+
+        from streamer.adapters.broker import free_port
+        from streamer.api import token_digest
+
+        assert self.tmp is not None
+        token = secrets.token_urlsafe(16)
+        port = free_port()
+        env = _worker_env(settings)
+        env["HOTSPOTS_API__TOKENS"] = (
+            f'{{demo = {{token_sha256 = "{token_digest(token)}", role = "admin"}}}}'
+        )
+        command = [sys.executable, "-m", "streamer.cli"]
+        if self.options.config:
+            command += ["--config", str(Path(self.options.config).resolve())]
+        command += ["serve", "--host", "127.0.0.1", "--port", str(port)]
+        self.server_log = self.tmp / "serve.log"
+        with open(self.server_log, "ab") as log:
+            self.server = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.tmp,
+                env=env,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
+        while not _ready(f"http://127.0.0.1:{port}/readyz"):
+            if self.server.poll() is not None or time.monotonic() > deadline:
+                self.say(f"the API server did not start:\n{_tail(self.server_log)}")
+                return
+            time.sleep(0.1)
+        self.say(f"wall display: http://127.0.0.1:{port}/?token={token}")
+        self.say(f"API: http://127.0.0.1:{port}/v1/hotspots (Authorization: Bearer {token})")
 
     def _wait_for_worker(self) -> None:
         assert self.worker is not None and self.worker_port is not None
@@ -569,6 +615,9 @@ class Demo:
         self.signals.stop.set()
         if self.replay_thread is not None:
             self.replay_thread.join(timeout=30.0)
+        if self.server is not None:
+            code = _stop_process(self.server, WORKER_STOP_TIMEOUT_S)
+            self.say(f"API server pid {self.server.pid} stopped (exit code {code})")
         if self.worker is not None:
             code = _stop_process(self.worker, WORKER_STOP_TIMEOUT_S)
             self.say(f"worker pid {self.worker.pid} stopped (exit code {code})")

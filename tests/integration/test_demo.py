@@ -96,5 +96,10 @@ def test_demo_replays_through_kafka_and_cleans_up(redis_url: str, namespace: str
     assert bootstrap is not None and web_port is not None
     assert _matching(f"tansu.*{re.escape(bootstrap.group(1))}") == []
     assert _matching(f"streamer.cli run --web-port {web_port.group(1)}") == []
+    # The wall display was served, and its server stopped too.
+    display = re.search(r"wall display: http://127\.0\.0\.1:(\d+)/\?token=\S+", out)
+    assert display is not None, out[-3000:]
+    assert re.search(r"API server pid \d+ stopped \(exit code", out), out[-3000:]
+    assert _matching(f"streamer.cli serve --host 127.0.0.1 --port {display.group(1)}") == []
     tmp = re.search(r"temporary files in (\S+)", out)
     assert tmp is not None and not Path(tmp.group(1)).exists()

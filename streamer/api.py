@@ -412,10 +412,12 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
         box = parse_bbox(bbox)
         at_s = await api.now()
         seq = await api.sequence()
-        rows = await ranked(horizon, resolution, family, at_s)
+        filtered = box is not None or api.settings.api.min_count > 0
+        rows = await ranked(horizon, resolution, family, at_s, seq, limit, filtered)
         picked: list[tuple[Ranked, CellDetails]] = []
-        for start in range(0, len(rows), max(limit * 2, 50)):
-            chunk = rows[start : start + max(limit * 2, 50)]
+        step = max(limit * 2, 50)
+        for start in range(0, len(rows), step):
+            chunk = rows[start : start + step]
             if box is not None:
                 chunk = [r for r in chunk if in_box(r.cell, box)]
             details = await store.cells([r.cell for r in chunk], at_s)
@@ -699,12 +701,42 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
         shorter = [n for n in store.names if store.horizons[n] < store.horizons[horizon]]
         return max(shorter, key=lambda n: store.horizons[n]) if shorter else None
 
+    family_rankings: dict[tuple[str, int, str, int], list[tuple[float, str]]] = {}
+
     async def ranked(
-        horizon: str, resolution: int, family: str | None, at_s: float
+        horizon: str,
+        resolution: int,
+        family: str | None,
+        at_s: float,
+        seq: int,
+        limit: int,
+        filtered: bool,
     ) -> list[Ranked]:
-        rows = await store.ranking(horizon, resolution, at_s)
+        """Candidates best first: the top ``limit`` when nothing filters
+        them, else the whole ranking; by a family's score when asked (the
+        whole ranking read once per sequence number)."""
         if family is None:
-            return rows
+            return await store.top(horizon, resolution, 10**9 if filtered else limit, at_s)
+        key = (horizon, resolution, family, seq)
+        if key not in family_rankings:
+            family_rankings.clear()  # (the sequence moved on)
+            family_rankings[key] = await by_family(horizon, resolution, family, at_s)
+        landmark = (await store.landmarks()).get(horizon, 0)
+        factor = decay.decay_factor(at_s, store.horizons[horizon], landmark)
+        floor = store.prune_below
+        return [
+            Ranked(c, i + 1, v * factor)
+            for i, (v, c) in enumerate(family_rankings[key])
+            if v * factor >= floor
+        ]
+
+    async def by_family(
+        horizon: str, resolution: int, family: str, at_s: float
+    ) -> list[tuple[float, str]]:
+        """Cells by their stored (undecayed) score for one family."""
+        rows = await store.ranking(horizon, resolution, at_s)
+        landmark = (await store.landmarks()).get(horizon, 0)
+        undo = 1.0 / decay.decay_factor(at_s, store.horizons[horizon], landmark)
         scored: list[tuple[float, str]] = []
         for start in range(0, len(rows), 2000):
             chunk = rows[start : start + 2000]
@@ -712,10 +744,10 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
             for r in chunk:
                 d = details.get(r.cell)
                 v = d.family_scores.get(family, {}).get(horizon, 0.0) if d else 0.0
-                if v >= store.prune_below:
-                    scored.append((v, r.cell))
+                if v > 0:
+                    scored.append((v * undo, r.cell))
         scored.sort(key=lambda x: (-x[0], x[1]))
-        return [Ranked(c, i + 1, v) for i, (v, c) in enumerate(scored)]
+        return scored
 
     return app
 

@@ -176,6 +176,21 @@ async def test_hotspots_match_the_oracle(
             c_lat, c_lon = h3.cell_to_latlng(item["cell"])
             assert abs(c_lat - lat) <= 0.01 and abs(c_lon - lon) <= 0.01
 
+        # by family: ranked by that family's score (each cell's own breakdown)
+        family = max(items[0]["families"], key=items[0]["families"].get)
+        fam = (
+            await h.get(
+                "/v1/hotspots",
+                params={"horizon": "week", "resolution": 9, "limit": 10, "family": family},
+                headers=auth(DISPLAY),
+            )
+        ).json()["hotspots"]
+        assert fam and [i["rank"] for i in fam] == list(range(1, len(fam) + 1))
+        scores = [i["score"] for i in fam]
+        assert scores == sorted(scores, reverse=True)
+        for item in fam:
+            assert item["score"] == pytest.approx(item["families"][family], rel=1e-9)
+
         bad = await h.get("/v1/hotspots", params={"horizon": "decade"}, headers=auth(DISPLAY))
         assert bad.status_code == 422 and "configured" in bad.text
 

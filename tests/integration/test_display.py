@@ -1,7 +1,8 @@
 """The wall display end to end, in headless Chromium (Debian's chromium and
 chromium-driver): the real broker, a worker, the publisher, the API server
 and the page. Hexagons render; an event published to Kafka changes the page
-within seconds; the stale warning appears when updates stop. A screenshot
+within seconds; a gap in the updates makes it re-sync; the stale warning
+appears when updates stop. A screenshot
 is saved to ``test-artifacts/display.png`` (``HOTSPOTS_ARTIFACTS`` to move it).
 """
 
@@ -16,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 from selenium import webdriver
@@ -24,7 +26,7 @@ from selenium.webdriver.common.by import By
 
 from streamer import app
 from streamer.adapters.broker import LocalBroker
-from streamer.adapters.publisher import Publisher
+from streamer.adapters.publisher import Publisher, channel
 from streamer.adapters.store import EngineClock
 from streamer.api import token_digest
 from tests import oracle
@@ -132,6 +134,17 @@ async def test_the_wall_display_renders_updates_and_warns_when_stale(
                 await until(lambda: int(state().get("sequence", 0)) > before, 15, "page updated")
                 shown = driver.find_element(By.CSS_SELECTOR, '[data-testid="sequence"]').text
                 assert int(shown) > before
+
+                # a gap (an update that does not follow the last one seen)
+                # makes the page re-sync from a fresh snapshot
+                await asyncio.sleep(1.0)  # the publisher's last ticks for the burst
+                last = int(await client.hget(store.key("published"), "seq") or 0)
+                await until(lambda: state().get("sequence") == last, 10, "page settled")
+                snapshots = int(state()["snapshots"])
+                bogus = {"seq": 10**9, "previous": -1, "at": 0.0, "lists": {}}
+                await client.publish(channel(store), orjson.dumps(bogus))
+                await until(lambda: int(state()["snapshots"]) > snapshots, 15, "re-synced")
+                await until(lambda: state().get("sequence") == last, 10, "snapshot's seq")
             # the publisher stopped: heartbeats stop moving the data; after
             # api.stale_after the warning shows
             await until(

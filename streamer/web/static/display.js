@@ -60,6 +60,7 @@ const status = {
   sequence: null,
   lastMessageAt: null, // POSIX seconds (display clock) of the last stream message
   hexCount: 0,
+  snapshots: 0, // snapshots received: the first, then one per re-sync or reconnect
   stale: false,
   connected: false,
   horizon: null,
@@ -430,6 +431,7 @@ function onMessage(message, sequence) {
   status.lastMessageAt = Date.now() / 1000;
   state.lastDataAt = Number.isFinite(message.at) ? message.at : status.lastMessageAt;
   status.sequence = sequence;
+  if (message.type === "snapshot") status.snapshots += 1;
   dom.sequence.textContent = Number.isInteger(sequence) ? String(sequence) : "";
   dom.updatedAt.textContent = state.formatTime(state.lastDataAt);
   if (message.type === "snapshot") loadAlerts();

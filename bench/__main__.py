@@ -2,14 +2,15 @@
 
 Runs ``bench.backfill`` (the full Philadelphia file into Redis), then
 ``bench.pipeline`` (Kafka to Redis: raw ceiling, engine, per-event faust
-agent, latency), each with its default arguments, and prints both.
+agent, latency), then ``bench.api`` (HTTP latency under load, push
+delivery), each with its default arguments, and prints them.
 """
 
 from __future__ import annotations
 
 import sys
 
-from bench import backfill, pipeline
+from bench import api, backfill, pipeline
 
 
 def main() -> None:
@@ -19,6 +20,8 @@ def main() -> None:
         backfill.main()
         print("\n== bench.pipeline ==", flush=True)
         pipeline.main([])
+        print("\n== bench.api ==", flush=True)
+        api.main([])
     finally:
         sys.argv = argv
 

@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import heapq
 import hmac
 import logging
 import math
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -97,14 +99,17 @@ class Client:
 
 
 async def first_of(*jobs: Awaitable[Any]) -> None:
-    """Run the jobs until the first ends; cancel the rest."""
+    """Run the jobs until the first ends; cancel the rest (an error that
+    ended one is logged: the push client it served is gone)."""
     tasks = [asyncio.ensure_future(j) for j in jobs]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for t in tasks:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for result in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(result, Exception) and not isinstance(result, WebSocketDisconnect):
+                log.warning("push_client_ended error=%r", result)
 
 
 class PushResponse(Response):
@@ -258,7 +263,9 @@ class Api:
 
 def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
     """The ASGI app for ``settings`` (tests pass their own Redis client)."""
-    store = wiring.store(settings, client)
+    own_client = client is None
+    # push clients and requests share the pool: room for many, waiting when full
+    store = wiring.store(settings, client or wiring.redis_client(settings, max_connections=512))
     metrics = Metrics()
     hub = Hub(store, settings.api.client_queue, metrics)
     boundary_path = settings.api.boundary or settings.events.boundary or str(DEFAULT_BOUNDARY)
@@ -279,7 +286,7 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
             yield
         finally:
             await hub.stop()
-            if client is None:
+            if own_client:
                 await store.client.aclose()
 
     app = FastAPI(
@@ -486,7 +493,7 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
                 },
                 media_type="application/geo+json",
             )
-        return JSONResponse(body)
+        return Response(orjson.dumps(body), media_type="application/json")
 
     @app.get("/v1/cells/{cell}", dependencies=[anyone])
     async def cell_detail(cell: str) -> dict[str, Any]:
@@ -660,10 +667,18 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
             hub.leave(client)
             metrics.push_clients.labels("all").dec()
 
+    pulse: dict[str, float | None] = {"read_at": 0.0, "tick_at": None}
+
     async def pipeline_age() -> float | None:
-        """Seconds since the publisher last ticked (None: it never did)."""
-        raw = await store.client.hget(store.key("published"), "tick_at")
-        return max(time.time() - float(raw), 0.0) if raw is not None else None
+        """Seconds since the publisher last ticked (None: it never did); the
+        pulse is read at most once a second for all clients."""
+        now = time.time()
+        if now - (pulse["read_at"] or 0.0) >= 1.0:
+            raw = await store.client.hget(store.key("published"), "tick_at")
+            pulse["tick_at"] = float(raw) if raw is not None else None
+            pulse["read_at"] = now
+        tick_at = pulse["tick_at"]
+        return max(now - tick_at, 0.0) if tick_at is not None else None
 
     async def snapshot() -> dict[str, Any]:
         raw = await store.client.hgetall(store.key("published"))
@@ -802,7 +817,7 @@ def peak_hours(profile: Sequence[float], n: int = 3) -> list[int]:
     >>> peak_hours([0.0] * 10 + [5.0, 1.0] + [0.0] * 156, 2)
     [10, 11]
     """
-    best = sorted(range(len(profile)), key=lambda h: (-profile[h], h))[:n]
+    best = heapq.nlargest(n, range(len(profile)), key=profile.__getitem__)
     return [h for h in best if profile[h] > 0]
 
 
@@ -835,10 +850,27 @@ def _hour(text: str, name: str) -> int:
     return hour
 
 
+class _RedactTokens(logging.Filter):
+    """Keeps ``access_token=...`` out of the server's log lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.args = tuple(
+                _TOKEN_IN_URL.sub(r"\1<redacted>", a) if isinstance(a, str) else a
+                for a in (record.args if isinstance(record.args, tuple) else (record.args,))
+            )
+        record.msg = _TOKEN_IN_URL.sub(r"\1<redacted>", str(record.msg))
+        return True
+
+
+_TOKEN_IN_URL = re.compile(r"(access_token=)[^&\s\"']+")
+
+
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
     """Run the API until interrupted (``hotspots serve``)."""
     import uvicorn
 
+    logging.getLogger("uvicorn.error").addFilter(_RedactTokens())
     uvicorn.run(
         build(settings),
         host=host or settings.api.host,
@@ -846,6 +878,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
         log_level="info",
         access_log=False,
         timeout_graceful_shutdown=5,  # push clients never end by themselves
+        ws_per_message_deflate=False,  # compressing each update per client cost ~40 % of push CPU
     )
 
 

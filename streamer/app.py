@@ -57,11 +57,18 @@ def scorer(settings: Settings) -> Scorer:
     )
 
 
-def redis_client(settings: Settings) -> aioredis.Redis:
-    """An asyncio Redis client for the configured URL."""
-    return aioredis.Redis.from_url(
-        settings.store.redis_url, socket_timeout=30, health_check_interval=15
+def redis_client(settings: Settings, max_connections: int = 64) -> aioredis.Redis:
+    """An asyncio Redis client for the configured URL. When all its
+    connections are busy a caller waits for one (up to 10 s) rather than
+    failing at once, as redis-py's default pool does."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.store.redis_url,
+        max_connections=max_connections,
+        timeout=10,
+        socket_timeout=30,
+        health_check_interval=15,
     )
+    return aioredis.Redis(connection_pool=pool)
 
 
 def store(settings: Settings, client: aioredis.Redis | None = None) -> Store:

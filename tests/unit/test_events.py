@@ -37,6 +37,7 @@ DISTRICTS = next(
     (
         p
         for p in (
+            REPO / "data" / "philadelphia_police_districts.geojson",  # the shipped copy
             REPO / "data" / DISTRICTS_NAME,
             REPO.parent / "shared/data/philadelphia" / DISTRICTS_NAME,
         )

@@ -541,6 +541,7 @@ async function boot() {
   setNotice(null);
   state.config = config;
   state.formatTime = clockFormatter(config.timezone);
+  dom.clock.textContent = state.formatTime(Date.now() / 1000); // now in the area's zone
   chooseView(config);
   renderHeading();
   renderSwitches();

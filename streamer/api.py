@@ -112,6 +112,26 @@ async def first_of(*jobs: Awaitable[Any]) -> None:
                 log.warning("push_client_ended error=%r", result)
 
 
+class Timing:
+    """Request latency by route (pure ASGI: the decorator middleware costs
+    a task and a stream per request). Push streams are not timed."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("path") == "/v1/stream":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            name = getattr(scope.get("route"), "path", "other")
+            self.metrics.latency.labels(name).observe(time.perf_counter() - started)
+
+
 class PushResponse(Response):
     """Server-Sent Events for one hub client, ended when the client goes
     away or falls behind (then the connection is cut, not drained)."""
@@ -304,19 +324,12 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
             allow_headers=["Authorization"],
         )
 
-    @app.middleware("http")
-    async def timing(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-        except STORE_DOWN:
-            response = JSONResponse({"error": "store unavailable"}, status_code=503)
-        route = request.scope.get("route")
-        name = getattr(route, "path", "other")
-        metrics.latency.labels(name).observe(time.perf_counter() - started)
-        return response
+    async def store_unavailable(request: Request, exc: Exception) -> Response:
+        return JSONResponse({"error": "store unavailable"}, status_code=503)
+
+    for error in STORE_DOWN:
+        app.add_exception_handler(error, store_unavailable)
+    app.add_middleware(Timing, metrics=metrics)
 
     def role_of(token: str | None) -> str | None:
         if not token:
@@ -535,37 +548,26 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
         percentile and hot-spot status (in the top ``publish.top_n``) per horizon."""
         at_s = await api.now()
         cells = [cell_hex(cell_of(lat, lon, r)) for r in store.resolutions]
-        names = store.names
-        async with store.client.pipeline(transaction=False) as pipe:
-            pipe.hget(store.key("meta"), "seq")
-            pipe.hmget(store.key("meta"), [f"k:{n}" for n in names])
-            for res, c in zip(store.resolutions, cells, strict=True):
-                for n in names:
-                    key = store.key("rank", n, res)
-                    pipe.zrevrank(key, c)
-                    pipe.zscore(key, c)
-                    pipe.zcard(key)
-            seq_raw, k_raw, *rows = await pipe.execute()
+        pairs = list(zip(store.resolutions, cells, strict=True))
+        seq, landmarks, rows = await store.positions(pairs)
         top_n = api.settings.publish.top_n
         out = []
-        i = 0
-        for res, c in zip(store.resolutions, cells, strict=True):
+        for res, c, per in zip(store.resolutions, cells, rows, strict=True):
             horizons: dict[str, Any] = {}
-            for n, k in zip(names, k_raw, strict=True):
-                rank, stored, card = rows[i], rows[i + 1], rows[i + 2]
-                i += 3
-                if rank is None or k is None:
+            for n, found in per.items():
+                k = landmarks[n]
+                if found is None or k is None:
                     horizons[n] = {"rank": None, "score": 0.0, "percentile": 0.0, "hotspot": False}
                     continue
-                factor = decay.decay_factor(at_s, store.horizons[n], int(k))
+                rank, stored, size = found
                 horizons[n] = {
-                    "rank": int(rank) + 1,
-                    "score": float(stored) * factor,
-                    "percentile": 100.0 * (1.0 - int(rank) / max(int(card), 1)),
-                    "hotspot": int(rank) < top_n,
+                    "rank": rank + 1,
+                    "score": stored * decay.decay_factor(at_s, store.horizons[n], k),
+                    "percentile": 100.0 * (1.0 - rank / max(size, 1)),
+                    "hotspot": rank < top_n,
                 }
             out.append({"resolution": res, "cell": c, "horizons": horizons})
-        return {"at": at_s, "sequence": int(seq_raw or 0), "cells": out}
+        return {"at": at_s, "sequence": seq, "cells": out}
 
     @app.get("/v1/windows", dependencies=[anyone])
     async def windows(

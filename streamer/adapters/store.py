@@ -135,6 +135,9 @@ class Store:
         self._apply = client.register_script(_script("apply.lua"))
         self._merge = client.register_script(_script("merge.lua"))
         self._maintain = client.register_script(_script("maintain.lua"))
+        self._positions = client.register_script(
+            (resources.files("streamer.adapters") / "lua" / "positions.lua").read_text()
+        )
 
     # keys -------------------------------------------------------------
     def key(self, *parts: object) -> str:
@@ -468,6 +471,33 @@ class Store:
             sums["c"],
             profile,
         )
+
+    async def positions(
+        self, cells: Sequence[tuple[int, str]]
+    ) -> tuple[int, dict[str, int | None], list[dict[str, tuple[int, float, int] | None]]]:
+        """Where (resolution, cell) pairs stand, in one round trip: the
+        sequence number, each horizon's landmark, and per pair and horizon
+        ``(0-based rank from the top, stored score, ranking size)`` or None."""
+        args: list[Any] = [len(self.names), *self.names]
+        for res, cell in cells:
+            args += [res, cell]
+        raw = await self._run(self._positions, args)
+        seq = int(raw[0])
+        nh = len(self.names)
+        landmarks = {
+            n: int(v) if _text(v) != "" else None
+            for n, v in zip(self.names, raw[1 : 1 + nh], strict=True)
+        }
+        rows: list[dict[str, tuple[int, float, int] | None]] = []
+        i = 1 + nh
+        for _ in cells:
+            per: dict[str, tuple[int, float, int] | None] = {}
+            for n in self.names:
+                rank, score, size = int(raw[i]), _text(raw[i + 1]), int(raw[i + 2])
+                per[n] = (rank, float(score), size) if rank >= 0 and score else None
+                i += 3
+            rows.append(per)
+        return seq, landmarks, rows
 
     async def ranking(self, horizon: str, resolution: int, at_s: float) -> list[Ranked]:
         """The whole ranking, best first, scores decayed to ``at_s`` (cells

@@ -71,7 +71,6 @@ import pstats
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -88,9 +87,10 @@ import numpy as np
 import orjson
 import redis.asyncio as aioredis
 
-from bench.common import drop_namespace
+from bench.common import ROOT, drop_namespace, read_marker, spawn, stop_child, tail
 from bench.pipeline import machine
 from streamer import app
+from streamer.adapters.broker import free_port
 from streamer.adapters.files import load_profile, read_columns
 from streamer.adapters.publisher import Publisher
 from streamer.adapters.store import EngineClock, Store, StoreOp
@@ -98,7 +98,6 @@ from streamer.api import build, token_digest
 from streamer.core.events import Event
 from streamer.settings import Settings, load_settings
 
-ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "philadelphia_2025.csv.gz"
 RESULTS = ROOT / "bench" / "results" / "latest-api.json"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -127,12 +126,6 @@ def settings_for(namespace: str, redis_url: str) -> Settings:
             },
         }
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --------------------------------------------------------------------------- data
@@ -259,6 +252,13 @@ def cpu_share(before: Usage, after: Usage, requests: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- subprocesses
 
 
+async def _marker(proc: asyncio.subprocess.Process, marker: bytes, timeout: float) -> bytes:
+    found = await read_marker(proc, marker, timeout)
+    if found is None:
+        raise RuntimeError(f"subprocess {proc.pid} gave no {marker.decode().strip()}")
+    return found
+
+
 def _exit_with_parent() -> None:
     """Stop this subprocess when the benchmark that started it is gone."""
     parent = os.getppid()
@@ -269,63 +269,6 @@ def _exit_with_parent() -> None:
         os._exit(3)
 
     threading.Thread(target=watch, daemon=True).start()
-
-
-async def _spawn(mode: str, cfg: dict[str, Any], log_path: Path) -> asyncio.subprocess.Process:
-    with open(log_path, "ab") as log_file:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bench.api",
-            mode,
-            json.dumps(cfg),
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": _pythonpath()},
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=log_file,
-            start_new_session=True,  # a Ctrl-C reaches us; we stop them in order
-        )
-
-
-async def _read_marker(proc: asyncio.subprocess.Process, marker: bytes, timeout: float) -> bytes:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            line = await asyncio.wait_for(proc.stdout.readline(), deadline - time.monotonic())
-        except TimeoutError:
-            break
-        if not line:
-            break
-        if line.startswith(marker):
-            return line[len(marker) :].strip()
-    raise RuntimeError(f"subprocess {proc.pid} gave no {marker.decode().strip()}")
-
-
-async def _stop(proc: asyncio.subprocess.Process, timeout: float = 10.0) -> int:
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), timeout)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-    return int(proc.returncode or 0)
-
-
-def _pythonpath() -> str:
-    """The repository first, then whatever the caller had."""
-    return os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-
-
-def _tail(path: Path, n: int = 3000) -> str:
-    try:
-        return path.read_bytes()[-n:].decode(errors="replace")
-    except OSError:
-        return ""
 
 
 @contextlib.asynccontextmanager
@@ -346,17 +289,17 @@ async def server(
         "log_level": log_level,
     }
     log_path = workdir / f"server-{port}.log"
-    proc = await _spawn("_serve", cfg, log_path)
+    proc = await spawn("bench.api", "_serve", cfg, log_path)
     try:
         try:
-            await _read_marker(proc, b"READY", 60)
+            await _marker(proc, b"READY", 60)
         except RuntimeError:
-            raise RuntimeError(f"the server did not start; log:\n{_tail(log_path)}") from None
+            raise RuntimeError(f"the server did not start; log:\n{tail(log_path)}") from None
         yield f"http://127.0.0.1:{port}", proc.pid
     finally:
-        code = await _stop(proc)
+        code = await stop_child(proc, 10.0)
         if code not in (0, -signal.SIGTERM):
-            log(f"server exit code {code}; log:\n{_tail(log_path)}")
+            log(f"server exit code {code}; log:\n{tail(log_path)}")
 
 
 def _serve_child(cfg: dict[str, Any]) -> None:
@@ -565,12 +508,12 @@ async def measure_push(
     log_path = workdir / "push.log"
     clock = EngineClock(store, settings.time.clock)
     publisher = Publisher(store, settings.publish.top_n, clock)
-    proc = await _spawn("_push", cfg, log_path)
+    proc = await spawn("bench.api", "_push", cfg, log_path)
     try:
         try:
-            connect_s = float(await _read_marker(proc, b"READY ", 120))
+            connect_s = float(await _marker(proc, b"READY ", 120))
         except RuntimeError:
-            raise RuntimeError(f"push clients failed; log:\n{_tail(log_path)}") from None
+            raise RuntimeError(f"push clients failed; log:\n{tail(log_path)}") from None
         log(f"push: {clients} clients connected and past their snapshot in {connect_s:.2f} s")
         before = await usage(client, server_pid, proc.pid)
         published: list[dict[str, Any]] = []
@@ -592,12 +535,12 @@ async def measure_push(
                 }
             )
             await asyncio.sleep(interval_s)
-        await _read_marker(proc, b"DELIVERED", 60)
+        await _marker(proc, b"DELIVERED", 60)
         after = await usage(client, server_pid, proc.pid)
         log(f"push: delivered; then {1.5 * settings.api.heartbeat:g} s quiet (heartbeats)")
-        await _read_marker(proc, b"RESULT", 60)
+        await _marker(proc, b"RESULT", 60)
     finally:
-        await _stop(proc)
+        await stop_child(proc, 10.0)
     got = json.loads(out.read_text())
     acked = {p["seq"]: p["acked"] for p in published}
     started = {p["seq"]: p["tick_start"] for p in published}
@@ -663,14 +606,14 @@ async def measure_storm(base: str, clients: int, sse_share: float, workdir: Path
         "out": str(out),
     }
     log_path = workdir / "storm.log"
-    proc = await _spawn("_push", cfg, log_path)
+    proc = await spawn("bench.api", "_push", cfg, log_path)
     try:
         try:
-            await _read_marker(proc, b"RESULT", 60)
+            await _marker(proc, b"RESULT", 60)
         except RuntimeError:
-            raise RuntimeError(f"storm clients failed; log:\n{_tail(log_path)}") from None
+            raise RuntimeError(f"storm clients failed; log:\n{tail(log_path)}") from None
     finally:
-        await _stop(proc)
+        await stop_child(proc, 10.0)
     got = json.loads(out.read_text())
     result = {
         "clients": clients,

@@ -63,9 +63,8 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from bench.common import drop_namespace
+from bench.common import ROOT, drop_namespace, read_marker, spawn, stop_child, tail
 
-ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "philadelphia_2025.csv.gz"
 RESULTS = ROOT / "bench" / "results" / "latest-pipeline.json"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -397,60 +396,6 @@ def _agent_child(cfg: dict[str, Any]) -> None:
     Worker(fapp, loglevel="WARNING", quiet=True, redirect_stdouts=False).execute_from_commandline()
 
 
-async def _read_marker(
-    proc: asyncio.subprocess.Process, marker: bytes, timeout: float
-) -> bytes | None:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            line = await asyncio.wait_for(proc.stdout.readline(), deadline - time.monotonic())
-        except TimeoutError:
-            return None
-        if not line:
-            return None
-        at = line.find(marker)  # faust may put terminal control codes first
-        if at >= 0:
-            return line[at + len(marker) :].strip()
-    return None
-
-
-async def _stop_child(proc: asyncio.subprocess.Process, timeout: float = 15.0) -> int:
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), timeout)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-    return int(proc.returncode or 0)
-
-
-async def _spawn(mode: str, cfg: dict[str, Any], log_path: Path) -> asyncio.subprocess.Process:
-    with open(log_path, "ab") as log_file:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bench.pipeline",
-            mode,
-            json.dumps(cfg),
-            cwd=ROOT,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=log_file,
-            start_new_session=True,
-        )
-
-
-def _tail(path: Path, n: int = 3000) -> str:
-    try:
-        return path.read_bytes()[-n:].decode(errors="replace")
-    except OSError:
-        return ""
-
-
 async def measure_agent(
     bootstrap: str, events: int, run: int, redis_url: str, workdir: Path, max_seconds: float
 ) -> dict[str, Any]:
@@ -468,15 +413,15 @@ async def measure_agent(
         "datadir": str(datadir),
         "spawned": time.time(),
     }
-    proc = await _spawn("_agent", cfg, log_path)
+    proc = await spawn("bench.pipeline", "_agent", cfg, log_path)
     try:
-        raw = await _read_marker(proc, b"RESULT ", timeout=240)
+        raw = await read_marker(proc, b"RESULT ", timeout=240)
     finally:
-        code = await _stop_child(proc)
+        code = await stop_child(proc)
         await drop_namespace(client, namespace)
         await client.aclose()
     if raw is None:
-        raise RuntimeError(f"faust agent gave no result (exit {code}); log:\n{_tail(log_path)}")
+        raise RuntimeError(f"faust agent gave no result (exit {code}); log:\n{tail(log_path)}")
     result: dict[str, Any] = orjson.loads(raw)
     result["exit_code"] = code
     return result
@@ -624,12 +569,12 @@ async def measure_latency(
         "fetch_max_wait_ms": fetch_max_wait_ms,
     }
     log_path = workdir / f"engine-{run}.log"
-    proc = await _spawn("_engine", cfg, log_path)
+    proc = await spawn("bench.pipeline", "_engine", cfg, log_path)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
     tasks: list[asyncio.Task[None]] = []
     try:
-        if await _read_marker(proc, b"READY", timeout=60) is None:
-            raise RuntimeError(f"engine worker not ready; log:\n{_tail(log_path)}")
+        if await read_marker(proc, b"READY", timeout=60) is None:
+            raise RuntimeError(f"engine worker not ready; log:\n{tail(log_path)}")
         await producer.start()
         tasks = [asyncio.create_task(poll()), asyncio.create_task(listen())]
         await asyncio.sleep(0.5)  # the first fetch after the join
@@ -668,7 +613,7 @@ async def measure_latency(
             with contextlib.suppress(Exception):
                 await task
         await producer.stop()
-        code = await _stop_child(proc)
+        code = await stop_child(proc)
         stats_raw = None
         if proc.stdout is not None:
             rest = await proc.stdout.read()

@@ -406,21 +406,33 @@ class Demo:
         work = self.tmp / "worker"
         work.mkdir()
         self.worker_log = self.tmp / "worker.log"
+        self.worker = self._cli(
+            ["run", "--web-port", str(self.worker_port), "--loglevel", "warning"],
+            self.worker_log,
+            work,
+            _worker_env(settings),
+        )
+        self.say(f"worker pid {self.worker.pid} starting (log {self.worker_log})")
+
+    def _cli(
+        self, args: list[str], log_path: Path, cwd: Path, env: dict[str, str]
+    ) -> subprocess.Popen[bytes]:
+        """``hotspots ARGS`` (with this demo's --config) logging to ``log_path``,
+        in a session of its own: a terminal Ctrl-C reaches the demo, which
+        stops its children in order."""
         command = [sys.executable, "-m", "streamer.cli"]
         if self.options.config:
             command += ["--config", str(Path(self.options.config).resolve())]
-        command += ["run", "--web-port", str(self.worker_port), "--loglevel", "warning"]
-        with open(self.worker_log, "ab") as log:
-            self.worker = subprocess.Popen(
-                command,
+        with open(log_path, "ab") as log:
+            return subprocess.Popen(
+                [*command, *args],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                cwd=work,
-                env=_worker_env(settings),
-                start_new_session=True,  # a terminal Ctrl-C reaches the demo, not the worker
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
             )
-        self.say(f"worker pid {self.worker.pid} starting (log {self.worker_log})")
 
     def _start_server(self, settings: Settings) -> None:
         """``hotspots serve`` with a display token of this run only; prints
@@ -437,21 +449,10 @@ class Demo:
         env["HOTSPOTS_API__TOKENS"] = (
             f'{{demo = {{token_sha256 = "{token_digest(token)}", role = "admin"}}}}'
         )
-        command = [sys.executable, "-m", "streamer.cli"]
-        if self.options.config:
-            command += ["--config", str(Path(self.options.config).resolve())]
-        command += ["serve", "--host", "127.0.0.1", "--port", str(port)]
         self.server_log = self.tmp / "serve.log"
-        with open(self.server_log, "ab") as log:
-            self.server = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.tmp,
-                env=env,
-                start_new_session=True,
-            )
+        self.server = self._cli(
+            ["serve", "--host", "127.0.0.1", "--port", str(port)], self.server_log, self.tmp, env
+        )
         deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
         while not _ready(f"http://127.0.0.1:{port}/readyz"):
             if self.server.poll() is not None or time.monotonic() > deadline:

@@ -181,7 +181,6 @@ class Hub:
         self.client_queue = client_queue
         self.metrics = metrics
         self.clients: set[Client] = set()
-        self.sequence = 0
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -223,7 +222,6 @@ class Hub:
                     if raw.get("type") != "message":
                         continue
                     body = orjson.loads(raw["data"])
-                    self.sequence = int(body["seq"])
                     self.broadcast(
                         {
                             "type": "update",

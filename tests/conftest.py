@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 
 from streamer.adapters.broker import LocalBroker
 from streamer.adapters.redis_server import redis_answers
+from tests import oracle
 
 DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -93,3 +94,9 @@ def namespace(redis_url: str) -> Iterator[str]:
             _unlink_matching(client, pattern)
     finally:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def table() -> tuple[dict[str, float], float]:
+    """The oracle's category weights (included ones) and default weight."""
+    return oracle.weights()

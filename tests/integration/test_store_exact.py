@@ -28,11 +28,6 @@ def rows() -> list[oracle.Row]:
     return oracle.read_rows(oracle.SAMPLE, limit=12_000)
 
 
-@pytest.fixture(scope="module")
-def table() -> tuple[dict[str, float], float]:
-    return oracle.weights()
-
-
 def make_store(client: aioredis.Redis, namespace: str) -> Store:
     return Store(
         client,

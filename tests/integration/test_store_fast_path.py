@@ -27,11 +27,6 @@ def rows() -> list[oracle.Row]:
     return oracle.read_rows(oracle.SAMPLE, limit=3000)
 
 
-@pytest.fixture(scope="module")
-def table() -> tuple[dict[str, float], float]:
-    return oracle.weights()
-
-
 def sourced(op: StoreOp, source: str, offset: int) -> StoreOp:
     return dataclasses.replace(op, source=source, offset=offset)
 

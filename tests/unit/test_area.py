@@ -15,21 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamer.core.area import Area, Boundary
+from tests import oracle
 
-REPO = Path(__file__).resolve().parents[2]
-DISTRICTS_NAME = "police_districts.geojson"
-DISTRICTS = next(
-    (
-        p
-        for p in (
-            REPO / "data" / "philadelphia_police_districts.geojson",  # the shipped copy
-            REPO / "data" / DISTRICTS_NAME,
-            REPO.parent / "shared/data/philadelphia" / DISTRICTS_NAME,
-        )
-        if p.exists()
-    ),
-    REPO / "data" / DISTRICTS_NAME,
-)
+DISTRICTS = oracle.DISTRICTS
 F64 = np.ndarray[Any, np.dtype[np.float64]]
 
 

@@ -7,7 +7,6 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -30,21 +29,9 @@ from streamer.core.events import (
     parse_record,
     validate_columns,
 )
+from tests import oracle
 
-REPO = Path(__file__).resolve().parents[2]
-DISTRICTS_NAME = "police_districts.geojson"
-DISTRICTS = next(
-    (
-        p
-        for p in (
-            REPO / "data" / "philadelphia_police_districts.geojson",  # the shipped copy
-            REPO / "data" / DISTRICTS_NAME,
-            REPO.parent / "shared/data/philadelphia" / DISTRICTS_NAME,
-        )
-        if p.exists()
-    ),
-    REPO / "data" / DISTRICTS_NAME,
-)
+DISTRICTS = oracle.DISTRICTS
 
 NOW_S = 1_750_000_000.0  # 2025-06-15T15:06:40Z
 RULES = EventRules()

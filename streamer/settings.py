@@ -158,6 +158,48 @@ class ApiSettings(_Section):
     client_queue: int = Field(default=256, ge=1, le=100_000)
 
 
+ALERT_KINDS = ("opened", "escalated", "cleared", "merged")
+
+
+class WebhookSettings(_Section):
+    url: str = Field(pattern=r"^https?://")
+    secret_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")  # env var holding the HMAC key
+    kinds: list[str] = Field(default_factory=lambda: ["opened", "escalated", "cleared"])
+    timeout: DurationS = 5.0
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    backoff: DurationS = 1.0  # first retry delay; doubles per attempt, at most 5 minutes
+
+    @field_validator("kinds")
+    @classmethod
+    def _kinds(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(ALERT_KINDS))
+        if unknown:
+            raise ValueError(f"unknown alert kinds {unknown}: use some of {list(ALERT_KINDS)}")
+        return value
+
+
+class AlertSettings(_Section):
+    enabled: bool = True
+    resolution: int = Field(default=9, ge=0, le=15)
+    short: str = "day"  # the horizon whose score is tested
+    baseline: str = "year"  # the horizon that predicts it
+    interval: DurationS = 30.0  # detection tick (leader only)
+    false_alerts_per_day: float = Field(default=1.0, gt=0)
+    min_events: float = Field(default=3.0, ge=0)
+    prior: DurationS = 30 * 86400.0  # weight of the shrinkage prior, as exposure time
+    area_weight: float = Field(default=1.0, ge=0)  # the area-wide rate, as pseudo-neighbours
+    keep_ratio: float = Field(default=100.0, ge=1)
+    escalate_ratio: float = Field(default=100.0, gt=1)
+    clear_quiet: DurationS = 12 * 3600.0
+    pattern_days: int = Field(default=14, ge=3, le=120)
+    pattern_p: float = Field(default=0.05, gt=0, lt=1)
+    area_refresh: DurationS = 300.0
+    stream_max: int = Field(default=10_000, ge=100)
+    recent: int = Field(default=50, ge=0, le=10_000)
+    topic: str = "hotspots.alerts"
+    webhooks: dict[str, WebhookSettings] = Field(default_factory=dict)
+
+
 def _default_horizons() -> dict[str, float]:
     return {"day": 86400.0, "week": 7 * 86400.0, "month": 28 * 86400.0, "year": 365 * 86400.0}
 
@@ -174,6 +216,7 @@ class Settings(_Section):
     publish: PublishSettings = Field(default_factory=PublishSettings)
     time: TimeSettings = Field(default_factory=TimeSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     @field_validator("horizons")
     @classmethod
@@ -277,4 +320,26 @@ def load_settings(
             f"{source}: key 'grid.profile_horizon': {settings.grid.profile_horizon!r} is not a "
             f"horizon; use one of {sorted(settings.horizons)}"
         )
+    _check_alerts(settings, source)
     return settings
+
+
+def _check_alerts(settings: Settings, source: str) -> None:
+    a = settings.alerts
+    names = sorted(settings.horizons)
+    for key in ("short", "baseline"):
+        if getattr(a, key) not in settings.horizons:
+            raise ConfigError(
+                f"{source}: key 'alerts.{key}': {getattr(a, key)!r} is not a horizon; "
+                f"use one of {names}"
+            )
+    if settings.horizons[a.short] >= settings.horizons[a.baseline]:
+        raise ConfigError(
+            f"{source}: key 'alerts.short': its half-life must be shorter than "
+            f"alerts.baseline's ({a.short!r} vs {a.baseline!r})"
+        )
+    if a.resolution not in settings.grid.resolutions:
+        raise ConfigError(
+            f"{source}: key 'alerts.resolution': {a.resolution} is not one of "
+            f"grid.resolutions {settings.grid.resolutions}"
+        )

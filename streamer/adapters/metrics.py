@@ -77,6 +77,20 @@ class Metrics:
         self.timer_runs = Counter(
             "hotspots_timer_runs_total", "Leader timer runs", ["timer"], registry=r
         )
+        self.alert_notices = Counter(
+            "hotspots_alert_notices_total", "Alert notices written, by kind", ["kind"], registry=r
+        )
+        self.alerts_open = Gauge("hotspots_alerts_open", "Alerts open now", registry=r)
+        self.alert_tests = Counter(
+            "hotspots_alert_tests_total", "Cells tested by the alert detector", registry=r
+        )
+        self.alert_deliveries = Counter(
+            "hotspots_alert_deliveries_total",
+            "Alert notice deliveries, by target (kafka, webhook:NAME) and outcome "
+            "(delivered, retried, given_up)",
+            ["target", "outcome"],
+            registry=r,
+        )
         self.ready = Gauge("hotspots_ready", "1 when Kafka and Redis answer", registry=r)
 
     def render(self) -> bytes:

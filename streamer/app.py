@@ -81,6 +81,7 @@ def store(settings: Settings, client: aioredis.Redis | None = None) -> Store:
         profile_horizon=settings.grid.profile_horizon,
         ledger_retention_s=settings.store.ledger_retention,
         prune_below=settings.store.prune_below,
+        touch_resolution=settings.alerts.resolution if settings.alerts.enabled else None,
     )
 
 
@@ -108,6 +109,7 @@ def ensure_topics(settings: Settings) -> None:
             k.incidents_topic: settings.worker.partitions,
             k.calls_topic: settings.worker.partitions,
             k.dead_letter_topic: 1,
+            **({settings.alerts.topic: 1} if settings.alerts.enabled else {}),
         },
     )
 

@@ -181,7 +181,7 @@ async def backfill(
         report.seconds = time.monotonic() - started
         return report
 
-    newest = float(t_s.max())
+    newest, oldest = float(t_s.max()), float(t_s.min())
     recent = t_s >= newest - ledger_window_s
     settled = batch.take(~recent)
     report.settled, report.ledgered = len(settled), int(recent.sum())
@@ -203,7 +203,9 @@ async def backfill(
         )
         report.cells += len(merged)
         writes += [
-            asyncio.create_task(store.merge(labels, merged[s : s + chunk], landmarks, newest))
+            asyncio.create_task(
+                store.merge(labels, merged[s : s + chunk], landmarks, newest, oldest)
+            )
             for s in range(0, len(merged), chunk)
         ]
         step("merge", j + 1, n_res)

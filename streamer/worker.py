@@ -23,6 +23,7 @@ import faust
 from mode import Service
 
 from streamer import app as wiring
+from streamer.adapters.alerter import Alerter
 from streamer.adapters.consumer import BatchConsumer, ConsumerOptions
 from streamer.adapters.metrics import Metrics
 from streamer.adapters.publisher import Maintainer, Publisher
@@ -164,6 +165,13 @@ def build(
 
     fapp.timer(interval=settings.publish.interval, on_leader=True)(publish)
     fapp.timer(interval=settings.publish.maintain_interval, on_leader=True)(maintain)
+    if settings.alerts.enabled:
+        alerter = Alerter(store, settings, wiring.weight_table(settings), clock, metrics)
+
+        async def detect() -> None:
+            await leader_run("alerts", alerter.tick)
+
+        fapp.timer(interval=settings.alerts.interval, on_leader=True)(detect)
 
     @fapp.page("/metrics")
     async def metrics_view(web: Any, request: Any) -> Any:

@@ -55,6 +55,7 @@ class ApplyPlan:
     ops: Sequence[StoreOp]
     day: str  # ledger day
     max_t: float | None  # newest event time (None: no event adds anything)
+    min_t: float | None  # oldest
     fast: set[int]  # indexes of the ops summed per cell before the script
     args: list[Any] | None = None  # None: to be built at the store's landmarks
 
@@ -121,6 +122,7 @@ class Store:
         profile_horizon: str,
         ledger_retention_s: float = 7 * 86400.0,
         prune_below: float = 1e-3,
+        touch_resolution: int | None = None,
     ) -> None:
         self.client = client
         self.namespace = namespace
@@ -131,6 +133,8 @@ class Store:
         self.profile_horizon = profile_horizon
         self.ledger_retention_s = ledger_retention_s
         self.prune_below = prune_below
+        # cells of this resolution that a write changes join {P}:touched
+        self.touch_resolution = touch_resolution
         self._known_landmarks: dict[str, int] | None = None  # as last read
         self._apply = client.register_script(_script("apply.lua"))
         self._merge = client.register_script(_script("merge.lua"))
@@ -151,6 +155,8 @@ class Store:
             "prof": self.names.index(self.profile_horizon) + 1,
             **extra,
         }
+        if self.touch_resolution is not None:
+            body["tr"] = self.touch_resolution
         return orjson.dumps(body)
 
     async def landmarks(self, default_t_s: float | None = None) -> dict[str, int]:
@@ -223,6 +229,7 @@ class Store:
             ops,
             _day(now_s),
             max(times) if times else None,
+            min(times) if times else None,
             fast if len(fast) >= _FAST_MIN else set(),
         )
         landmarks = self._known_landmarks
@@ -296,6 +303,7 @@ class Store:
             landmarks,
             day=day,
             max_t=plan.max_t or 0.0,
+            **({"min_t": plan.min_t} if plan.min_t is not None else {}),
             nslow=len(slow_args) // 5,
             nfast=len(fast_ops),
             fsrc=[[src, lo, hi] for src, (lo, hi) in spans.items()],
@@ -316,10 +324,12 @@ class Store:
         cells: list[tuple[str, bytes]],
         landmarks: dict[str, int],
         max_t: float,
+        min_t: float | None = None,
     ) -> int:
         """Merge pre-aggregated cells (:func:`streamer.core.aggregate.encode_cells`)
-        computed at ``landmarks``; returns seq."""
-        header = self._header(landmarks, max_t=max_t, labels=labels)
+        computed at ``landmarks`` (events from ``min_t`` to ``max_t``); returns seq."""
+        extra = {"min_t": min_t} if min_t is not None else {}
+        header = self._header(landmarks, max_t=max_t, labels=labels, **extra)
         r = await self._run(self._merge, [header, *(x for cell in cells for x in cell)])
         return int(r[0])
 

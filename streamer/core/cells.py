@@ -7,6 +7,7 @@ Inside the engine a cell is an unsigned 64-bit H3 index (``int`` or a numpy
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import h3
@@ -125,3 +126,15 @@ def cell_center(cell: int) -> tuple[float, float]:
 def ring(cell: int, k: int) -> list[int]:
     """Cells within ``k`` steps of ``cell`` (including it)."""
     return [int(h3.str_to_int(c)) for c in h3.grid_disk(cell_hex(cell), k)]
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def neighbours_hex(cell: str) -> frozenset[str]:
+    """The cells one step from ``cell`` (hex ids; six, or five near a pentagon)."""
+    return frozenset(h3.grid_ring(cell, 1))
+
+
+def center_hex(cell: str) -> tuple[float, float]:
+    """The centre of a hex cell id as (lat, lon)."""
+    lat, lon = h3.cell_to_latlng(cell)
+    return float(lat), float(lon)

@@ -10,6 +10,10 @@
 -- ("{namespace}"), ARGV[1] a JSON header:
 --   hz   = {{name, half_life_s, landmark_k}, ...}   (landmark_k: used when new)
 --   prof = index in hz of the horizon that decays hour-of-week profiles
+--   tr   = H3 resolution whose changed cells join {P}:touched (the alert
+--          detector's work list), when alerting is on
+--   min_t = oldest event time written (keeps {P}:meta first_t, the start of
+--          the history the detector's baselines rest on)
 local P = KEYS[1]
 local H = cjson.decode(ARGV[1])
 local NH = #H.hz
@@ -394,10 +398,13 @@ end
 -- its profile hours, and its score in each ranking.
 local function flush()
   save_new_landmarks()
+  local touched = {}  -- cells of the alert detector's resolution (H.tr)
   for _, cell in ipairs(ORDER) do
     local d = D[cell]
     local key = P .. ':cell:' .. cell
-    local rk = rank_keys(tonumber(string.sub(cell, 2, 2), 16))
+    local res = tonumber(string.sub(cell, 2, 2), 16)
+    local rk = rank_keys(res)
+    if res == H.tr then touched[#touched + 1] = cell end
     local raw = redis.call('GET', key)
     local r
     if raw then
@@ -434,5 +441,15 @@ local function flush()
     end
   end
   write_rankings()
+  local tkey = P .. ':touched'
+  for i = 1, #touched, 4000 do
+    redis.call('SADD', tkey, unpack(touched, i, math.min(i + 3999, #touched)))
+  end
+  if H.min_t then
+    local first = redis.call('HGET', META, 'first_t')
+    if not first or H.min_t < tonumber(first) then
+      redis.call('HSET', META, 'first_t', fmt(H.min_t))
+    end
+  end
   return #ORDER
 end

@@ -1,0 +1,245 @@
+"""The alert detector's tick (leader only): Redis in, alert notices out.
+
+Each tick takes the cells the store's writes marked in ``{P}:touched``,
+reads them (and, once, every cell of the alert resolution; after that only
+cells it has not seen: counts decay exactly, so a cell nobody wrote to need
+not be read again), runs :class:`streamer.core.emerging.Detector`, and
+writes its notices, state and daily bins in one transaction: the stream
+``{P}:alerts``, the hash ``{P}:alerts:open`` and a message on
+``{P}:alerts:live`` (docs/alerts.md). Delivery to Kafka and webhooks reads
+the stream (``adapters/alert_delivery.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import orjson
+
+from streamer.adapters.metrics import Metrics
+from streamer.adapters.store import CellDetails, Store
+from streamer.core.emerging import CellCounts, DayBins, Detector, DetectorConfig, Notice
+from streamer.core.weights import WeightTable
+from streamer.settings import Settings
+
+log = logging.getLogger("hotspots.alerts")
+
+Clock = Callable[[], float]
+_READ_CHUNK = 1000
+
+
+def detector_config(settings: Settings) -> DetectorConfig:
+    """The detector's settings."""
+    a = settings.alerts
+    return DetectorConfig(
+        short_s=settings.horizons[a.short],
+        long_s=settings.horizons[a.baseline],
+        false_alerts_per_day=a.false_alerts_per_day,
+        min_events=a.min_events,
+        prior_s=a.prior,
+        area_weight=a.area_weight,
+        keep_ratio=a.keep_ratio,
+        escalate_ratio=a.escalate_ratio,
+        clear_quiet_s=a.clear_quiet,
+        pattern_days=a.pattern_days,
+        pattern_p=a.pattern_p,
+        timezone=settings.grid.timezone,
+        short_name=a.short,
+        baseline_name=a.baseline,
+        resolution=a.resolution,
+    )
+
+
+def counts_of(details: CellDetails, weights: WeightTable, short: str, long: str) -> CellCounts:
+    """A cell's event counts from its per-category harm sums: each category's
+    sum divided by its weight (an event counts 1; a proactive one its origin
+    factor). Categories that never count are left out."""
+    s = lo = 0.0
+    total = 0
+    categories: dict[str, float] = {}
+    for name, sums in details.category_scores.items():
+        weight = weights.weigh(name, "reported").weight
+        if weight <= 0:
+            continue
+        short_count = sums[short] / weight
+        s += short_count
+        lo += sums[long] / weight
+        total += details.category_counts.get(name, 0)
+        if short_count > 0:
+            categories[name] = short_count
+    return CellCounts(0.0, s, lo, details.last_event_s, total, categories)
+
+
+class Alerter:
+    """One detector per worker; only the leader's ticks."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        weights: WeightTable,
+        now: Clock,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.weights = weights
+        self.now = now
+        self.metrics = metrics
+        self.detector: Detector | None = None
+        self._token: str | None = None  # the state version this detector wrote last
+
+    def _key(self, *parts: str) -> str:
+        return self.store.key("alerts", *parts)
+
+    async def tick(self) -> list[Notice]:
+        """One detection round; returns the notices written."""
+        store, client = self.store, self.store.client
+        at_s = self.now()
+        state_raw = await client.get(self._key("state"))
+        state = orjson.loads(state_raw) if state_raw else {}
+        if self.detector is None or state.get("token") != self._token:
+            # first tick here, or another worker ran ticks since ours: start over
+            await self._load(state, at_s)
+        detector = self.detector
+        assert detector is not None
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.smembers(store.key("touched"))
+            pipe.delete(store.key("touched"))
+            pipe.hget(store.key("meta"), "first_t")
+            touched_raw, _, first_t = await pipe.execute()
+        if first_t is not None:
+            detector.history_from_s = float(first_t)
+        touched = sorted(_text(c) for c in touched_raw)
+        detector.update(await self._read(touched, at_s), at_s)
+        needed = detector.needed(touched)
+        if needed:
+            found = await self._read(sorted(needed), at_s)
+            detector.update({c: v for c, v in found.items() if v is not None}, at_s)
+        area_at = detector.area_at_s
+        if area_at is None or abs(at_s - area_at) >= self.settings.alerts.area_refresh:
+            detector.refresh_area(at_s)
+        notices = detector.step(at_s)
+        await self._write(notices, touched, at_s)
+        if self.metrics is not None:
+            self.metrics.alert_tests.inc(len(touched))
+            self.metrics.alerts_open.set(len(detector.alerts))
+            for notice in notices:
+                self.metrics.alert_notices.labels(notice.kind).inc()
+        for notice in notices:
+            a = notice.alert
+            log.info(
+                "alert_%s id=%s cells=%d observed=%.2f expected=%.3g p=%.3g pattern=%s",
+                notice.kind,
+                a["id"],
+                len(a["cells"]),
+                a["observed"],
+                a["expected"],
+                a["p_value"],
+                a["pattern"],
+            )
+        return notices
+
+    async def _load(self, state: dict[str, Any], at_s: float) -> None:
+        """A fresh detector: its alerts and bins from Redis, every cell of
+        the alert resolution from the store."""
+        detector = Detector(detector_config(self.settings))
+        detector.restore(state)
+        days = self.settings.alerts.pattern_days
+        raw = await self.store.client.hgetall(self._key("days"))
+        detector.bins = {_text(c): DayBins.decode(_text(v), days) for c, v in raw.items()}
+        res = self.settings.alerts.resolution
+        members = await self.store.client.zrange(
+            self.store.key("rank", self.settings.alerts.baseline, res), 0, -1
+        )
+        cells = sorted(_text(c) for c in members)
+        found = await self._read(cells, at_s)
+        detector.update({c: v for c, v in found.items() if v is not None}, at_s, initial=True)
+        detector.fresh.clear()  # what arrived unseen is binned, but opens nothing by itself
+        detector.refresh_area(at_s)
+        self.detector = detector
+        log.info("alert_detector_loaded cells=%d open=%d", len(cells), len(detector.alerts))
+
+    async def _read(self, cells: Iterable[str], at_s: float) -> dict[str, CellCounts | None]:
+        a = self.settings.alerts
+        out: dict[str, CellCounts | None] = {}
+        chunk: list[str] = []
+        for cell in cells:
+            chunk.append(cell)
+            if len(chunk) >= _READ_CHUNK:
+                out.update(await self._read_chunk(chunk, at_s, a.short, a.baseline))
+                chunk = []
+        if chunk:
+            out.update(await self._read_chunk(chunk, at_s, a.short, a.baseline))
+        return out
+
+    async def _read_chunk(
+        self, cells: list[str], at_s: float, short: str, long: str
+    ) -> dict[str, CellCounts | None]:
+        details = await self.store.cells(cells, at_s)
+        out: dict[str, CellCounts | None] = {}
+        for cell in cells:
+            d = details.get(cell)
+            if d is None:
+                out[cell] = None
+                continue
+            counts = counts_of(d, self.weights, short, long)
+            counts.at_s = at_s
+            out[cell] = counts
+        return out
+
+    async def _write(self, notices: list[Notice], touched: list[str], at_s: float) -> None:
+        detector = self.detector
+        assert detector is not None
+        client = self.store.client
+        token = f"{time.time():.6f}-{id(self):x}"
+        state = detector.state()
+        state["token"] = token
+        state["at"] = at_s
+        state["threshold"] = detector.threshold()
+        state["events_per_day"] = detector.events_per_day
+        open_now = {a.id: detector.as_dict(a) for a in detector.alerts.values()}
+        closed = [n.alert["id"] for n in notices if n.kind in ("cleared", "merged")]
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.set(self._key("state"), orjson.dumps(state))
+            bins = {c: detector.bins[c].encode() for c in touched if c in detector.bins}
+            if bins:
+                pipe.hset(self._key("days"), mapping=bins)  # type: ignore[arg-type]
+            if closed:
+                pipe.hdel(self._key("open"), *closed)
+            if open_now:
+                pipe.hset(
+                    self._key("open"),
+                    mapping={k: orjson.dumps(v) for k, v in open_now.items()},
+                )
+            for notice in notices:
+                body = orjson.dumps(notice.alert)
+                pipe.xadd(
+                    self._key(),
+                    {"kind": notice.kind, "id": notice.alert["id"], "alert": body},
+                    maxlen=self.settings.alerts.stream_max,
+                    approximate=True,
+                )
+            results = await pipe.execute()
+        # the live message names its stream entry, so it follows the
+        # transaction; a display that misses it gets the alert from a snapshot
+        if notices:
+            ids = [_text(x) for x in results[-len(notices) :]]
+            async with client.pipeline(transaction=False) as pipe:
+                for notice, stream_id in zip(notices, ids, strict=True):
+                    message = {
+                        "type": "alert",
+                        "kind": notice.kind,
+                        "stream_id": stream_id,
+                        "alert": notice.alert,
+                    }
+                    pipe.publish(self._key("live"), orjson.dumps(message))
+                await pipe.execute()
+        self._token = token
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

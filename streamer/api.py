@@ -21,6 +21,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ WEB = Path(str(resources.files("streamer") / "web"))
 DEFAULT_BOUNDARY = CONFIG_DIR.parent / "data" / "philadelphia_police_districts.geojson"
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 STORE_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+ALERT_PAGE = 500  # notices read per XREVRANGE when listing closed alerts
 
 
 def token_digest(token: str) -> str:
@@ -173,8 +175,9 @@ class PushResponse(Response):
 
 
 class Hub:
-    """Fans the publisher's ranking changes (Redis pub/sub) out to push
-    clients. A client whose queue is full is dropped, never waited for."""
+    """Fans the publisher's ranking changes and the detector's alert
+    notices (Redis pub/sub) out to push clients. A client whose queue is
+    full is dropped, never waited for."""
 
     def __init__(self, store: Store, client_queue: int, metrics: Metrics) -> None:
         self.store = store
@@ -211,15 +214,21 @@ class Hub:
                 log.info("push_client_dropped reason=queue_full size=%d", self.client_queue)
 
     async def _listen(self) -> None:
+        ranking = channel(self.store)
+        alerts = self.store.key("alerts", "live")
         while True:
             pubsub = self.store.client.pubsub()
             try:
-                await pubsub.subscribe(channel(self.store))
+                await pubsub.subscribe(ranking, alerts)
                 # (re)subscribed: whatever was published meanwhile is lost to
-                # us, so clients must re-sync: they see `previous` mismatch.
+                # us, so clients must re-sync from a fresh snapshot, which
+                # also carries the open alerts.
                 self.broadcast({"type": "resync"})
                 async for raw in pubsub.listen():
                     if raw.get("type") != "message":
+                        continue
+                    if _text(raw.get("channel")) == alerts:
+                        self._alert(raw["data"])
                         continue
                     body = orjson.loads(raw["data"])
                     self.broadcast(
@@ -240,6 +249,18 @@ class Hub:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
+    def _alert(self, data: bytes) -> None:
+        """Forwards one alert notice as it is. A malformed one is logged and
+        skipped: it must not cost the subscription (and every client a resync)."""
+        try:
+            message = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            message = None
+        if not isinstance(message, dict) or message.get("type") != "alert":
+            log.warning("alert_notice_ignored reason=not_an_alert_message size=%d", len(data))
+            return
+        self.broadcast(message)
+
 
 @dataclass
 class Api:
@@ -254,6 +275,7 @@ class Api:
     clock: EngineClock
     _totals: dict[tuple[str, int, int], float] = field(default_factory=dict)
     _clock_read: float = -1.0
+    _clock_reading: asyncio.Future[float] | None = None
 
     async def now(self) -> float:
         """``now`` for decay: the wall clock, or (``time.clock = "event"``,
@@ -263,7 +285,11 @@ class Api:
             return time.time()
         if time.monotonic() - self._clock_read >= 0.5:
             self._clock_read = time.monotonic()
-            return await self.clock.refresh()
+            self._clock_reading = asyncio.ensure_future(self.clock.refresh())
+        if self._clock_reading is not None and not self._clock_reading.done():
+            # callers meanwhile wait for the same read: until the first one
+            # ends, the clock holds the wall time, not an event time
+            return await asyncio.shield(self._clock_reading)
         return self.clock()
 
     async def sequence(self) -> int:
@@ -317,7 +343,7 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
     app = FastAPI(
         title="hotspots",
         version="1",
-        summary="Real-time hot spots: rankings, cells, dispatch risk, live push",
+        summary="Real-time hot spots: rankings, cells, dispatch risk, alerts, live push",
         lifespan=lifespan,
     )
     app.state.api = api
@@ -599,13 +625,33 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
         }
 
     @app.get("/v1/alerts", dependencies=[anyone])
-    async def alerts() -> dict[str, Any]:
-        """Open and recent alerts (alerting is not built yet: always empty)."""
-        return {"alerts": []}
+    async def alerts(
+        status: str = Query(
+            "open",
+            pattern="^(open|all)$",
+            description="open: the open alerts; all: also the most recently closed ones",
+        ),
+        limit: int | None = Query(
+            None,
+            ge=1,
+            le=1000,
+            description="with status=all, at most this many closed alerts (default alerts.recent)",
+        ),
+    ) -> dict[str, Any]:
+        """Alerts of emerging hot spots, as the detector keeps them
+        (docs/alerts.md): the open ones, newest ``updated_at`` first; with
+        ``status=all`` then the most recently closed (cleared or merged)
+        ones, newest first, each as its last notice left it."""
+        recent = 0
+        if status == "all":
+            recent = api.settings.alerts.recent if limit is None else limit
+        opened, closed = await read_alerts(store, recent)
+        return {"alerts": [*opened, *closed]}
 
     @app.get("/v1/stream", dependencies=[anyone], response_class=Response)
     async def stream() -> Response:
-        """Server-Sent Events: a snapshot, then every change, with heartbeats."""
+        """Server-Sent Events: a snapshot (rankings and open alerts), then
+        every ranking change and alert notice, with heartbeats."""
         return PushResponse(hub, follow)
 
     @app.websocket("/v1/ws")
@@ -640,16 +686,22 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
     async def follow(client: Client) -> AsyncIterator[dict[str, Any]]:
         """One client's messages. It joined the hub before the snapshot is
         read, so nothing published in between is missed; updates the
-        snapshot already holds are skipped."""
+        snapshot already holds are skipped. Alert notices are not sequenced:
+        each is passed on (one the snapshot already reflects is harmless, as
+        clients apply notices by alert id, in order)."""
         metrics.push_clients.labels("all").inc()
         try:
             snap = await snapshot()
             yield snap
             seen = snap["sequence"]
             heartbeat = api.settings.api.heartbeat
+            # heartbeats are due after a quiet spell of the rankings: alert
+            # notices say nothing of the pipeline's pulse and do not put them off
+            due = time.monotonic() + heartbeat
             while not client.dropped.is_set():
                 try:
-                    message = await asyncio.wait_for(client.queue.get(), heartbeat)
+                    wait_s = max(due - time.monotonic(), 0.0)
+                    message = await asyncio.wait_for(client.queue.get(), wait_s)
                 except TimeoutError:
                     if client.dropped.is_set():
                         break
@@ -659,17 +711,24 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
                         "at": await api.now(),
                         "pipeline_age_s": await pipeline_age(),
                     }
+                    due = time.monotonic() + heartbeat
+                    continue
+                if message["type"] == "alert":
+                    metrics.sent.inc()
+                    yield message
                     continue
                 if message["type"] == "resync":
                     snap = await snapshot()
                     seen = snap["sequence"]
                     yield snap
+                    due = time.monotonic() + heartbeat
                     continue
                 if message["sequence"] <= seen:
                     continue
                 seen = message["sequence"]
                 metrics.sent.inc()
                 yield message
+                due = time.monotonic() + heartbeat
         finally:
             hub.leave(client)
             metrics.push_clients.labels("all").dec()
@@ -702,12 +761,14 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
                 continue
             factor = decay.decay_factor(at_s, store.horizons[name], k)
             lists[key] = [[c, r, v * factor] for c, r, v in rows]
+        opened, _ = await read_alerts(store, 0)
         return {
             "type": "snapshot",
             "sequence": int(state.get("seq", b"0") or 0),
             "at": at_s,
             "pipeline_age_s": max(time.time() - float(tick_at), 0.0) if tick_at else None,
             "lists": lists,
+            "alerts": opened,
         }
 
     # helpers ---------------------------------------------------------
@@ -776,6 +837,67 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def read_alerts(
+    store: Store, recent: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The open alerts (newest ``updated_at`` first) and the ``recent`` most
+    recently closed ones (newest notice first, one per alert id), as
+    docs/alerts.md keeps them. The open set and the newest notices are read
+    in one transaction, so an alert is never listed as both or neither."""
+    stream = store.key("alerts")
+    async with store.client.pipeline(transaction=True) as pipe:
+        pipe.hgetall(store.key("alerts", "open"))
+        if recent > 0:
+            pipe.xrevrange(stream, count=ALERT_PAGE)
+        replies: list[Any] = await pipe.execute()
+    opened = [a for a in map(_alert_of, replies[0].values()) if a is not None]
+    opened.sort(key=lambda a: (-_updated_s(a), str(a.get("id"))))
+    if recent <= 0:
+        return opened, []
+    seen = {_text(k) for k in replies[0]}
+    closed: list[dict[str, Any]] = []
+    page: list[Any] = replies[1]
+    while page:
+        for _, raw_fields in page:
+            fields = {_text(k): v for k, v in raw_fields.items()}
+            alert_id = _text(fields.get("id", ""))
+            if alert_id in seen:
+                continue
+            seen.add(alert_id)
+            alert = _alert_of(fields.get("alert"))
+            # (an "open" last notice for an id not in the open set is torn
+            # state, not a closed alert)
+            if alert is not None and alert.get("status") != "open":
+                closed.append(alert)
+                if len(closed) >= recent:
+                    return opened, closed
+        if len(page) < ALERT_PAGE:
+            break
+        older = f"({_text(page[-1][0])}"  # exclusive: the page's last entry is read
+        page = list(await store.client.xrevrange(stream, max=older, count=ALERT_PAGE) or [])
+    return opened, closed
+
+
+def _alert_of(raw: object) -> dict[str, Any] | None:
+    """An alert's JSON as stored; None (logged) when it is not an object."""
+    try:
+        value = orjson.loads(raw) if isinstance(raw, bytes | str) else None
+    except orjson.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        log.warning("alert_unreadable type=%s", type(raw).__name__)
+        return None
+    return value
+
+
+def _updated_s(alert: dict[str, Any]) -> float:
+    """``updated_at`` as POSIX seconds (-inf when missing or malformed)."""
+    try:
+        return datetime.fromisoformat(str(alert.get("updated_at"))).timestamp()
+    except ValueError:
+        return -math.inf
 
 
 def _outline(path: Path) -> bytes:

@@ -185,7 +185,7 @@ class AlertSettings(_Section):
     baseline: str = "year"  # the horizon that predicts it
     interval: DurationS = 30.0  # detection tick (leader only)
     false_alerts_per_day: float = Field(default=1.0, gt=0)
-    min_events: float = Field(default=3.0, ge=0)
+    min_events: float = Field(default=2.5, ge=0)
     prior: DurationS = 30 * 86400.0  # weight of the shrinkage prior, as exposure time
     area_weight: float = Field(default=1.0, ge=0)  # the area-wide rate, as pseudo-neighbours
     keep_ratio: float = Field(default=100.0, ge=1)

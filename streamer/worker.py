@@ -23,6 +23,7 @@ import faust
 from mode import Service
 
 from streamer import app as wiring
+from streamer.adapters.alert_delivery import build_delivery
 from streamer.adapters.alerter import Alerter
 from streamer.adapters.consumer import BatchConsumer, ConsumerOptions
 from streamer.adapters.metrics import Metrics
@@ -55,11 +56,23 @@ class Lease:
     store: Store
     holder: str
     ttl_ms: int = 15_000
+    name: str = "leader"
 
     async def acquire(self) -> bool:
         script = self.store.client.register_script(_LEASE)
-        got = await script(keys=[self.store.key("leader")], args=[self.holder, self.ttl_ms])
+        got = await script(keys=[self.store.key(self.name)], args=[self.holder, self.ttl_ms])
         return bool(got)
+
+
+class _Stopper(Service):
+    """Runs a coroutine when the worker stops."""
+
+    def __init__(self, stop: Callable[[], Any], **kwargs: Any) -> None:
+        self._stop = stop
+        super().__init__(**kwargs)
+
+    async def on_stop(self) -> None:
+        await self._stop()
 
 
 class BatchService(Service):
@@ -172,6 +185,24 @@ def build(
             await leader_run("alerts", alerter.tick)
 
         fapp.timer(interval=settings.alerts.interval, on_leader=True)(detect)
+        # Delivery keeps the stream's order only with one deliverer at a
+        # time: the holder of a lease of its own (any worker may hold it).
+        delivery = build_delivery(settings, store, metrics)
+        delivery_lease = Lease(store, holder, ttl_ms=lease.ttl_ms, name="alerts:deliverer")
+
+        async def deliver() -> None:
+            try:
+                held = await delivery_lease.acquire()
+            except Exception as exc:  # Redis down: keep what runs, try again
+                log.warning("alert_delivery_lease_failed error=%s", exc)
+                return
+            if held and not delivery.running:
+                await delivery.start()
+            elif not held and delivery.running:
+                await delivery.stop()
+
+        fapp.timer(interval=max(lease.ttl_ms / 3000, 0.5))(deliver)
+        cast(Any, fapp).service(_Stopper(delivery.stop))
 
     @fapp.page("/metrics")
     async def metrics_view(web: Any, request: Any) -> Any:

@@ -1,6 +1,7 @@
 """The HTTP API and live push against a real Redis filled from real records,
 served by a real uvicorn on a local port, called by real HTTP, SSE and
-WebSocket clients."""
+WebSocket clients. Alert notices are written into Redis as docs/alerts.md
+says the detector writes them."""
 
 from __future__ import annotations
 
@@ -369,3 +370,238 @@ async def test_a_stalled_client_is_dropped_while_others_keep_receiving(
             assert "hotspots_push_dropped_total 1.0" in metrics
         finally:
             stalled.close()
+
+
+# --- alerts -------------------------------------------------------------------
+
+OPENING = ("opened", "escalated")
+
+
+def alert_at(alert_id: str, kind: str, minute: int, **extra: Any) -> dict[str, Any]:
+    """An alert's JSON (docs/alerts.md) as a notice of ``kind`` leaves it,
+    updated at 2025-03-14 21:MM UTC."""
+    at = f"2025-03-14T21:{minute:02d}:00+00:00"
+    return {
+        "id": alert_id,
+        "status": "open" if kind in OPENING else kind,
+        "kind": kind,
+        "title": f"3 events vs 0.08 expected ({alert_id})",
+        "severity": "high",
+        "pattern": "new",
+        "resolution": 9,
+        "cells": ["892a1008b23ffff"],
+        "center": [39.95, -75.16],
+        "observed": 2.93,
+        "expected": 0.08,
+        "p_value": 1.2e-05,
+        "peak_p_value": 1.2e-05,
+        "recurrence_days": 83.0,
+        "top_categories": [["Thefts", 3.0]],
+        "first_event_at": "2025-03-14T19:02:00+00:00",
+        "last_event_at": at,
+        "opened_at": at,
+        "updated_at": at,
+        "cleared_at": None if kind in OPENING else at,
+        "merged_into": None,
+        "horizon": "day",
+        "baseline": "year",
+        **extra,
+    }
+
+
+async def write_notice(client: aioredis.Redis, settings: Settings, alert: dict[str, Any]) -> str:
+    """One notice as the detector writes it: the stream entry, the open set,
+    the live message. Returns the entry's stream id."""
+    store = app.store(settings, client)
+    body = orjson.dumps(alert)
+    kind = alert["kind"]
+    stream_id = (
+        await client.xadd(store.key("alerts"), {"kind": kind, "id": alert["id"], "alert": body})
+    ).decode()
+    message = {"type": "alert", "kind": kind, "stream_id": stream_id, "alert": alert}
+    async with client.pipeline(transaction=True) as pipe:
+        if kind in OPENING:
+            pipe.hset(store.key("alerts", "open"), alert["id"], body)
+        else:
+            pipe.hdel(store.key("alerts", "open"), alert["id"])
+        pipe.publish(store.key("alerts", "live"), orjson.dumps(message))
+        await pipe.execute()
+    return stream_id
+
+
+async def test_alerts_lists_open_then_recently_closed(
+    client: aioredis.Redis, namespace: str, redis_url: str
+) -> None:
+    settings = settings_for(namespace, redis_url)
+    store = app.store(settings, client)
+    # the open set's own order (A1, A3, A6) is not the answer's (by updated_at)
+    for alert_id, kind, minute in [
+        ("A1", "opened", 0),
+        ("A2", "opened", 5),
+        ("A3", "opened", 10),
+        ("A6", "opened", 15),
+        ("A1", "escalated", 20),
+        ("A2", "cleared", 30),
+        ("A4", "opened", 31),
+        ("A4", "merged", 40),
+        ("A5", "opened", 41),
+        ("A5", "cleared", 50),
+    ]:
+        extra = {"merged_into": "A1"} if kind == "merged" else {}
+        await write_notice(client, settings, alert_at(alert_id, kind, minute, **extra))
+    async with serving(settings, client) as host, httpx.AsyncClient(base_url=f"http://{host}") as h:
+
+        async def listed(**params: Any) -> list[tuple[str, str, str]]:
+            got = await h.get("/v1/alerts", params=params, headers=auth(DISPLAY))
+            assert got.status_code == 200, got.text
+            return [(a["id"], a["kind"], a["updated_at"][11:16]) for a in got.json()["alerts"]]
+
+        opened = [
+            ("A1", "escalated", "21:20"),
+            ("A6", "opened", "21:15"),
+            ("A3", "opened", "21:10"),
+        ]
+        closed = [
+            ("A5", "cleared", "21:50"),
+            ("A4", "merged", "21:40"),
+            ("A2", "cleared", "21:30"),
+        ]
+        assert await listed() == opened
+        assert await listed(status="open", limit=1) == opened  # limit counts closed ones
+        assert await listed(status="all") == opened + closed
+        assert await listed(status="all", limit=2) == opened + closed[:2]
+        full = (await h.get("/v1/alerts", params={"status": "all"}, headers=auth(DISPLAY))).json()
+        assert full["alerts"][0] == alert_at("A1", "escalated", 20)
+        assert full["alerts"][4] == alert_at("A4", "merged", 40, merged_into="A1")
+
+        # closed alerts further back than one page of the stream are still found
+        async with client.pipeline(transaction=False) as pipe:
+            for minute in range(600):
+                noisy = orjson.dumps(alert_at("A1", "escalated", 51 + minute % 9))
+                pipe.xadd(store.key("alerts"), {"kind": "escalated", "id": "A1", "alert": noisy})
+            await pipe.execute()
+        assert await listed(status="all") == opened + closed
+
+        assert (await h.get("/v1/alerts")).status_code == 401
+        assert (await h.get("/v1/alerts", headers=auth(DISPATCH))).status_code == 200
+        for bad in ({"status": "closed"}, {"limit": 0}, {"limit": 1001}, {"limit": "many"}):
+            got = await h.get("/v1/alerts", params=bad, headers=auth(DISPLAY))
+            assert got.status_code == 422, bad
+
+    # the default number of closed alerts is alerts.recent
+    fewer = settings.model_copy(update={"alerts": settings.alerts.model_copy(update={"recent": 1})})
+    async with serving(fewer, client) as host, httpx.AsyncClient(base_url=f"http://{host}") as h:
+        got = await h.get("/v1/alerts", params={"status": "all"}, headers=auth(DISPLAY))
+        assert [a["id"] for a in got.json()["alerts"]] == ["A1", "A6", "A3", "A5"]
+
+
+async def test_push_forwards_alert_notices_and_snapshots_carry_open_alerts(
+    client: aioredis.Redis, namespace: str, redis_url: str
+) -> None:
+    settings = settings_for(namespace, redis_url)
+    async with serving(settings, client) as host:
+        sse: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        reader = asyncio.create_task(sse_messages(host, sse))
+        url = f"ws://{host}/v1/ws?access_token={DISPLAY}"
+        try:
+            async with websockets.connect(url) as ws:
+                assert orjson.loads(await asyncio.wait_for(ws.recv(), 10))["alerts"] == []
+                assert (await next_of(sse, "snapshot"))["alerts"] == []
+                opened = alert_at("A1", "opened", 0)
+                stream_id = await write_notice(client, settings, opened)
+                sent = {"type": "alert", "kind": "opened", "stream_id": stream_id, "alert": opened}
+
+                ws_seen: list[dict[str, Any]] = []
+                while len(ws_seen) < 2:  # until the heartbeat after the notice
+                    m = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+                    if m["type"] == "alert" or ws_seen:
+                        ws_seen.append(m)
+                assert ws_seen[0] == sent  # forwarded as it is
+                assert ws_seen[1]["type"] == "heartbeat"  # once: nothing repeats it
+                assert await next_of(sse, "alert") == sent
+                assert (await next_of(sse, "heartbeat"))["type"] == "heartbeat"
+                assert all(m["type"] != "alert" for m in drained(sse))
+
+                # a client connecting now finds the open alert in its snapshot
+                async with websockets.connect(url) as late:
+                    snap = orjson.loads(await asyncio.wait_for(late.recv(), 10))
+                    assert snap["type"] == "snapshot" and snap["alerts"] == [opened]
+
+                cleared = alert_at("A1", "cleared", 9)
+                await write_notice(client, settings, cleared)
+                m = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+                while m["type"] != "alert":
+                    m = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+                assert m["kind"] == "cleared" and m["alert"] == cleared
+                async with websockets.connect(url) as later:
+                    snap = orjson.loads(await asyncio.wait_for(later.recv(), 10))
+                    assert snap["alerts"] == []
+
+                # a notice that is not an alert message is dropped, not fatal
+                live = app.store(settings, client).key("alerts", "live")
+                await client.publish(live, b"not json")
+                again = alert_at("A2", "opened", 10)
+                await write_notice(client, settings, again)
+                m = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+                while m["type"] != "alert":
+                    assert m["type"] == "heartbeat"  # (no resync: the subscription held)
+                    m = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+                assert m["alert"] == again
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
+                await reader
+
+
+def drained(q: asyncio.Queue[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    while not q.empty():
+        out.append(q.get_nowait())
+    return out
+
+
+async def test_a_lost_subscription_resyncs_clients_with_the_open_alerts(
+    namespace: str, redis_url: str
+) -> None:
+    """A notice published while the hub's subscription is down never reaches
+    it; the re-sync snapshot that follows the resubscription carries it."""
+    settings = settings_for(namespace, redis_url)
+    name = f"hub-{namespace}"  # the server's own connections, told apart by name
+    served = aioredis.Redis.from_url(redis_url, client_name=name)
+    try:
+        async with serving(settings, served) as host:
+            url = f"ws://{host}/v1/ws?access_token={DISPLAY}"
+            async with websockets.connect(url) as ws:
+                assert orjson.loads(await asyncio.wait_for(ws.recv(), 10))["alerts"] == []
+                hubs = [
+                    c
+                    for c in await served.client_list(_type="pubsub")
+                    if c["name"] == name and int(c["sub"]) == 2
+                ]
+                assert len(hubs) == 1, hubs  # ranking and alert channels
+                await served.client_kill_filter(_id=hubs[0]["id"])
+                opened = alert_at("A1", "opened", 0)
+                await write_notice(served, settings, opened)  # while the hub waits to resubscribe
+                m = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+                while m["type"] != "snapshot":
+                    assert m["type"] == "heartbeat"
+                    m = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+                assert m["alerts"] == [opened]
+    finally:
+        await served.aclose()
+
+
+async def test_first_concurrent_requests_all_see_the_event_clock(
+    client: aioredis.Redis, namespace: str, redis_url: str
+) -> None:
+    """(time.clock = "event") Requests that arrive while the server's first
+    read of the clock is in flight wait for it, rather than answer with the
+    server's start time."""
+    settings = settings_for(namespace, redis_url)
+    event_s = 1741989600.0
+    await client.hset(app.store(settings, client).key("meta"), "watermark", event_s)
+    async with serving(settings, client) as host, httpx.AsyncClient(base_url=f"http://{host}") as h:
+        got = await asyncio.gather(
+            *(h.get("/v1/hotspots", headers=auth(DISPLAY)) for _ in range(8))
+        )
+        assert [r.json()["at"] for r in got] == [event_s] * 8

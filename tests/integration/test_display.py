@@ -2,8 +2,9 @@
 chromium-driver): the real broker, a worker, the publisher, the API server
 and the page. Hexagons render; an event published to Kafka changes the page
 within seconds; a gap in the updates makes it re-sync; the stale warning
-appears when updates stop. A screenshot
-is saved to ``test-artifacts/display.png`` (``HOTSPOTS_ARTIFACTS`` to move it).
+appears when updates stop; an alert notice shows in the ticker at once and
+goes when cleared. Screenshots are saved to ``test-artifacts/``
+(``HOTSPOTS_ARTIFACTS`` to move it).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from streamer.adapters.publisher import Publisher, channel
 from streamer.adapters.store import EngineClock
 from streamer.api import token_digest
 from tests import oracle
-from tests.integration.test_api import DISPLAY, serving
+from tests.integration.test_api import DISPLAY, alert_at, serving, write_notice
+from tests.integration.test_api import settings_for as api_settings_for
 from tests.pipeline_support import consumer_for, publish, running, settings_for, wait_applied
 
 ARTIFACTS = Path(os.environ.get("HOTSPOTS_ARTIFACTS", Path(__file__).parents[2] / "test-artifacts"))
@@ -155,5 +157,49 @@ async def test_the_wall_display_renders_updates_and_warns_when_stale(
                 "stale warning shown",
             )
             await asyncio.to_thread(driver.save_screenshot, str(ARTIFACTS / "display-stale.png"))
+    finally:
+        await asyncio.to_thread(driver.quit)
+
+
+async def test_the_alert_ticker_follows_notices_live(
+    client: aioredis.Redis, namespace: str, redis_url: str
+) -> None:
+    settings = api_settings_for(namespace, redis_url)
+    store = app.store(settings, client)
+    # the engine's clock (time.clock = "event") stands at 22:00 UTC
+    await client.hset(store.key("meta"), "watermark", 1741989600.0)
+    driver = await asyncio.to_thread(browser)
+    try:
+        async with serving(settings, client) as host:
+            await asyncio.to_thread(driver.get, f"http://{host}/?token={DISPLAY}")
+
+            def state() -> dict[str, Any]:
+                got = driver.execute_script("return window.hotspotsDisplay || null")
+                return dict(got) if got else {}
+
+            def items() -> list[Any]:
+                return list(driver.find_elements(By.CSS_SELECTOR, '[data-testid="alert-item"]'))
+
+            await until(lambda: state().get("snapshots", 0) >= 1, 15, "the first snapshot")
+            assert state()["alerts"] == 0 and not items()
+
+            opened = alert_at("A-20250314-0007", "opened", 48, pattern="intensifying")
+            await write_notice(client, settings, opened)
+            shown = await until(items, 5, "the alert in the ticker")
+            assert [e.get_attribute("data-alert-id") for e in shown] == [opened["id"]]
+            text = shown[0].text
+            for part in ("HIGH", opened["title"], "Intensifying hot spot", "12 min ago"):
+                assert part in text, (part, text)
+            assert state()["alerts"] == 1 and state()["lastAlertId"] == opened["id"]
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(driver.save_screenshot, str(ARTIFACTS / "display-alert.png"))
+
+            await write_notice(client, settings, alert_at(opened["id"], "cleared", 55))
+            await until(lambda: not items(), 5, "the cleared alert gone from the ticker")
+            assert state()["alerts"] == 0
+            ticker = driver.find_element(By.CSS_SELECTOR, '[data-testid="alerts"]').text
+            assert "No open alerts" in ticker
+            # (the page's stream closed first: the server need not wait it out)
+            await asyncio.to_thread(driver.get, "about:blank")
     finally:
         await asyncio.to_thread(driver.quit)

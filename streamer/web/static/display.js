@@ -2,6 +2,7 @@
 // the ranked list, the alert ticker, the clock and the staleness warning.
 
 import {
+  alertAge,
   cellLabel,
   clockFormatter,
   familyLabel,
@@ -10,9 +11,12 @@ import {
   formatShare,
   horizonLabel,
   horizonShort,
+  isoSeconds,
+  patternLabel,
   peakLabel,
   scoreColour,
   scoreScale,
+  severityOf,
   trendArrow,
 } from "./format.js";
 import { MapView } from "./map.js";
@@ -21,7 +25,8 @@ import { LiveFeed, throttle } from "./stream.js";
 const LIST_LENGTH = 15;
 const REFRESH_MIN_INTERVAL_MS = 1000;
 const HOTSPOTS_POLL_MS = 60000; // safety net when updates for our list are rare
-const ALERTS_POLL_MS = 30000;
+// Alerts arrive with snapshots and as push notices; polling is only the fallback.
+const ALERTS_POLL_MS = 120000;
 const AUTH_RETRY_MS = 60000;
 const TICKER_SPEED_PX_S = 110;
 const CURSOR_IDLE_MS = 3000;
@@ -66,6 +71,8 @@ const status = {
   horizon: null,
   resolution: null,
   family: null,
+  alerts: 0, // open alerts shown in the ticker
+  lastAlertId: null, // the alert id of the last push notice applied
 };
 window.hotspotsDisplay = status;
 
@@ -80,8 +87,9 @@ const state = {
   pipelineAgeS: null, // seconds since the publisher last ticked, as the server last said
   ranking: null,
   ranks: new Map(), // cell -> rank in the previous render, to flag movers
-  alerts: [],
+  alerts: [], // open alerts, newest updated_at first
   alertsKey: "",
+  alertsVersion: 0, // moves with every change from a snapshot or notice
   requestId: 0,
   unauthorised: false,
   feed: null,
@@ -371,49 +379,132 @@ function fitList() {
 
 // --- Alerts ------------------------------------------------------------------
 
+const OPENING = new Set(["opened", "escalated"]);
+const CLOSING = new Set(["cleared", "merged"]);
+
+function updatedS(alert) {
+  return isoSeconds(alert.updated_at) ?? 0;
+}
+
+function newestFirst(alerts) {
+  return alerts
+    .filter((alert) => alert && typeof alert === "object" && alert.id !== undefined)
+    .sort((a, b) => updatedS(b) - updatedS(a) || String(a.id).localeCompare(String(b.id)));
+}
+
+/** The whole set of open alerts (a snapshot or a poll): replaces what the page holds. */
+function setAlerts(alerts) {
+  state.alertsVersion += 1;
+  state.alerts = newestFirst(alerts);
+  renderAlerts();
+}
+
+/** The fallback poll, and the source for a server that sends no alerts in its snapshots. */
 async function loadAlerts() {
+  const version = state.alertsVersion;
   try {
-    const body = await api("v1/alerts");
-    state.alerts = Array.isArray(body.alerts) ? body.alerts : [];
-    renderAlerts();
+    const body = await api("v1/alerts", { status: "open" });
+    // A snapshot or notice that arrived meanwhile is newer than this answer.
+    if (version !== state.alertsVersion) return;
+    setAlerts(Array.isArray(body.alerts) ? body.alerts : []);
   } catch (error) {
     if (error instanceof AuthError) authFailed();
   }
 }
 
+/** A push notice: opened/escalated add or replace the alert; cleared/merged remove it. */
+function onAlert(message) {
+  const alert = message.alert;
+  if (!alert || typeof alert !== "object" || alert.id === undefined) return;
+  const id = String(alert.id);
+  const kind = message.kind ?? alert.kind;
+  const open = OPENING.has(kind) || (!CLOSING.has(kind) && alert.status === "open");
+  const others = state.alerts.filter((a) => String(a.id) !== id);
+  state.alertsVersion += 1;
+  state.alerts = open ? newestFirst([alert, ...others]) : others;
+  status.lastAlertId = id;
+  if (open) flashTicker();
+  renderAlerts();
+}
+
+function flashTicker() {
+  dom.alerts.classList.remove("flash");
+  void dom.alerts.offsetWidth; // restart the animation
+  dom.alerts.classList.add("flash");
+}
+
+/** Engine time, as the server last said ("at"): alert times are on the engine's clock. */
+function engineNow() {
+  return state.lastDataAt ?? Date.now() / 1000;
+}
+
+function alertItem(alert) {
+  const severity = severityOf(alert.severity);
+  const item = document.createElement("span");
+  item.className = `alert severity-${severity}`;
+  item.dataset.testid = "alert-item";
+  item.dataset.alertId = String(alert.id);
+  item.dataset.updatedAt = String(alert.updated_at ?? "");
+  const parts = [
+    ["alert-severity", severity.toUpperCase()],
+    ["alert-title", String(alert.title ?? alert.id)],
+    ["alert-pattern", patternLabel(alert.pattern)],
+    ["alert-age", ""],
+  ];
+  for (const [name, text] of parts) {
+    if (name === "alert-pattern" && !text) continue;
+    const span = document.createElement("span");
+    span.className = name;
+    span.textContent = text;
+    item.appendChild(span);
+  }
+  return item;
+}
+
+/** Ages change every minute; they are rewritten in place so the ticker does not restart. */
+function renderAlertAges() {
+  const now = engineNow();
+  for (const age of dom.alertsTrack.querySelectorAll(".alert-age")) {
+    const updated = isoSeconds(age.parentElement.dataset.updatedAt);
+    const text = updated === null ? "" : alertAge(now - updated);
+    if (age.textContent !== text) age.textContent = text;
+  }
+}
+
 function renderAlerts() {
-  const key = JSON.stringify(state.alerts.map((a) => [a.id, a.title, a.severity]));
+  status.alerts = state.alerts.length;
+  const key = JSON.stringify(
+    state.alerts.map((a) => [a.id, a.title, a.severity, a.pattern, a.updated_at]),
+  );
   if (key === state.alertsKey) return;
   state.alertsKey = key;
   const track = dom.alertsTrack;
   track.style.animation = "none";
   dom.alerts.classList.toggle("has-alerts", state.alerts.length > 0);
+  redrawAlertedCells();
   if (state.alerts.length === 0) {
+    dom.alerts.classList.remove("flash");
     track.replaceChildren(document.createTextNode("No open alerts"));
-    redrawAlertedCells();
     return;
   }
-  const items = () =>
-    state.alerts.map((alert) => {
-      const item = document.createElement("span");
-      item.className = `alert severity-${String(alert.severity ?? "info").toLowerCase()}`;
-      const opened = Number.isFinite(alert.opened_at) ? ` · ${state.formatTime(alert.opened_at).slice(0, 5)}` : "";
-      item.textContent = `⚠ ${alert.title ?? alert.id}${opened}`;
-      return item;
-    });
-  // Two copies side by side scroll seamlessly: the animation moves by one copy.
   const copy = document.createElement("span");
   copy.className = "ticker-copy";
-  copy.append(...items());
-  const copy2 = copy.cloneNode(true);
-  copy2.setAttribute("aria-hidden", "true");
-  track.replaceChildren(copy, copy2);
+  copy.append(...state.alerts.map(alertItem));
+  track.replaceChildren(copy);
+  renderAlertAges();
   requestAnimationFrame(() => {
+    if (track.firstChild !== copy) return; // re-rendered meanwhile
+    // Still text reads best from across a room: scroll only what does not fit.
     const distance = copy.getBoundingClientRect().width;
+    if (distance <= track.parentElement.clientWidth) return;
+    // Two copies side by side scroll seamlessly: the animation moves by one copy.
+    const copy2 = copy.cloneNode(true);
+    copy2.setAttribute("aria-hidden", "true");
+    copy2.querySelectorAll("[data-testid]").forEach((e) => e.removeAttribute("data-testid"));
+    track.append(copy2);
     track.style.setProperty("--ticker-distance", `${-distance}px`);
     track.style.animation = `ticker ${Math.max(10, distance / TICKER_SPEED_PX_S)}s linear infinite`;
   });
-  redrawAlertedCells();
 }
 
 function redrawAlertedCells() {
@@ -434,7 +525,10 @@ function onMessage(message, sequence) {
   if (message.type === "snapshot") status.snapshots += 1;
   dom.sequence.textContent = Number.isInteger(sequence) ? String(sequence) : "";
   dom.updatedAt.textContent = state.formatTime(state.lastDataAt);
-  if (message.type === "snapshot") loadAlerts();
+  if (message.type === "snapshot") {
+    if (Array.isArray(message.alerts)) setAlerts(message.alerts);
+    else loadAlerts();
+  }
   checkStale();
 }
 
@@ -480,6 +574,7 @@ function tick() {
   const now = Date.now();
   dom.clock.textContent = state.formatTime(now / 1000);
   checkStale();
+  renderAlertAges();
   // Wake just after the next whole second so the clock never skips one.
   setTimeout(tick, 1000 - (now % 1000) + 5);
 }
@@ -562,6 +657,7 @@ async function boot() {
     key: viewKey(),
     onRefresh: refresh,
     onMessage,
+    onAlert,
     onConnection,
     // Well past the staleness warning: the banner shows first, then we reconnect.
     silenceMs: Math.max(30000, 3 * staleAfterMs),

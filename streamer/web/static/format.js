@@ -157,3 +157,31 @@ export function scoreScale(scores) {
   if (hi - lo < 1e-12) return () => 1;
   return (score) => (Math.sqrt(Math.max(0, score)) - lo) / (hi - lo);
 }
+
+const SEVERITIES = ["low", "medium", "high"];
+
+/** An alert's severity as a class-safe word: "low", "medium" or "high" (unknown -> "low"). */
+export function severityOf(severity) {
+  const word = String(severity ?? "").toLowerCase();
+  return SEVERITIES.includes(word) ? word : "low";
+}
+
+/** An alert's pattern as read aloud: "intensifying" -> "Intensifying hot spot". */
+export function patternLabel(pattern) {
+  if (!pattern) return "";
+  const word = String(pattern).replace(/[_-]+/g, " ").trim();
+  return `${word.charAt(0).toUpperCase()}${word.slice(1)} hot spot`;
+}
+
+/** ISO 8601 text -> POSIX seconds; null when missing or unreadable. */
+export function isoSeconds(text) {
+  if (typeof text !== "string" || text === "") return null;
+  const ms = Date.parse(text);
+  return Number.isFinite(ms) ? ms / 1000 : null;
+}
+
+/** An alert's age: "just now" under a minute (clocks differ by seconds), then as formatAge. */
+export function alertAge(seconds) {
+  if (!Number.isFinite(seconds)) return "";
+  return seconds < 60 ? "just now" : formatAge(seconds);
+}

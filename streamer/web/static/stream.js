@@ -38,7 +38,9 @@ export class LiveFeed {
    * @param {string} options.key          the "HORIZON:RESOLUTION" list shown
    * @param {() => void} options.onRefresh       the shown ranking may have changed
    * @param {(message: object, sequence: number|null) => void} options.onMessage
-   *        any valid message (liveness), with the sequence now applied
+   *        any valid ranking message (liveness), with the sequence now applied
+   * @param {(message: object) => void} [options.onAlert]
+   *        an alert notice ({type: "alert", kind, stream_id, alert}); not sequenced
    * @param {(connected: boolean) => void} [options.onConnection]
    * @param {(url: string) => EventSource} [options.openSource]
    * @param {number} [options.silenceMs]  reconnect when nothing arrives for this long
@@ -48,13 +50,14 @@ export class LiveFeed {
     key,
     onRefresh,
     onMessage,
+    onAlert = () => {},
     onConnection = () => {},
     openSource = (u) => new EventSource(u),
     silenceMs = 45000,
     timers = globalThis,
     now = () => Date.now(),
   }) {
-    Object.assign(this, { url, key, onRefresh, onMessage, onConnection, openSource, silenceMs });
+    Object.assign(this, { url, key, onRefresh, onMessage, onAlert, onConnection, openSource, silenceMs });
     this.timers = timers;
     this.now = now;
     this.source = null;
@@ -154,6 +157,14 @@ export class LiveFeed {
     }
     if (!message || typeof message !== "object") return;
     const { type } = message;
+    if (type === "alert") {
+      // Notices carry no sequence: they neither move it nor reveal a gap. One
+      // that came before this connection's snapshot is already in it.
+      this.failures = 0;
+      this.armWatchdog();
+      if (this.synced) this.onAlert(message);
+      return;
+    }
     if (type !== "snapshot" && type !== "update" && type !== "heartbeat") return;
     this.failures = 0;
     this.armWatchdog();

@@ -542,7 +542,10 @@ class Detector:
                 categories[name] = categories.get(name, 0.0) + value * factor
         top = sorted(categories.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
         alert.top_categories = [(name, value) for name, value in top if value > 0.05]
-        alert.pattern = self.pattern(region, union.rate_per_s, at_s, hot_today=True)
+        if alert.pattern is None or alert.p <= alert.notified_p / self.config.escalate_ratio:
+            # as of the notice (opened, escalated): a quiet alert's pattern
+            # would otherwise drift as its days pass
+            alert.pattern = self.pattern(region, union.rate_per_s, at_s, hot_today=True)
 
     def pattern(
         self, region: Iterable[str], rate_per_s: float, at_s: float, *, hot_today: bool
@@ -578,7 +581,7 @@ class Detector:
         peak = 1.0 / max(alert.peak_p * self.tests_per_day(), 1e-300)
         severity = "high" if peak >= 365 else ("medium" if peak >= 30 else "low")
         lats, lons = zip(*(center_hex(c) for c in alert.cells), strict=True)
-        cats = ", ".join(f"{name} {value:.0f}" for name, value in alert.top_categories)
+        cats = ", ".join(f"{name} {max(round(value), 1)}" for name, value in alert.top_categories)
         title = f"{alert.observed:.0f} events vs {alert.expected:.2g} expected"
         return {
             "id": alert.id,
@@ -622,6 +625,7 @@ class Detector:
                     "notified_p": a.notified_p,
                     "peak_p": a.peak_p,
                     "kind": a.kind,
+                    "pattern": a.pattern,
                 }
                 for a in self.alerts.values()
             ],
@@ -641,6 +645,7 @@ class Detector:
                 notified_p=a["notified_p"],
                 peak_p=a["peak_p"],
                 kind=a.get("kind", "opened"),
+                pattern=a.get("pattern"),
             )
             self.alerts[alert.id] = alert
 

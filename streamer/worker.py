@@ -193,13 +193,12 @@ def build(
         async def deliver() -> None:
             try:
                 held = await delivery_lease.acquire()
-            except Exception as exc:  # Redis down: keep what runs, try again
+                if held and not delivery.running:
+                    await delivery.start()
+                elif not held and delivery.running:
+                    await delivery.stop()
+            except Exception as exc:  # Redis down: keep what runs, try again next time
                 log.warning("alert_delivery_lease_failed error=%s", exc)
-                return
-            if held and not delivery.running:
-                await delivery.start()
-            elif not held and delivery.running:
-                await delivery.stop()
 
         fapp.timer(interval=max(lease.ttl_ms / 3000, 0.5))(deliver)
         cast(Any, fapp).service(_Stopper(delivery.stop))

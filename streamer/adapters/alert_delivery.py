@@ -10,9 +10,10 @@ a consumer that went away are taken over (XAUTOCLAIM) after
 fresh (XCLAIM JUSTID) so that no other process takes them over meanwhile.
 
 Order: one delivery process per group keeps the stream's order (Kafka: per
-alert id; webhooks: overall). Several processes share a group's entries, so
-across processes notices may be delivered out of order; receivers
-de-duplicate and order by ``stream_id``.
+alert id; webhooks: overall); the worker runs delivery only while it holds
+a lease of its own (``streamer/worker.py``). Should two ever overlap (a
+lease lost mid-delivery), they share a group's entries and notices may
+arrive out of order: receivers de-duplicate and order by ``stream_id``.
 """
 
 from __future__ import annotations

@@ -148,6 +148,32 @@ def _parser() -> argparse.ArgumentParser:
 
     mt = sub.add_parser("maintain", help="prune dead cells, re-base, trim the ledger once")
     mt.add_argument("--at")
+
+    ev = sub.add_parser(
+        "evaluate-alerts",
+        help="inject synthetic clusters into a historical file and score the alerts",
+    )
+    ev.add_argument("path")
+    ev.add_argument("--profile", help="source profile (config/sources/NAME.toml)")
+    ev.add_argument(
+        "--warmup-from", help="DATE: baselines are built from here (default: a year before --from)"
+    )
+    ev.add_argument(
+        "--from", dest="start", help="DATE: evaluation start (default: a year before --to)"
+    )
+    ev.add_argument("--to", dest="end", help="DATE, inclusive (default: the file's last day)")
+    ev.add_argument("--sizes", default="3,5,8", help="cluster sizes (events per cluster)")
+    ev.add_argument("--radius-m", type=float, default=250.0, help="cluster radius in metres")
+    ev.add_argument("--hours", type=float, default=6.0, help="cluster duration in hours")
+    ev.add_argument("--clusters", type=int, default=60, help="clusters per size")
+    ev.add_argument("--tick", default="5m", help="detection tick (duration)")
+    ev.add_argument("--seed", type=int, default=1)
+    ev.add_argument(
+        "--jobs", type=int, default=None, help="engine runs in parallel (default: cores)"
+    )
+    ev.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    ev.add_argument("--csv", metavar="PATH", help="write the results as CSV")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -204,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 )
             )
         )
+    if args.command == "evaluate-alerts":
+        _evaluate_alerts(args, settings)
     try:
         code = asyncio.run(_dispatch(args, settings))
     except UsageError as exc:
@@ -380,6 +408,33 @@ async def _backfill(args: argparse.Namespace, settings: Settings, store: Any) ->
         for key, value in summary.items():
             print(f"{key:>24}: {value}")
     return 0
+
+
+def _evaluate_alerts(args: argparse.Namespace, settings: Settings) -> NoReturn:
+    from streamer.evaluate_alerts import EvaluateOptions, FlagError
+    from streamer.evaluate_alerts import main as evaluate_main
+
+    options = EvaluateOptions(
+        path=args.path,
+        profile=args.profile,
+        warmup_from=args.warmup_from,
+        start=args.start,
+        end=args.end,
+        sizes=args.sizes,
+        radius_m=args.radius_m,
+        hours=args.hours,
+        clusters=args.clusters,
+        tick=args.tick,
+        seed=args.seed,
+        json_path=args.json,
+        csv_path=args.csv,
+        jobs=args.jobs,
+        quiet=args.quiet,
+    )
+    try:
+        raise SystemExit(evaluate_main(options, settings))
+    except FlagError as exc:
+        _fail(str(exc))
 
 
 def _run_worker(args: argparse.Namespace, settings: Settings) -> None:

@@ -94,6 +94,70 @@ def poisson_sf(observed: float, mu: float) -> float:
     return max(0.0, 1.0 - front * h)
 
 
+def _beta_cf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz)."""
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c = 1.0
+    d = 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > _TINY else _TINY)
+    h = d
+    for m in range(1, 10_000):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > _TINY else _TINY)
+        c = 1.0 + aa / c
+        c = c if abs(c) > _TINY else _TINY
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > _TINY else _TINY)
+        c = 1.0 + aa / c
+        c = c if abs(c) > _TINY else _TINY
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < _EPS:
+            break
+    return h
+
+
+def beta_inc(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function ``I_x(a, b)``.
+
+    >>> round(beta_inc(1.0, 1.0, 0.3), 12), round(beta_inc(2.0, 3.0, 0.4), 12)
+    (0.3, 0.5248)
+    """
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
+    if x < (a + 1.0) / (a + b + 2.0):
+        return min(1.0, front * _beta_cf(a, b, x) / a)
+    return max(0.0, 1.0 - front * _beta_cf(b, a, 1.0 - x) / b)
+
+
+def gamma_poisson_sf(observed: float, shape: float, rate_s: float, exposure: float) -> float:
+    """``P(X >= observed)`` when ``X ~ Poisson(lambda * exposure)`` and the
+    rate is uncertain, ``lambda ~ Gamma(shape, rate_s)``: the negative
+    binomial predictive of the empirical-Bayes posterior, continuous in
+    ``observed`` (``I_q(observed, shape)``, ``q = exposure / (rate_s +
+    exposure)``). Heavier-tailed than the Poisson of the same mean when the
+    baseline rests on few events; the Poisson as ``shape`` grows.
+
+    >>> # one event, Gamma(1, 1) rate, unit exposure: P(X >= 1) = 1 - 1/2
+    >>> round(gamma_poisson_sf(1, 1.0, 1.0, 1.0), 12)
+    0.5
+    """
+    if observed <= 0:
+        return 1.0
+    if shape <= 0 or exposure <= 0:
+        return 0.0
+    return beta_inc(observed, shape, exposure / (rate_s + exposure))
+
+
 def exposure_s(half_life_s: float, age_s: float) -> float:
     """Expected decayed count per unit rate after ``age_s`` of history:
     ``h / ln 2 * (1 - 2^(-age / h))``.
@@ -260,6 +324,12 @@ class Test:
     expected: float
     p: float
     rate_per_s: float  # the shrunk baseline rate of the whole region
+    shape: float  # its gamma posterior: shape (pseudo-events) ...
+    rate_s: float  # ... and rate (exposure time, s)
+
+    def sf(self, observed: float, exposure: float) -> float:
+        """``P(X >= observed)`` over ``exposure`` seconds under this posterior."""
+        return gamma_poisson_sf(observed, self.shape, self.rate_s, exposure)
 
 
 @dataclass(slots=True)
@@ -315,6 +385,11 @@ class Detector:
         self.area_at_s: float | None = None
         self.next_id = 1
         self.fresh: set[str] = set()  # cells with new events since the last step
+        # cells of alerts cleared for quiet -> (when, their disk's count then):
+        # for ``clear_quiet`` after, opening again there takes ``min_events``
+        # new events (a stale flare-up is still "surprising", and one more
+        # event must not page anyone again)
+        self.quiet_cleared: dict[str, tuple[float, float]] = {}
         self._zone = ZoneInfo(config.timezone)
 
     # decayed values ------------------------------------------------------
@@ -423,9 +498,10 @@ class Detector:
         k = cfg.area_weight
         denominator = (len(around) + k) * t_b
         prior_rate = (b_a + k * self.area_mean_b) / denominator if denominator > 0 else 0.0
-        rate = (b_r + len(cells) * prior_rate * cfg.prior_s) / (t_b + cfg.prior_s)
-        mu = rate * t_s
-        return Test(s_r, mu, poisson_sf(s_r, mu), rate)
+        shape = b_r + len(cells) * prior_rate * cfg.prior_s
+        rate_s = t_b + cfg.prior_s
+        rate = shape / rate_s
+        return Test(s_r, rate * t_s, gamma_poisson_sf(s_r, shape, rate_s, t_s), rate, shape, rate_s)
 
     # one tick ------------------------------------------------------------
     def step(self, at_s: float) -> list[Notice]:
@@ -449,8 +525,13 @@ class Detector:
         notices: list[Notice] = []
         groups = _components(active, list(self.alerts.values()))
         survivors: set[str] = set()
+        self.quiet_cleared = {
+            c: v for c, v in self.quiet_cleared.items() if at_s - v[0] < cfg.clear_quiet_s
+        }
         for cells, alerts in groups:
             if not alerts:
+                if not self._new_flare(cells, tests, at_s):
+                    continue
                 alert = self._open(cells, at_s)
                 self._refresh(alert, tests, at_s)
                 alert.notified_p = alert.p
@@ -487,7 +568,24 @@ class Detector:
             )
             notices.append(Notice("cleared", self.as_dict(alert)))
             del self.alerts[alert.id]
+            if quiet:
+                for cell in alert.cells:
+                    observed = tests[cell].observed if cell in tests else alert.observed
+                    self.quiet_cleared[cell] = (at_s, observed)
         return notices
+
+    def _new_flare(self, cells: set[str], tests: Mapping[str, Test], at_s: float) -> bool:
+        """Whether alerting cells may open an alert: always, unless they were
+        cleared for quiet lately; then only with ``min_events`` new events
+        (beyond what their count then has decayed to)."""
+        recent = [(c, self.quiet_cleared[c]) for c in cells if c in self.quiet_cleared]
+        if not recent:
+            return True
+        grown = max(
+            tests[c].observed - then * 2.0 ** (-(at_s - t) / self.config.short_s)
+            for c, (t, then) in recent
+        )
+        return bool(grown >= self.config.min_events)
 
     def _open(self, cells: set[str], at_s: float) -> Alert:
         stamp = datetime.fromtimestamp(at_s, UTC).astimezone(self._zone).strftime("%Y%m%d")
@@ -545,10 +643,10 @@ class Detector:
         if alert.pattern is None or alert.p <= alert.notified_p / self.config.escalate_ratio:
             # as of the notice (opened, escalated): a quiet alert's pattern
             # would otherwise drift as its days pass
-            alert.pattern = self.pattern(region, union.rate_per_s, at_s, hot_today=True)
+            alert.pattern = self.pattern(region, union, at_s, hot_today=True)
 
     def pattern(
-        self, region: Iterable[str], rate_per_s: float, at_s: float, *, hot_today: bool
+        self, region: Iterable[str], baseline: Test, at_s: float, *, hot_today: bool
     ) -> str | None:
         """The pattern of a region's daily counts (see :func:`pattern_of`):
         a day is hot when its count is at least as surprising as
@@ -565,8 +663,7 @@ class Detector:
                 j = i - offset
                 if 0 <= j < days:
                     totals[j] += v
-        per_day = rate_per_s * DAY_S
-        hot = [poisson_sf(v, per_day) <= self.config.pattern_p for v in totals]
+        hot = [baseline.sf(v, DAY_S) <= self.config.pattern_p for v in totals]
         hot[-1] = hot[-1] or hot_today
         return pattern_of(hot, [float(v) for v in totals], self.config.pattern_p)
 
@@ -614,6 +711,7 @@ class Detector:
         """What survives a restart (the cells are read again from the store)."""
         return {
             "next_id": self.next_id,
+            "quiet_cleared": self.quiet_cleared,
             "alerts": [
                 {
                     "id": a.id,
@@ -633,6 +731,9 @@ class Detector:
 
     def restore(self, state: Mapping[str, Any]) -> None:
         self.next_id = int(state.get("next_id", 1))
+        self.quiet_cleared = {
+            str(c): (float(t), float(o)) for c, (t, o) in state.get("quiet_cleared", {}).items()
+        }
         self.alerts = {}
         for a in state.get("alerts", []):
             alert = Alert(

@@ -14,6 +14,7 @@ from streamer.core.emerging import (
     Detector,
     DetectorConfig,
     exposure_s,
+    gamma_poisson_sf,
     mann_kendall,
     pattern_of,
     poisson_sf,
@@ -130,10 +131,38 @@ def test_region_test_by_hand() -> None:
     ln2 = math.log(2)
     t_s, t_b = DAY / ln2, 100 * DAY / ln2 - DAY / ln2
     prior_rate = (20.0 + 1 * 0.5) / ((12 + 1) * t_b)  # 12 ring-2 cells + the area
-    rate = (0.0 + 7 * prior_rate * 10 * DAY) / (t_b + 10 * DAY)
+    shape = 0.0 + 7 * prior_rate * 10 * DAY  # pseudo-events
+    rate_s = t_b + 10 * DAY
     assert t.observed == pytest.approx(3.0)
-    assert t.expected == pytest.approx(rate * t_s, rel=1e-12)
-    assert t.p == pytest.approx(poisson_tail(3, rate * t_s), rel=1e-9)
+    assert t.expected == pytest.approx(shape / rate_s * t_s, rel=1e-12)
+    assert t.p == pytest.approx(negbin_tail(3, shape, rate_s / (rate_s + t_s)), rel=1e-9)
+
+
+def negbin_tail(k: int, r: float, p: float) -> float:
+    """1 - sum_{j<k} Gamma(r+j) / (Gamma(r) j!) p^r (1-p)^j, term by term."""
+    return 1.0 - sum(
+        math.exp(math.lgamma(r + j) - math.lgamma(r) - math.lgamma(j + 1)) * p**r * (1 - p) ** j
+        for j in range(k)
+    )
+
+
+@pytest.mark.parametrize(
+    ("k", "shape", "rate_s", "exposure"),
+    [(1, 1.0, 1.0, 1.0), (3, 0.7, 50.0, 1.0), (3, 20.0, 300.0, 2.0), (12, 4.0, 2.0, 3.0)],
+)
+def test_gamma_poisson_tail_matches_the_negative_binomial_sum(
+    k: int, shape: float, rate_s: float, exposure: float
+) -> None:
+    want = negbin_tail(k, shape, rate_s / (rate_s + exposure))
+    assert gamma_poisson_sf(k, shape, rate_s, exposure) == pytest.approx(want, rel=1e-9)
+
+
+def test_gamma_poisson_tail_is_heavier_and_tends_to_the_poisson() -> None:
+    mu = 0.05
+    thin = gamma_poisson_sf(3, 1.0, 1.0 / mu, 1.0)  # baseline from one pseudo-event
+    thick = gamma_poisson_sf(3, 1e6, 1e6 / mu, 1.0)  # from a million
+    assert thin > 3 * poisson_sf(3, mu)
+    assert thick == pytest.approx(poisson_sf(3, mu), rel=1e-4)
 
 
 def test_counts_decay_exactly_between_reads() -> None:
@@ -206,6 +235,24 @@ def test_lifecycle_open_escalate_hold_clear_no_reopen() -> None:
     # still elevated, but nothing new: it does not open again
     assert d.step(T0 + 13 * 3600) == []
     assert d.alerts == {}
+    # one more event there soon after: not a new flare-up (escalation bar)
+    events(d, CENTRE, 1, T0 + 14 * 3600)
+    assert d.step(T0 + 14 * 3600) == []
+    # a real new burst clears the bar and opens a new alert
+    events(d, CENTRE, 5, T0 + 15 * 3600)
+    again = d.step(T0 + 15 * 3600)
+    assert [n.kind for n in again] == ["opened"] and again[0].alert["id"] != alert_id
+
+
+def test_quiet_clears_are_remembered_across_restarts() -> None:
+    d = Detector(config(long_s=365 * DAY, prior_s=30 * DAY))
+    city(d)
+    events(d, CENTRE, 3, T0)
+    d.step(T0)
+    assert [n.kind for n in d.step(T0 + 12 * 3600)] == ["cleared"]
+    again = Detector(d.config)
+    again.restore(d.state())
+    assert again.quiet_cleared == d.quiet_cleared and again.quiet_cleared
 
 
 def test_separate_flares_are_separate_alerts_and_merge_when_they_meet() -> None:

@@ -125,7 +125,7 @@ class Alerter:
         notices = detector.step(at_s)
         await self._write(notices, touched, at_s)
         if self.metrics is not None:
-            self.metrics.alert_tests.inc(len(touched))
+            self.metrics.alert_tests.inc(detector.tested)
             self.metrics.alerts_open.set(len(detector.alerts))
             for notice in notices:
                 self.metrics.alert_notices.labels(notice.kind).inc()

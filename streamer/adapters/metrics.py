@@ -82,7 +82,9 @@ class Metrics:
         )
         self.alerts_open = Gauge("hotspots_alerts_open", "Alerts open now", registry=r)
         self.alert_tests = Counter(
-            "hotspots_alert_tests_total", "Cells tested by the alert detector", registry=r
+            "hotspots_alert_tests_total",
+            "Disks (cell and ring) tested by the alert detector",
+            registry=r,
         )
         self.alert_deliveries = Counter(
             "hotspots_alert_deliveries_total",

@@ -385,6 +385,7 @@ class Detector:
         self.area_at_s: float | None = None
         self.next_id = 1
         self.fresh: set[str] = set()  # cells with new events since the last step
+        self.tested = 0  # disks tested by the last step
         # cells of alerts cleared for quiet -> (when, their disk's count then):
         # for ``clear_quiet`` after, opening again there takes ``min_events``
         # new events (a stale flare-up is still "surprising", and one more
@@ -516,6 +517,7 @@ class Detector:
             triggered |= _disk(cell, 1)
         held = {c for a in self.alerts.values() for c in a.cells}
         tests = {c: self.test(_disk(c, 1), at_s) for c in triggered | held}
+        self.tested = len(tests)
         active = {
             c
             for c, t in tests.items()

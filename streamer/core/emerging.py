@@ -19,10 +19,11 @@ The model, stated once (the README repeats it for analysts):
   cells around ``R``, ``k`` = ``area_weight``), then
   ``lambda_R = (B_R + |R| * m * P) / (T_B + P)`` (``P`` = ``prior``, the
   weight of the prior as exposure time). Expected ``mu = lambda_R * T_S``.
-- Surprise: ``p = P(X >= S_R)`` for ``X ~ Poisson(mu)`` (continuous in the
-  observed count: the regularized incomplete gamma function). A decayed sum
-  varies less than a Poisson count of the same mean, so this p-value is
-  conservative.
+- Surprise: ``p = P(X >= S_R)`` under the empirical-Bayes predictive: the
+  rate is gamma-distributed (shape ``B_R + |R| * m * P``, rate ``T_B + P``),
+  so ``X`` is negative binomial with mean ``mu`` (continuous in the observed
+  count: the regularized incomplete beta function). A decayed sum varies
+  less than a count of the same mean, so this p-value is conservative.
 - False alarms: each new event can trigger the tests of the seven disks that
   hold it, so at most ``N = 7 * events per day`` tests can open an alert in
   a day; a disk opens one when ``p <= F / N`` (``F`` =
@@ -48,52 +49,6 @@ _TINY = 1e-300
 
 
 # statistics ------------------------------------------------------------
-def poisson_sf(observed: float, mu: float) -> float:
-    """``P(X >= observed)`` for ``X ~ Poisson(mu)``, continuous in
-    ``observed``: the regularized lower incomplete gamma ``P(observed, mu)``,
-    which equals the Poisson upper tail at whole numbers.
-
-    >>> round(poisson_sf(1, 0.5), 12) == round(1 - math.exp(-0.5), 12)
-    True
-    >>> poisson_sf(0, 3.0), poisson_sf(2.5, 0.0)
-    (1.0, 0.0)
-    """
-    if observed <= 0:
-        return 1.0
-    if mu <= 0:
-        return 0.0
-    a, x = observed, mu
-    front = math.exp(-x + a * math.log(x) - math.lgamma(a))
-    if x < a + 1.0:  # series: accurate for the small tails that matter here
-        term = total = 1.0 / a
-        ap = a
-        for _ in range(10_000):
-            ap += 1.0
-            term *= x / ap
-            total += term
-            if abs(term) < abs(total) * _EPS:
-                break
-        return min(1.0, total * front)
-    # continued fraction for the complement (modified Lentz)
-    b = x + 1.0 - a
-    c = 1.0 / _TINY
-    d = 1.0 / b
-    h = d
-    for i in range(1, 10_000):
-        an = -i * (i - a)
-        b += 2.0
-        d = an * d + b
-        d = d if abs(d) > _TINY else _TINY
-        c = b + an / c
-        c = c if abs(c) > _TINY else _TINY
-        d = 1.0 / d
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < _EPS:
-            break
-    return max(0.0, 1.0 - front * h)
-
-
 def _beta_cf(a: float, b: float, x: float) -> float:
     """Continued fraction of the incomplete beta function (modified Lentz)."""
     qab, qap, qam = a + b, a + 1.0, a - 1.0

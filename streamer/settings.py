@@ -180,9 +180,10 @@ class WebhookSettings(_Section):
 
 class AlertSettings(_Section):
     enabled: bool = True
-    resolution: int = Field(default=9, ge=0, le=15)
-    short: str = "day"  # the horizon whose score is tested
-    baseline: str = "year"  # the horizon that predicts it
+    # "" / -1: chosen from the other settings (see _check_alerts)
+    resolution: int = Field(default=-1, ge=-1, le=15)
+    short: str = ""  # the horizon whose count is tested
+    baseline: str = ""  # the horizon that predicts it
     interval: DurationS = 30.0  # detection tick (leader only)
     false_alerts_per_day: float = Field(default=1.0, gt=0)
     min_events: float = Field(default=2.5, ge=0)
@@ -320,13 +321,30 @@ def load_settings(
             f"{source}: key 'grid.profile_horizon': {settings.grid.profile_horizon!r} is not a "
             f"horizon; use one of {sorted(settings.horizons)}"
         )
-    _check_alerts(settings, source)
-    return settings
+    return _check_alerts(settings, source)
 
 
-def _check_alerts(settings: Settings, source: str) -> None:
+def _check_alerts(settings: Settings, source: str) -> Settings:
+    """Fill in the alert keys left to choose (the shortest and longest
+    horizons, the grid resolution nearest 9) and check the ones given."""
     a = settings.alerts
     names = sorted(settings.horizons)
+    by_half_life = sorted(settings.horizons, key=lambda n: (settings.horizons[n], n))
+    auto: dict[str, Any] = {}
+    if a.resolution == -1:
+        auto["resolution"] = min(settings.grid.resolutions, key=lambda r: (abs(r - 9), -r))
+    if not a.short:
+        auto["short"] = "day" if "day" in settings.horizons else by_half_life[0]
+    if not a.baseline:
+        auto["baseline"] = "year" if "year" in settings.horizons else by_half_life[-1]
+    if auto:
+        a = a.model_copy(update=auto)
+        if a.short == a.baseline and not ({"short", "baseline"} - auto.keys()):
+            # one horizon only, and nothing asked of alerting: it stays off
+            a = a.model_copy(update={"enabled": False})
+        settings = settings.model_copy(update={"alerts": a})
+    if not a.enabled:
+        return settings
     for key in ("short", "baseline"):
         if getattr(a, key) not in settings.horizons:
             raise ConfigError(
@@ -343,3 +361,4 @@ def _check_alerts(settings: Settings, source: str) -> None:
             f"{source}: key 'alerts.resolution': {a.resolution} is not one of "
             f"grid.resolutions {settings.grid.resolutions}"
         )
+    return settings

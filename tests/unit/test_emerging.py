@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
 import h3
 import pytest
@@ -18,6 +19,7 @@ from streamer.core.emerging import (
     mann_kendall,
     pattern_of,
 )
+from streamer.settings import ConfigError, load_settings
 
 DAY = 86400.0
 CENTRE = h3.latlng_to_cell(39.9526, -75.1652, 9)  # City Hall, Philadelphia
@@ -272,3 +274,21 @@ def test_gamma_poisson_tail_is_monotone_between_whole_counts() -> None:
     assert all(a >= b for a, b in itertools.pairwise(values))
     assert gamma_poisson_sf(3, 2.5, 40.0, 3.0) < gamma_poisson_sf(2.5, 2.5, 40.0, 3.0)
     assert gamma_poisson_sf(2.5, 2.5, 40.0, 3.0) < gamma_poisson_sf(2, 2.5, 40.0, 3.0)
+
+
+def test_alert_settings_follow_the_grid_and_horizons(tmp_path: Path) -> None:
+    default = load_settings(environ={}).alerts
+    assert (default.short, default.baseline, default.resolution) == ("day", "year", 9)
+    force = tmp_path / "force.toml"
+    force.write_text(
+        '[horizons]\nshift = "8h"\nweek = "7d"\n[grid]\nresolutions = [10, 11]\n'
+        'profile_horizon = "week"\n'
+    )
+    own = load_settings(force, environ={}).alerts
+    assert (own.short, own.baseline, own.resolution, own.enabled) == ("shift", "week", 10, True)
+    force.write_text('[horizons]\nweek = "7d"\n[grid]\nprofile_horizon = "week"\n')
+    assert not load_settings(force, environ={}).alerts.enabled
+    with pytest.raises(ConfigError, match=r"alerts\.short"):
+        load_settings(environ={}, overrides={"alerts": {"short": "fortnight"}})
+    with pytest.raises(ConfigError, match=r"alerts\.resolution"):
+        load_settings(environ={}, overrides={"alerts": {"resolution": 7}})

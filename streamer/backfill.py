@@ -14,13 +14,13 @@ import asyncio
 import hashlib
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from streamer.adapters.files import Columns, SourceProfile, read_columns
+from streamer.adapters.files import SourceProfile, concat_columns, read_columns
 from streamer.adapters.store import Store, StoreOp
 from streamer.core.aggregate import Batch, encode_cells, hours_of_week
 from streamer.core.cells import cells_of_many
@@ -62,24 +62,6 @@ def file_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _concat(chunks: Iterator[Columns]) -> Columns:
-    parts = list(chunks)
-    if len(parts) == 1:
-        return parts[0]
-    names = (
-        "ids",
-        "occurred_at_s",
-        "lat_deg",
-        "lon_deg",
-        "categories",
-        "kinds",
-        "origins",
-        "ops",
-        "priorities",
-    )
-    return Columns(**{n: np.concatenate([getattr(p, n) for p in parts]) for n in names})
-
-
 async def backfill(
     path: str | Path,
     profile: SourceProfile | None,
@@ -104,7 +86,7 @@ async def backfill(
         return report
 
     step("read", 0, 1)
-    cols = _concat(read_columns(path, profile))
+    cols = concat_columns(read_columns(path, profile))
     report.read = len(cols)
     step("read", 1, 1)
 

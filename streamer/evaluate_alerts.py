@@ -31,7 +31,7 @@ from rich.table import Table
 
 from streamer import app
 from streamer.adapters.alerter import detector_config
-from streamer.adapters.files import Columns, load_profile, read_columns
+from streamer.adapters.files import Columns, concat_columns, load_profile, read_columns
 from streamer.core.alert_evaluation import (
     HOUR_S,
     Evaluation,
@@ -126,22 +126,7 @@ def _columns(path: str, profile_name: str | None) -> tuple[Columns, ZoneInfo]:
         raise FlagError(f"--profile: {exc}") from None
     if not Path(path).exists():
         raise FlagError(f"{path}: no such file")
-    parts = list(read_columns(path, profile))
-    names = [
-        "ids",
-        "occurred_at_s",
-        "lat_deg",
-        "lon_deg",
-        "categories",
-        "kinds",
-        "origins",
-        "ops",
-        "priorities",
-    ]
-    if len(parts) == 1:
-        cols = parts[0]
-    else:
-        cols = Columns(**{n: np.concatenate([getattr(p, n) for p in parts]) for n in names})
+    cols = concat_columns(read_columns(path, profile))
     return cols, ZoneInfo(profile.timezone if profile else "UTC")
 
 

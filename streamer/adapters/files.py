@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import gzip
 import io
 import math
@@ -220,6 +221,15 @@ class Columns:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+
+def concat_columns(chunks: Iterator[Columns]) -> Columns:
+    """The chunks of :func:`read_columns` as one."""
+    parts = list(chunks)
+    if len(parts) == 1:
+        return parts[0]
+    names = [f.name for f in dataclasses.fields(Columns)]
+    return Columns(**{n: np.concatenate([getattr(p, n) for p in parts]) for n in names})
 
 
 def read_columns(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -71,6 +71,51 @@ def counts_of(details: CellDetails, weights: WeightTable, short: str, long: str)
         if short_count > 0:
             categories[name] = short_count
     return CellCounts(0.0, s, lo, details.last_event_s, total, categories)
+
+
+async def write_notices(
+    store: Store,
+    notices: Sequence[Notice],
+    stream_max: int,
+    also: Callable[[Any], None] | None = None,
+) -> None:
+    """Notices to the alerts stream, the open-alert hash (a closing notice
+    takes its alert out) and ``also``'s writes, in one transaction; then the
+    live messages, which name their stream entries."""
+    client = store.client
+    open_key = store.key("alerts", "open")
+    closed = [n.alert["id"] for n in notices if n.kind in ("cleared", "merged")]
+    async with client.pipeline(transaction=True) as pipe:
+        if also is not None:
+            also(pipe)
+        if closed:
+            pipe.hdel(open_key, *closed)
+        first = len(pipe.command_stack)  # the XADDs' replies follow
+        for notice in notices:
+            body = orjson.dumps(notice.alert)
+            pipe.xadd(
+                store.key("alerts"),
+                {"kind": notice.kind, "id": notice.alert["id"], "alert": body},
+                maxlen=stream_max,
+                approximate=True,
+            )
+        for notice in notices:
+            if notice.kind not in ("cleared", "merged"):
+                pipe.hset(open_key, notice.alert["id"], orjson.dumps(notice.alert))
+        results = await pipe.execute()
+    # a display that misses a live message gets the alert from its next snapshot
+    if notices:
+        ids = [_text(x) for x in results[first : first + len(notices)]]
+        async with client.pipeline(transaction=False) as pipe:
+            for notice, stream_id in zip(notices, ids, strict=True):
+                message = {
+                    "type": "alert",
+                    "kind": notice.kind,
+                    "stream_id": stream_id,
+                    "alert": notice.alert,
+                }
+                pipe.publish(store.key("alerts", "live"), orjson.dumps(message))
+            await pipe.execute()
 
 
 class Alerter:
@@ -194,7 +239,6 @@ class Alerter:
     async def _write(self, notices: list[Notice], touched: list[str], at_s: float) -> None:
         detector = self.detector
         assert detector is not None
-        client = self.store.client
         token = f"{time.time():.6f}-{id(self):x}"
         state = detector.state()
         state["token"] = token
@@ -202,42 +246,19 @@ class Alerter:
         state["threshold"] = detector.threshold()
         state["events_per_day"] = detector.events_per_day
         open_now = {a.id: detector.as_dict(a) for a in detector.alerts.values()}
-        closed = [n.alert["id"] for n in notices if n.kind in ("cleared", "merged")]
-        async with client.pipeline(transaction=True) as pipe:
+        bins = {c: detector.bins[c].encode() for c in touched if c in detector.bins}
+
+        def also(pipe: Any) -> None:
             pipe.set(self._key("state"), orjson.dumps(state))
-            bins = {c: detector.bins[c].encode() for c in touched if c in detector.bins}
             if bins:
-                pipe.hset(self._key("days"), mapping=bins)  # type: ignore[arg-type]
-            if closed:
-                pipe.hdel(self._key("open"), *closed)
+                pipe.hset(self._key("days"), mapping=bins)
             if open_now:
                 pipe.hset(
                     self._key("open"),
                     mapping={k: orjson.dumps(v) for k, v in open_now.items()},
                 )
-            for notice in notices:
-                body = orjson.dumps(notice.alert)
-                pipe.xadd(
-                    self._key(),
-                    {"kind": notice.kind, "id": notice.alert["id"], "alert": body},
-                    maxlen=self.settings.alerts.stream_max,
-                    approximate=True,
-                )
-            results = await pipe.execute()
-        # the live message names its stream entry, so it follows the
-        # transaction; a display that misses it gets the alert from a snapshot
-        if notices:
-            ids = [_text(x) for x in results[-len(notices) :]]
-            async with client.pipeline(transaction=False) as pipe:
-                for notice, stream_id in zip(notices, ids, strict=True):
-                    message = {
-                        "type": "alert",
-                        "kind": notice.kind,
-                        "stream_id": stream_id,
-                        "alert": notice.alert,
-                    }
-                    pipe.publish(self._key("live"), orjson.dumps(message))
-                await pipe.execute()
+
+        await write_notices(self.store, notices, self.settings.alerts.stream_max, also)
         self._token = token
 
 

@@ -110,6 +110,11 @@ def ensure_topics(settings: Settings) -> None:
             k.calls_topic: settings.worker.partitions,
             k.dead_letter_topic: 1,
             **({settings.alerts.topic: 1} if settings.alerts.enabled else {}),
+            **(
+                {settings.dosage.topic: settings.worker.partitions}
+                if settings.dosage.enabled
+                else {}
+            ),
         },
     )
 

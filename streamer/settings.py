@@ -201,6 +201,27 @@ class AlertSettings(_Section):
     webhooks: dict[str, WebhookSettings] = Field(default_factory=dict)
 
 
+class DosageSettings(_Section):
+    enabled: bool = True
+    topic: str = "hotspots.patrols"  # location pings, keyed by unit
+    resolution: int = Field(default=-1, ge=-1, le=15)  # -1: the grid resolution nearest 10
+    max_gap: DurationS = 300.0  # a longer silence ends a visit (not counted)
+    min_visit: DurationS = 120.0  # shorter stays are pass-bys
+    max_speed: float = Field(default=2.5, gt=0)  # m/s; faster is driving, not patrolling
+    patrol_statuses: list[str] = Field(default_factory=lambda: ["patrol"])
+    debounce: DurationS = 60.0  # GPS jitter: a new cell counts after this long in it
+    koper_min: DurationS = 600.0  # a Koper-compliant visit lasts at least this
+    retention: DurationS = 3 * 86400.0  # pings kept per unit
+    plan_horizon: str = ""  # "": "week" if configured, else the longest horizon
+    plan_top_n: int = Field(default=20, ge=1, le=1000)
+    required_visits: int = Field(default=1, ge=1, le=100)  # per planned hot spot and day
+    required_visit: DurationS = 900.0  # each at least this long
+    peak_hours: bool = True  # count only visits starting in the cell's peak hours, when known
+    late_after_hour: int = Field(default=18, ge=0, le=23)  # local hour: unvisited today -> alert
+    unvisited_days: float = Field(default=3.0, gt=0)  # unvisited this long -> alert
+    interval: DurationS = 60.0  # dosage summary and alert tick (leader only)
+
+
 def _default_horizons() -> dict[str, float]:
     return {"day": 86400.0, "week": 7 * 86400.0, "month": 28 * 86400.0, "year": 365 * 86400.0}
 
@@ -218,6 +239,7 @@ class Settings(_Section):
     time: TimeSettings = Field(default_factory=TimeSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    dosage: DosageSettings = Field(default_factory=DosageSettings)
 
     @field_validator("horizons")
     @classmethod
@@ -321,7 +343,32 @@ def load_settings(
             f"{source}: key 'grid.profile_horizon': {settings.grid.profile_horizon!r} is not a "
             f"horizon; use one of {sorted(settings.horizons)}"
         )
-    return _check_alerts(settings, source)
+    return _check_dosage(_check_alerts(settings, source), source)
+
+
+def _check_dosage(settings: Settings, source: str) -> Settings:
+    """Fill in the dosage keys left to choose and check the ones given."""
+    d = settings.dosage
+    auto: dict[str, Any] = {}
+    if d.resolution == -1:
+        auto["resolution"] = min(settings.grid.resolutions, key=lambda r: (abs(r - 10), -r))
+    if not d.plan_horizon:
+        longest = max(settings.horizons, key=lambda n: (settings.horizons[n], n))
+        auto["plan_horizon"] = "week" if "week" in settings.horizons else longest
+    if auto:
+        d = d.model_copy(update=auto)
+        settings = settings.model_copy(update={"dosage": d})
+    if d.plan_horizon not in settings.horizons:
+        raise ConfigError(
+            f"{source}: key 'dosage.plan_horizon': {d.plan_horizon!r} is not a horizon; "
+            f"use one of {sorted(settings.horizons)}"
+        )
+    if d.resolution not in settings.grid.resolutions:
+        raise ConfigError(
+            f"{source}: key 'dosage.resolution': {d.resolution} is not one of "
+            f"grid.resolutions {settings.grid.resolutions}"
+        )
+    return settings
 
 
 def _check_alerts(settings: Settings, source: str) -> Settings:

@@ -27,6 +27,8 @@ from streamer.adapters.alert_delivery import build_delivery
 from streamer.adapters.alerter import Alerter
 from streamer.adapters.consumer import BatchConsumer, ConsumerOptions
 from streamer.adapters.metrics import Metrics
+from streamer.adapters.patrol_worker import DosageTicker, PingConsumer
+from streamer.adapters.patrols import Dosage
 from streamer.adapters.publisher import Maintainer, Publisher
 from streamer.adapters.store import EngineClock, Store
 from streamer.settings import Settings
@@ -146,6 +148,21 @@ def build(
         datadir=w.state_dir,
     )
     cast(Any, fapp).service(BatchService(consumer))
+    dosage = Dosage(store, settings) if settings.dosage.enabled else None
+    if dosage is not None:
+        pings = PingConsumer(
+            dosage=dosage,
+            bootstrap=k.bootstrap,
+            topics=[settings.dosage.topic],
+            group=f"{k.group}-patrols",
+            dead_letter_topic=k.dead_letter_topic,
+            store=store,
+            rules=parts.rules,
+            scorer=parts.scorer,
+            metrics=metrics,
+            options=consumer.options,
+        )
+        cast(Any, fapp).service(BatchService(pings))
     clock = EngineClock(store, settings.time.clock)
     publisher = Publisher(store, settings.publish.top_n, clock)
     maintainer = Maintainer(store, clock)
@@ -178,6 +195,13 @@ def build(
 
     fapp.timer(interval=settings.publish.interval, on_leader=True)(publish)
     fapp.timer(interval=settings.publish.maintain_interval, on_leader=True)(maintain)
+    if dosage is not None:
+        ticker = DosageTicker(dosage, settings, clock)
+
+        async def dose() -> None:
+            await leader_run("dosage", ticker.tick)
+
+        fapp.timer(interval=settings.dosage.interval, on_leader=True)(dose)
     if settings.alerts.enabled:
         alerter = Alerter(store, settings, wiring.weight_table(settings), clock, metrics)
 

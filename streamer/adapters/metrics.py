@@ -93,6 +93,9 @@ class Metrics:
             ["target", "outcome"],
             registry=r,
         )
+        self.pings = Counter(
+            "hotspots_pings_total", "Patrol pings consumed, by outcome", ["outcome"], registry=r
+        )
         self.ready = Gauge("hotspots_ready", "1 when Kafka and Redis answer", registry=r)
 
     def render(self) -> bytes:

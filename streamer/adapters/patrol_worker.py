@@ -1,0 +1,164 @@
+"""The worker's patrol parts: the ping consumer and the leader's dosage tick.
+
+The consumer reads ``dosage.topic`` in batches (its own consumer group),
+sends malformed pings to the dead-letter topic with a reason, stores the
+rest and recomputes the visits of the units concerned, then commits. Visits
+are a function of each unit's stored pings, so a redelivered batch changes
+nothing. The tick (leader only) writes today's summary and raises or clears
+"unvisited" alerts through the same delivery as emerging hot spots.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiokafka import TopicPartition
+
+from streamer.adapters.alerter import write_notices
+from streamer.adapters.consumer import STORE_DOWN, BatchConsumer
+from streamer.adapters.patrols import Dosage, iso
+from streamer.core.batching import DeadLetter, Message
+from streamer.core.cells import center_hex
+from streamer.core.dosage import Ping, parse_ping
+from streamer.core.emerging import Notice
+from streamer.core.events import InvalidEvent
+from streamer.settings import Settings
+
+log = logging.getLogger("hotspots.patrols")
+
+
+class PingConsumer(BatchConsumer):
+    """Pings in, visits out: :class:`BatchConsumer`'s Kafka plumbing (group,
+    dead letters, commits, outage handling) with a batch step of its own."""
+
+    def __init__(self, *, dosage: Dosage, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dosage = dosage
+
+    async def run(self) -> None:
+        assert self.consumer is not None
+        while not self.stopping.is_set():
+            batch = await self._poll(self.options.poll_timeout_ms, self.options.max_records)
+            if batch:
+                await self.process(batch)
+
+    async def process(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        started = time.monotonic()
+        pings: list[Ping] = []
+        dead: list[DeadLetter] = []
+        now_s = self.clock()
+        for tp in sorted(batch, key=lambda t: (t.topic, t.partition)):
+            for r in batch[tp]:
+                try:
+                    pings.append(parse_ping(r.value or b"", self.rules, now_s))
+                except InvalidEvent as exc:
+                    message = Message(
+                        r.topic,
+                        r.partition,
+                        r.offset,
+                        r.value,
+                        r.timestamp,
+                        r.key,
+                        tuple((k, bytes(v)) for k, v in (r.headers or ())),
+                    )
+                    dead.append(DeadLetter(message, exc.reason, exc.detail))
+        if dead:
+            await self._dead_letter(dead)
+        while True:
+            t0 = time.monotonic()
+            try:
+                units = await self.dosage.add_pings(pings)
+                await self.dosage.recompute(units)
+                self._store_up()
+                break
+            except STORE_DOWN as exc:
+                await self._store_down(exc)
+                if self.stopping.is_set():
+                    return  # not committed: redelivered, and harmless
+            finally:
+                self.metrics.store_seconds.observe(time.monotonic() - t0)
+        await self._commit(batch)
+        self.metrics.pings.labels("accepted").inc(len(pings))
+        self.metrics.pings.labels("dead_letter").inc(len(dead))
+        self.metrics.batch_seconds.observe(time.monotonic() - started)
+        self.batches += 1
+
+
+class DosageTicker:
+    """The leader's dosage round: today's summary, and "unvisited" alerts."""
+
+    def __init__(self, dosage: Dosage, settings: Settings, now: Callable[[], float]) -> None:
+        self.dosage = dosage
+        self.settings = settings
+        self.now = now
+
+    async def tick(self) -> list[Notice]:
+        d = self.dosage
+        client = d.store.client
+        now_s = self.now()
+        day = d.day_of(now_s)
+        summary = await d.summary(day, now_s)
+        warn = dict(d.overdue(summary, now_s))
+        raw = await client.hgetall(d.key("dosage", "alerts"))
+        open_ids = {_text(c): _text(a) for c, a in raw.items()}
+        notices: list[Notice] = []
+        for cell, reason in warn.items():
+            if cell in open_ids:
+                continue
+            alert = self._alert(cell, reason, day, now_s, "open")
+            open_ids[cell] = alert["id"]
+            notices.append(Notice("opened", alert))
+        for cell, alert_id in list(open_ids.items()):
+            if cell in warn:
+                continue
+            alert = self._alert(cell, "visited", day, now_s, "cleared", alert_id)
+            notices.append(Notice("cleared", alert))
+            del open_ids[cell]
+        summary_json = orjson.dumps(summary)
+
+        def also(pipe: Any) -> None:
+            pipe.set(d.key("dosage", "day", day), summary_json, ex=400 * 86400)
+            pipe.delete(d.key("dosage", "alerts"))
+            if open_ids:
+                pipe.hset(d.key("dosage", "alerts"), mapping=open_ids)
+
+        await write_notices(d.store, notices, self.settings.alerts.stream_max, also)
+        for n in notices:
+            log.info("dosage_alert_%s id=%s cell=%s", n.kind, n.alert["id"], n.alert["cells"][0])
+        return notices
+
+    def _alert(
+        self,
+        cell: str,
+        reason: str,
+        day: str,
+        now_s: float,
+        status: str,
+        alert_id: str | None = None,
+    ) -> dict[str, Any]:
+        lat, lon = center_hex(cell)
+        stamp = iso(now_s)
+        return {
+            "id": alert_id or f"U-{day.replace('-', '')}-{cell}",
+            "type": "unvisited",
+            "status": status,
+            "kind": "opened" if status == "open" else "cleared",
+            "title": f"Planned hot spot {reason}",
+            "severity": "medium",
+            "pattern": None,
+            "resolution": self.dosage.rules.resolution,
+            "cells": [cell],
+            "center": [lat, lon],
+            "reason": reason,
+            "opened_at": stamp if status == "open" else None,
+            "updated_at": stamp,
+            "cleared_at": stamp if status != "open" else None,
+        }
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,376 @@
+"""Patrol dosage in Redis: pings in, visits and doses out.
+
+Keys (``P`` = the store prefix; README "Patrol dosage"):
+
+- ``P:patrol:pings:UNIT`` sorted set: score = ping time, member = the ping
+  (JSON); exact duplicates collapse; older than ``dosage.retention`` trimmed.
+- ``P:patrol:units`` set: units that ever pinged.
+- ``P:patrol:visits:DAY`` hash: unit -> JSON list of its visits that started
+  on local day ``DAY`` (``YYYY-MM-DD``), recomputed from the unit's pings
+  (a function of the set of pings: redelivered, late or shuffled pings give
+  the same visits).
+- ``P:dosage:last`` sorted set: cell -> end of its latest visit (POSIX s).
+- ``P:dosage:plan`` string: the plan (JSON: ``{"mode": "top"}`` or
+  ``{"mode": "list", "cells": [{"cell", "units"}]}``).
+- ``P:dosage:planned:DAY`` string: the plan's cells as fixed for that day.
+- ``P:dosage:notes`` hash: cell -> briefing note (JSON: text, author, updated_at).
+- ``P:dosage:day:DAY`` string: the day's summary, as the leader last wrote it.
+- ``P:dosage:alerts`` hash: cell -> id of its open "unvisited" alert.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from streamer.adapters.store import Store
+from streamer.core import dosage as core
+from streamer.core.cells import center_hex
+from streamer.settings import Settings
+
+NOTE_MAX_CHARS = 2000
+_HOURS_OF_PEAK = 6  # a cell's peak hours: its busiest hours of the weekday
+
+
+class PlanError(ValueError):
+    """A plan or note the API refuses (the message says why)."""
+
+
+def visit_rules(settings: Settings) -> core.VisitRules:
+    d = settings.dosage
+    return core.VisitRules(
+        resolution=d.resolution,
+        max_gap_s=d.max_gap,
+        min_visit_s=d.min_visit,
+        max_speed_mps=d.max_speed,
+        patrol_statuses=frozenset([*d.patrol_statuses, None]),
+        debounce_s=d.debounce,
+        koper_min_s=d.koper_min,
+    )
+
+
+def _ping_json(p: core.Ping) -> bytes:
+    return orjson.dumps([p.at_s, p.lat_deg, p.lon_deg, p.status, p.speed_mps])
+
+
+def _ping_of(unit: str, raw: object) -> core.Ping:
+    at_s, lat, lon, status, speed = orjson.loads(raw if isinstance(raw, bytes | str) else b"")
+    return core.Ping(unit, float(at_s), float(lat), float(lon), status, speed)
+
+
+def _visit_json(v: core.Visit) -> list[Any]:
+    return [v.cell, v.start_s, v.end_s, v.seconds, v.pings]
+
+
+def _visit_of(unit: str, row: list[Any]) -> core.Visit:
+    cell, start_s, end_s, seconds, pings = row
+    return core.Visit(unit, cell, float(start_s), float(end_s), float(seconds), int(pings))
+
+
+def iso(t_s: float | None) -> str | None:
+    return None if t_s is None else datetime.fromtimestamp(t_s, UTC).isoformat()
+
+
+class Dosage:
+    """Reads and writes one engine's dosage state."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self.rules = visit_rules(settings)
+        self.tz = ZoneInfo(settings.grid.timezone)
+        d = settings.dosage
+        self.requirement = core.Requirement(d.required_visits, d.required_visit)
+
+    def key(self, *parts: object) -> str:
+        return self.store.key(*parts)
+
+    def day_of(self, t_s: float) -> str:
+        return datetime.fromtimestamp(t_s, self.tz).date().isoformat()
+
+    # pings and visits -------------------------------------------------
+    async def add_pings(self, pings: Iterable[core.Ping]) -> set[str]:
+        """Store pings (one transaction); returns the units concerned."""
+        by_unit: dict[str, list[core.Ping]] = {}
+        for p in pings:
+            by_unit.setdefault(p.unit, []).append(p)
+        if not by_unit:
+            return set()
+        keep = self.settings.dosage.retention
+        async with self.store.client.pipeline(transaction=True) as pipe:
+            for unit, items in by_unit.items():
+                key = self.key("patrol", "pings", unit)
+                pipe.zadd(key, {_ping_json(p): p.at_s for p in items})
+                newest = max(p.at_s for p in items)
+                pipe.zremrangebyscore(key, "-inf", f"({newest - keep}")
+            pipe.sadd(self.key("patrol", "units"), *by_unit)
+            await pipe.execute()
+        return set(by_unit)
+
+    async def recompute(self, units: Iterable[str]) -> None:
+        """Visits of each unit from its stored pings, written per local day
+        (only the days its pings cover: older days are settled)."""
+        client = self.store.client
+        for unit in sorted(set(units)):
+            raw = await client.zrange(self.key("patrol", "pings", unit), 0, -1)
+            pings = [_ping_of(unit, member) for member in raw]
+            if not pings:
+                continue
+            visits = core.visits_of(pings, self.rules)
+            first_day = date.fromisoformat(self.day_of(min(p.at_s for p in pings)))
+            last_day = date.fromisoformat(self.day_of(max(p.at_s for p in pings)))
+            by_day: dict[str, list[list[Any]]] = {}
+            for v in visits:
+                by_day.setdefault(self.day_of(v.start_s), []).append(_visit_json(v))
+            async with client.pipeline(transaction=True) as pipe:
+                day = first_day
+                while day <= last_day:
+                    name = day.isoformat()
+                    key = self.key("patrol", "visits", name)
+                    if name in by_day:
+                        pipe.hset(key, unit, orjson.dumps(by_day[name]))
+                    elif day > first_day:  # the first day may hold visits from older pings
+                        pipe.hdel(key, unit)
+                    day += timedelta(days=1)
+                last: dict[str, float] = {}
+                for v in visits:
+                    last[v.cell] = max(last.get(v.cell, v.end_s), v.end_s)
+                if last:
+                    pipe.zadd(self.key("dosage", "last"), last, gt=True)
+                await pipe.execute()
+
+    async def visits_on(self, day: str) -> list[core.Visit]:
+        """Every unit's visits that started on ``day``."""
+        raw = await self.store.client.hgetall(self.key("patrol", "visits", day))
+        out: list[core.Visit] = []
+        for unit, rows in raw.items():
+            name = unit.decode() if isinstance(unit, bytes) else str(unit)
+            out += [_visit_of(name, row) for row in orjson.loads(rows)]
+        return out
+
+    # the plan -------------------------------------------------------------
+    async def plan(self) -> dict[str, Any]:
+        raw = await self.store.client.get(self.key("dosage", "plan"))
+        d = self.settings.dosage
+        base: dict[str, Any] = {
+            "mode": "top",
+            "horizon": d.plan_horizon,
+            "resolution": d.resolution,
+            "top_n": d.plan_top_n,
+        }
+        if raw:
+            base.update(orjson.loads(raw))
+        return base
+
+    async def set_plan(self, body: Mapping[str, Any], now_s: float) -> dict[str, Any]:
+        """Set the plan (admin): ``{"mode": "top"}`` or ``{"mode": "list",
+        "cells": [{"cell": HEX, "units": [..]}, ...]}``; today's planned cells
+        follow at once."""
+        mode = body.get("mode")
+        if mode == "top":
+            plan: dict[str, Any] = {"mode": "top"}
+        elif mode == "list":
+            cells = body.get("cells")
+            if not isinstance(cells, list) or not cells:
+                raise PlanError("a list plan needs 'cells': [{'cell': hex, 'units': [...]}, ...]")
+            plan = {"mode": "list", "cells": [self._entry(c) for c in cells]}
+        else:
+            raise PlanError("'mode' is 'top' (the ranking's top N) or 'list'")
+        plan["updated_at"] = iso(now_s)
+        async with self.store.client.pipeline(transaction=True) as pipe:
+            pipe.set(self.key("dosage", "plan"), orjson.dumps(plan))
+            pipe.delete(self.key("dosage", "planned", self.day_of(now_s)))
+            await pipe.execute()
+        return await self.plan()
+
+    def _entry(self, raw: object) -> dict[str, Any]:
+        if isinstance(raw, str):
+            raw = {"cell": raw}
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("cell"), str):
+            raise PlanError("each planned cell is {'cell': hex, 'units': [unit, ...]}")
+        cell = str(raw["cell"]).lower()
+        try:
+            valid = int(cell, 16) > 0 and (int(cell, 16) >> 52) & 0xF == self.rules.resolution
+        except ValueError:
+            valid = False
+        if not valid:
+            raise PlanError(f"{cell!r} is not a cell of resolution {self.rules.resolution}")
+        units = raw.get("units", [])
+        if not isinstance(units, list) or not all(isinstance(u, str) and u for u in units):
+            raise PlanError(f"'units' of {cell} must be a list of unit names")
+        return {"cell": cell, "units": sorted(set(units))}
+
+    async def planned(self, day: str, now_s: float) -> list[dict[str, Any]]:
+        """The plan's cells for ``day``, fixed the first time they are asked
+        for (a top-N plan then follows the ranking of that moment)."""
+        key = self.key("dosage", "planned", day)
+        raw = await self.store.client.get(key)
+        if raw:
+            return list(orjson.loads(raw))
+        plan = await self.plan()
+        if plan["mode"] == "list":
+            cells = list(plan["cells"])
+        else:
+            top = await self.store.top(plan["horizon"], plan["resolution"], plan["top_n"], now_s)
+            cells = [{"cell": r.cell, "units": []} for r in top]
+        if self.day_of(now_s) == day and cells:
+            await self.store.client.set(key, orjson.dumps(cells), nx=True, ex=400 * 86400)
+        return cells
+
+    # notes ------------------------------------------------------------------
+    async def notes(self) -> dict[str, dict[str, Any]]:
+        raw = await self.store.client.hgetall(self.key("dosage", "notes"))
+        return {_text(k): orjson.loads(v) for k, v in raw.items()}
+
+    async def set_note(self, cell: str, text: str, author: str, now_s: float) -> dict[str, Any]:
+        cell = self._entry({"cell": cell})["cell"]
+        if len(text) > NOTE_MAX_CHARS:
+            raise PlanError(f"a note has at most {NOTE_MAX_CHARS} characters")
+        note = {"text": text, "author": author, "updated_at": iso(now_s)}
+        key = self.key("dosage", "notes")
+        if text.strip():
+            await self.store.client.hset(key, cell, orjson.dumps(note))
+        else:
+            await self.store.client.hdel(key, cell)
+        return note
+
+    # summaries ------------------------------------------------------------
+    async def peak_hours(self, cells: list[str], day: str) -> dict[str, frozenset[int]]:
+        """Each cell's busiest local hours on ``day``'s weekday, from its
+        hour-of-week profile (cells without a profile are left out)."""
+        if not cells or not self.settings.dosage.peak_hours:
+            return {}
+        weekday = date.fromisoformat(day).weekday()
+        details = await self.store.cells(cells, time.time())
+        out: dict[str, frozenset[int]] = {}
+        for cell, d in details.items():
+            hours = d.hour_of_week[weekday * 24 : weekday * 24 + 24]
+            if len(hours) == 24 and sum(hours) > 0:
+                ranked = sorted(range(24), key=lambda h: (-hours[h], h))[:_HOURS_OF_PEAK]
+                out[cell] = frozenset(ranked)
+        return out
+
+    async def summary(self, day: str, now_s: float) -> dict[str, Any]:
+        """Per planned cell: visits, minutes, Koper visits, last visit, days
+        since, compliance; per unit: minutes in the planned cells."""
+        planned = await self.planned(day, now_s)
+        cells = [e["cell"] for e in planned]
+        previous = (date.fromisoformat(day) - timedelta(days=1)).isoformat()
+        visits = await self.visits_on(day) + await self.visits_on(previous)
+        doses = core.dose_by_day(visits, set(cells), self.tz, koper_min_s=self.rules.koper_min_s)
+        starting = core.visits_by_day(visits, self.tz)
+        peaks = await self.peak_hours(cells, day)
+        lasts = await self._last_visits(cells)
+        notes = await self.notes()
+        rows = []
+        for entry in planned:
+            cell = entry["cell"]
+            dose = doses.get((cell, day))
+            req = core.Requirement(
+                self.requirement.visits_per_day, self.requirement.min_visit_s, peaks.get(cell)
+            )
+            todays = starting.get((cell, day), [])
+            lat, lon = center_hex(cell)
+            since = core.days_since_last_visit(lasts.get(cell), now_s)
+            rows.append(
+                {
+                    "cell": cell,
+                    "center": [lat, lon],
+                    "units_tasked": entry.get("units", []),
+                    "visits": dose.visits if dose else 0,
+                    "minutes": (dose.seconds if dose else 0.0) / 60.0,
+                    "koper_visits": dose.koper_visits if dose else 0,
+                    "last_visit_at": iso(lasts.get(cell)),
+                    "days_since_last_visit": since,
+                    "compliant": core.compliance(todays, req, self.tz),
+                    "required": {
+                        "visits": req.visits_per_day,
+                        "minutes": req.min_visit_s / 60.0,
+                        "hours": sorted(req.hours) if req.hours else None,
+                    },
+                    "units": {u: s / 60.0 for u, s in (dose.units if dose else {}).items()},
+                    "note": notes.get(cell),
+                }
+            )
+        in_day = [v for v in visits if self.day_of(v.start_s) == day]
+        units = core.unit_minutes_in(in_day, set(cells))
+        return {
+            "date": day,
+            "resolution": self.rules.resolution,
+            "at": iso(now_s),
+            "cells": rows,
+            "covered": sum(1 for r in rows if r["compliant"]),
+            "planned": len(rows),
+            "units": {u: s / 60.0 for u, s in sorted(units.items())},
+        }
+
+    async def _last_visits(self, cells: list[str]) -> dict[str, float]:
+        if not cells:
+            return {}
+        scores = await self.store.client.zmscore(self.key("dosage", "last"), cells)
+        return {c: float(s) for c, s in zip(cells, scores, strict=True) if s is not None}
+
+    async def unit_view(self, unit: str, day: str, now_s: float) -> dict[str, Any]:
+        """The officer's page: the unit's tasked cells (all planned cells when
+        the plan names no units for them), notes, its minutes there today."""
+        summary = await self.summary(day, now_s)
+        tasks = [
+            {
+                "cell": r["cell"],
+                "center": r["center"],
+                "note": r["note"],
+                "minutes_by_you": r["units"].get(unit, 0.0),
+                "minutes": r["minutes"],
+                "compliant": r["compliant"],
+                "required": r["required"],
+                "last_visit_at": r["last_visit_at"],
+            }
+            for r in summary["cells"]
+            if not r["units_tasked"] or unit in r["units_tasked"]
+        ]
+        return {"unit": unit, "date": day, "at": summary["at"], "tasks": tasks}
+
+    def overdue(self, summary: Mapping[str, Any], now_s: float) -> list[tuple[str, str]]:
+        """Planned cells to warn about (unvisited late in the window, or for days)."""
+        rows = summary["cells"]
+        # a cell never visited counts from the start of today: it is late in
+        # its window like any other, but not "unvisited for days" on day one
+        midnight = datetime.combine(
+            date.fromisoformat(self.day_of(now_s)), datetime.min.time(), self.tz
+        ).timestamp()
+        last = {
+            r["cell"]: (
+                datetime.fromisoformat(r["last_visit_at"]).timestamp()
+                if r["last_visit_at"]
+                else midnight
+            )
+            for r in rows
+        }
+        out: list[tuple[str, str]] = []
+        for r in rows:
+            hours = r["required"]["hours"]
+            req = core.Requirement(
+                self.requirement.visits_per_day,
+                self.requirement.min_visit_s,
+                frozenset(hours) if hours else None,
+            )
+            out += core.overdue(
+                [r["cell"]],
+                last,
+                now_s,
+                self.tz,
+                req,
+                late_after_hour=self.settings.dosage.late_after_hour,
+                days_limit=self.settings.dosage.unvisited_days,
+                compliant_today={r["cell"]} if r["compliant"] else set(),
+            )
+        return out
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -174,6 +174,22 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", metavar="PATH", help="write the results as JSON")
     ev.add_argument("--csv", metavar="PATH", help="write the results as CSV")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    dr = sub.add_parser(
+        "dosage-report",
+        help="delivered vs planned patrol minutes per hot spot and day (table, CSV, PNG)",
+    )
+    dr.add_argument(
+        "--from", dest="start", required=True, metavar="DATE", help="first local day, YYYY-MM-DD"
+    )
+    dr.add_argument("--to", dest="end", required=True, metavar="DATE", help="last day, inclusive")
+    dr.add_argument(
+        "--out",
+        default=".",
+        metavar="DIR",
+        help="where dosage-FROM-TO.csv and .png are written (default: here)",
+    )
+    dr.add_argument("--json", action="store_true", help="print a JSON summary, not the table")
     return parser
 
 
@@ -272,6 +288,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         if args.command == "window":
             return await _window(args, settings, store)
+        if args.command == "dosage-report":
+            return await _dosage_report(args, settings, store)
         if args.command == "maintain":
             at = await _at(args, settings, store)
             removed, deleted = await store.prune(at)
@@ -408,6 +426,17 @@ async def _backfill(args: argparse.Namespace, settings: Settings, store: Any) ->
         for key, value in summary.items():
             print(f"{key:>24}: {value}")
     return 0
+
+
+async def _dosage_report(args: argparse.Namespace, settings: Settings, store: Any) -> int:
+    from streamer.dosage_report import FlagError, ReportOptions
+    from streamer.dosage_report import main as report_main
+
+    options = ReportOptions(start=args.start, end=args.end, out_dir=args.out, as_json=args.json)
+    try:
+        return await report_main(options, settings, store)
+    except FlagError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _evaluate_alerts(args: argparse.Namespace, settings: Settings) -> NoReturn:

@@ -20,7 +20,6 @@ Keys (``P`` = the store prefix; README "Patrol dosage"):
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -240,13 +239,15 @@ class Dosage:
         return note
 
     # summaries ------------------------------------------------------------
-    async def peak_hours(self, cells: list[str], day: str) -> dict[str, frozenset[int]]:
+    async def peak_hours(
+        self, cells: list[str], day: str, now_s: float
+    ) -> dict[str, frozenset[int]]:
         """Each cell's busiest local hours on ``day``'s weekday, from its
         hour-of-week profile (cells without a profile are left out)."""
         if not cells or not self.settings.dosage.peak_hours:
             return {}
         weekday = date.fromisoformat(day).weekday()
-        details = await self.store.cells(cells, time.time())
+        details = await self.store.cells(cells, now_s)
         out: dict[str, frozenset[int]] = {}
         for cell, d in details.items():
             hours = d.hour_of_week[weekday * 24 : weekday * 24 + 24]
@@ -264,7 +265,7 @@ class Dosage:
         visits = await self.visits_on(day) + await self.visits_on(previous)
         doses = core.dose_by_day(visits, set(cells), self.tz, koper_min_s=self.rules.koper_min_s)
         starting = core.visits_by_day(visits, self.tz)
-        peaks = await self.peak_hours(cells, day)
+        peaks = await self.peak_hours(cells, day, now_s)
         lasts = await self._last_visits(cells)
         notes = await self.notes()
         rows = []
@@ -308,6 +309,10 @@ class Dosage:
             "planned": len(rows),
             "units": {u: s / 60.0 for u, s in sorted(units.items())},
         }
+
+    async def plan_recorded(self, day: str) -> bool:
+        """Whether ``day``'s planned cells were fixed (read on that day)."""
+        return bool(await self.store.client.exists(self.key("dosage", "planned", day)))
 
     async def _last_visits(self, cells: list[str]) -> dict[str, float]:
         if not cells:

@@ -38,6 +38,7 @@ from types import FrameType
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
+import orjson
 import redis
 from rich.console import Console
 
@@ -56,6 +57,8 @@ DRAIN_TIMEOUT_S = 10.0
 REDIS_PING_TIMEOUT_S = 3.0  # a busy Redis is not a dead one (a dead one refuses at once)
 # Tansu answers a JoinGroup after about half the session timeout
 # (docs/tansu.md): a 2 s session makes the worker's join take about 1 s.
+PATROL_UNITS = 4  # simulated patrol units ...
+PATROL_CELLS = 12  # ... on the top hot spots (a list plan)
 WORKER_TIMEOUTS = {"session_timeout": "2s", "heartbeat_interval": "0.3s", "rebalance_timeout": "2s"}
 
 
@@ -250,6 +253,7 @@ class Demo:
         self.server: subprocess.Popen[bytes] | None = None
         self.server_log: Path | None = None
         self.replay_thread: threading.Thread | None = None
+        self.patrol_thread: threading.Thread | None = None
         self.replay = ReplayState()
         self.settings: Settings | None = None
         self.first_update_s: float | None = None
@@ -357,6 +361,8 @@ class Demo:
 
         self.signals.abortable = False  # from here on a signal just stops the loop
         self._start_replay(settings, late)
+        if settings.dosage.enabled:
+            self._start_patrols(settings)
         self.say(
             f"replaying December at {opts.speed:g}x real time "
             f"({opts.speed / 3600:.3g} h of data per second)"
@@ -519,6 +525,68 @@ class Demo:
         self.replay_thread = threading.Thread(target=work, name="demo-replay", daemon=True)
         self.replay_thread.start()
 
+    def _start_patrols(self, settings: Settings) -> None:
+        """Simulated units patrolling the top hot spots (there is no public
+        GPS data): a list plan of them, then pings in step with the replay."""
+        from kafka import KafkaProducer
+
+        from streamer.adapters.patrols import Dosage
+        from streamer.patrol_sim import PatrolSimulator
+
+        client = redis.Redis.from_url(settings.store.redis_url)
+        try:
+            key = (
+                "{"
+                + settings.store.namespace
+                + "}"
+                + (f":rank:{settings.dosage.plan_horizon}:{settings.dosage.resolution}")
+            )
+            cells = [_text(c) for c in client.zrevrange(key, 0, PATROL_CELLS - 1)]
+        finally:
+            client.close()
+        if not cells:
+            return
+        units = [f"P-{101 + i}" for i in range(PATROL_UNITS)]
+        plan = [{"cell": c, "units": [units[i % len(units)]]} for i, c in enumerate(cells)]
+
+        async def set_plan() -> None:
+            store = app.store(settings)
+            try:
+                await Dosage(store, settings).set_plan({"mode": "list", "cells": plan}, time.time())
+            finally:
+                await store.client.aclose()
+
+        asyncio.run(set_plan())
+        stop = self.signals.stop
+        state = self.replay
+        topic = settings.dosage.topic
+
+        def work() -> None:
+            producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, linger_ms=20)
+            sim: PatrolSimulator | None = None
+            try:
+                while not stop.is_set() and not state.finished:
+                    if state.last_event is not None:
+                        now = datetime.fromisoformat(state.last_event).timestamp()
+                        sim = sim or PatrolSimulator(units, cells, now)
+                        for ping in sim.advance(now):
+                            producer.send(
+                                topic, key=ping["unit"].encode(), value=orjson.dumps(ping)
+                            )
+                    stop.wait(0.2)
+                producer.flush()
+            except Exception as exc:  # the demo goes on without patrols
+                self.say(f"patrol simulation stopped: {exc!r}")
+            finally:
+                producer.close()
+
+        self.patrol_thread = threading.Thread(target=work, name="demo-patrols", daemon=True)
+        self.patrol_thread.start()
+        self.say(
+            f"patrols: {len(units)} simulated units on the top {len(cells)} hot spots "
+            f"(a list plan; officer's view: /officer?unit={units[0]}&token=...)"
+        )
+
     def _status(self) -> str:
         state = self.replay
         if state.error is not None:
@@ -618,6 +686,8 @@ class Demo:
         self.signals.stop.set()
         if self.replay_thread is not None:
             self.replay_thread.join(timeout=30.0)
+        if self.patrol_thread is not None:
+            self.patrol_thread.join(timeout=30.0)
         if self.server is not None:
             code = _stop_process(self.server, WORKER_STOP_TIMEOUT_S)
             self.say(f"API server pid {self.server.pid} stopped (exit code {code})")

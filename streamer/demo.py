@@ -194,6 +194,7 @@ def _worker_env(settings: Settings) -> dict[str, str]:
         "HOTSPOTS_GRID__TIMEZONE": s.grid.timezone,
         # the replay runs an hour of data a second: detect every data hour
         "HOTSPOTS_ALERTS__INTERVAL": "1s",
+        "HOTSPOTS_DOSAGE__INTERVAL": "2s",
         **{f"HOTSPOTS_WORKER__{k.upper()}": v for k, v in WORKER_TIMEOUTS.items()},
     }
     env.update({k: _toml_string(v) for k, v in values.items()})

@@ -6,6 +6,9 @@ SHA-256 digest with a role (``display``, ``dispatch``, ``admin``); the push
 channels also take it as ``?access_token=`` (browsers cannot set headers on
 an EventSource). ``/healthz``, ``/readyz`` and ``/metrics`` stay open. Only
 aggregated cells leave the engine: no event ids, no coordinates of events.
+The patrol dosage routes (``/v1/dosage``) read and set what
+:class:`~streamer.adapters.patrols.Dosage` keeps; the officer's phone page
+is served at ``/officer``.
 """
 
 from __future__ import annotations
@@ -21,14 +24,14 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 import redis.asyncio as aioredis
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, WebSocket
+from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request, WebSocket
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import (
@@ -44,6 +47,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.websockets import WebSocketDisconnect
 
 from streamer import app as wiring
+from streamer.adapters.patrols import Dosage, PlanError
 from streamer.adapters.publisher import channel
 from streamer.adapters.store import CellDetails, EngineClock, Ranked, Store
 from streamer.core import decay
@@ -55,11 +59,20 @@ log = logging.getLogger("hotspots.api")
 ROLES = ("display", "dispatch", "admin")
 ANY_ROLE = frozenset(ROLES)
 DISPATCH = frozenset({"dispatch", "admin"})
+ADMIN = frozenset({"admin"})
 WEB = Path(str(resources.files("streamer") / "web"))
 DEFAULT_BOUNDARY = CONFIG_DIR.parent / "data" / "philadelphia_police_districts.geojson"
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 STORE_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 ALERT_PAGE = 500  # notices read per XREVRANGE when listing closed alerts
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who holds a token: its name in ``api.tokens`` and its role."""
+
+    name: str
+    role: str
 
 
 def token_digest(token: str) -> str:
@@ -270,7 +283,7 @@ class Api:
     store: Store
     metrics: Metrics
     hub: Hub
-    digests: dict[str, str]  # sha256 hex -> role
+    digests: dict[str, Caller]  # sha256 hex -> the token's name and role
     boundary: bytes
     clock: EngineClock
     _totals: dict[tuple[str, int, int], float] = field(default_factory=dict)
@@ -325,7 +338,7 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
         store,
         metrics,
         hub,
-        {t.token_sha256: t.role for t in settings.api.tokens.values()},
+        {t.token_sha256: Caller(name, t.role) for name, t in settings.api.tokens.items()},
         _outline(Path(boundary_path)),
         EngineClock(store, settings.time.clock),
     )
@@ -362,13 +375,13 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
         app.add_exception_handler(error, store_unavailable)
     app.add_middleware(Timing, metrics=metrics)
 
-    def role_of(token: str | None) -> str | None:
+    def caller_of(token: str | None) -> Caller | None:
         if not token:
             return None
         digest = token_digest(token)
-        for known, role in api.digests.items():
+        for known, caller in api.digests.items():
             if hmac.compare_digest(known, digest):
-                return role
+                return caller
         return None
 
     def bearer(request: Request) -> str | None:
@@ -378,19 +391,20 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
             return value.strip()
         return request.query_params.get("access_token")
 
-    def allow(roles: frozenset[str]) -> Callable[[Request], str]:
-        def check(request: Request) -> str:
-            role = role_of(bearer(request))
-            if role is None:
+    def allow(roles: frozenset[str]) -> Callable[[Request], Caller]:
+        def check(request: Request) -> Caller:
+            caller = caller_of(bearer(request))
+            if caller is None:
                 raise HTTPException(401, headers={"WWW-Authenticate": "Bearer"})
-            if role not in roles:
+            if caller.role not in roles:
                 raise HTTPException(403)
-            return role
+            return caller
 
         return check
 
     anyone = Depends(allow(ANY_ROLE))
     dispatch = Depends(allow(DISPATCH))
+    admin = Depends(allow(ADMIN))
 
     # open ------------------------------------------------------------
     @app.get("/healthz", include_in_schema=False)
@@ -413,6 +427,11 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
     @app.get("/", include_in_schema=False)
     async def display() -> Response:
         return FileResponse(WEB / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/officer", include_in_schema=False)
+    async def officer() -> Response:
+        """The officer's phone page (its API calls carry ``?token=``, as the display's)."""
+        return FileResponse(WEB / "officer.html", headers={"Cache-Control": "no-cache"})
 
     @app.get("/static/{name}", include_in_schema=False)
     async def static(name: str) -> Response:
@@ -648,6 +667,80 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
         opened, closed = await read_alerts(store, recent)
         return {"alerts": [*opened, *closed]}
 
+    # patrol dosage -----------------------------------------------------
+    dosage = Dosage(store, api.settings)
+
+    def dosage_on() -> None:
+        if not api.settings.dosage.enabled:
+            raise HTTPException(404, "patrol dosage is off on this server (dosage.enabled = false)")
+
+    # (routes list it after the token check: no token, nothing learnt, not even this)
+    dosage_enabled = Depends(dosage_on)
+    day_query = Query(
+        None,
+        alias="date",
+        description="local day YYYY-MM-DD in grid.timezone (default: today on the engine's clock)",
+    )
+
+    @app.get("/v1/dosage", dependencies=[anyone, dosage_enabled])
+    async def dosage_summary(day: str | None = day_query) -> dict[str, Any]:
+        """Per planned hot spot on ``date``: visits, minutes, Koper visits,
+        last visit, days since, compliance, minutes per unit, briefing note,
+        hexagon; per unit: minutes in the planned hot spots."""
+        now_s = await api.now()
+        summary = await dosage.summary(local_day(day, dosage.day_of(now_s)), now_s)
+        for row in summary["cells"]:
+            row["polygon"] = polygon(row["cell"])
+        return summary
+
+    @app.get("/v1/dosage/plan", dependencies=[anyone, dosage_enabled])
+    async def dosage_plan() -> dict[str, Any]:
+        """The plan: the ranking's top N, or a list of cells with their units."""
+        return await dosage.plan()
+
+    @app.put("/v1/dosage/plan", dependencies=[admin, dosage_enabled])
+    async def set_dosage_plan(
+        body: Annotated[dict[str, Any], Body(examples=[{"mode": "list", "cells": []}])],
+        caller: Caller = admin,
+    ) -> dict[str, Any]:
+        """Set the plan (admin): ``{"mode": "top"}`` or ``{"mode": "list",
+        "cells": [{"cell": HEX, "units": [UNIT, ...]}, ...]}``; today's
+        planned cells follow at once."""
+        try:
+            plan = await dosage.set_plan(body, await api.now())
+        except PlanError as exc:
+            raise HTTPException(422, str(exc)) from None
+        log.info("dosage_plan_set by=%s mode=%s", caller.name, plan.get("mode"))
+        return plan
+
+    @app.get("/v1/dosage/notes", dependencies=[anyone, dosage_enabled])
+    async def dosage_notes() -> dict[str, Any]:
+        """Briefing notes by cell: ``{"notes": {cell: {text, author, updated_at}}}``."""
+        return {"notes": await dosage.notes()}
+
+    @app.put("/v1/dosage/notes/{cell}", dependencies=[admin, dosage_enabled])
+    async def set_dosage_note(
+        cell: str,
+        text: Annotated[str, Body(embed=True, description="the note; empty removes it")],
+        caller: Caller = admin,
+    ) -> dict[str, Any]:
+        """Write a hot spot's briefing note (admin); its author is the token's name."""
+        try:
+            note = await dosage.set_note(cell, text, caller.name, await api.now())
+        except PlanError as exc:
+            raise HTTPException(422, str(exc)) from None
+        log.info("dosage_note_set cell=%s by=%s chars=%d", cell.lower(), caller.name, len(text))
+        return {"cell": cell.lower(), **note}
+
+    @app.get("/v1/dosage/unit/{unit}", dependencies=[anyone, dosage_enabled])
+    async def dosage_unit(unit: str, day: str | None = day_query) -> dict[str, Any]:
+        """The officer's page: the unit's tasked hot spots, notes and minutes."""
+        now_s = await api.now()
+        view = await dosage.unit_view(unit, local_day(day, dosage.day_of(now_s)), now_s)
+        for task in view["tasks"]:
+            task["polygon"] = polygon(task["cell"])
+        return view
+
     @app.get("/v1/stream", dependencies=[anyone], response_class=Response)
     async def stream() -> Response:
         """Server-Sent Events: a snapshot (rankings and open alerts), then
@@ -661,7 +754,7 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
         header = ws.headers.get("authorization", "")
         if header.lower().startswith("bearer "):
             token = header[7:].strip()
-        if role_of(token) is None:
+        if caller_of(token) is None:
             await ws.close(code=1008)
             return
         await ws.accept()
@@ -906,6 +999,25 @@ def _outline(path: Path) -> bytes:
     except OSError:
         log.warning("boundary_missing path=%s (the display draws no outline)", path)
         return b'{"type": "FeatureCollection", "features": []}'
+
+
+def local_day(text: str | None, today: str) -> str:
+    """``date=YYYY-MM-DD`` as given (``today`` when absent); 422 when malformed.
+
+    >>> local_day(None, "2025-03-14"), local_day("2024-02-29", "2025-03-14")
+    ('2025-03-14', '2024-02-29')
+    """
+    if text is None:
+        return today
+    try:
+        valid = re.fullmatch(r"\d{4}-\d{2}-\d{2}", text) is not None and bool(
+            date.fromisoformat(text)
+        )
+    except ValueError:
+        valid = False
+    if not valid:
+        raise HTTPException(422, f"date must be a day YYYY-MM-DD, got {text[:40]!r}")
+    return text
 
 
 def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:

@@ -203,3 +203,54 @@ async def test_the_alert_ticker_follows_notices_live(
             await asyncio.to_thread(driver.get, "about:blank")
     finally:
         await asyncio.to_thread(driver.quit)
+
+
+async def test_the_wall_display_outlines_planned_patrols_and_counts_coverage(
+    client: aioredis.Redis, namespace: str, redis_url: str
+) -> None:
+    # (here, not at the top: that module takes browser() and until() from this one)
+    from streamer.adapters.patrols import Dosage
+    from tests.integration.test_api_dosage import (
+        OPEN_CELL,
+        OTHERS_CELL,
+        PATROL_CELL,
+        dosage_settings,
+        list_plan,
+        patrol,
+    )
+
+    settings = dosage_settings(namespace, redis_url)
+    dosage = Dosage(app.store(settings, client), settings)
+    await dosage.set_plan(list_plan(), time.time())
+    await patrol(dosage)  # a 16-minute foot patrol in PATROL_CELL, today
+    driver = await asyncio.to_thread(browser)
+    try:
+        async with serving(settings, client) as host:
+            await asyncio.to_thread(driver.get, f"http://{host}/?token={DISPLAY}")
+
+            def state() -> dict[str, Any]:
+                got = driver.execute_script("return window.hotspotsDisplay || null")
+                return dict(got) if got else {}
+
+            await until(lambda: state().get("coverage"), 15, "the patrol coverage")
+            assert state()["coverage"]["covered"] == 1 and state()["coverage"]["planned"] == 3
+            figure = driver.find_element(By.CSS_SELECTOR, '[data-testid="coverage"]')
+            assert figure.is_displayed() and "Patrols: 1/3 covered today" in figure.text
+            await until(lambda: state().get("plannedCells") == 3, 15, "the planned cells drawn")
+            outlines = driver.find_elements(By.CSS_SELECTOR, '[data-testid="planned-cell"]')
+            covered = {
+                e.get_attribute("data-cell"): e.get_attribute("data-covered") for e in outlines
+            }
+            assert covered == {PATROL_CELL: "true", OPEN_CELL: "false", OTHERS_CELL: "false"}
+            dashes = {
+                e.get_attribute("data-cell"): e.value_of_css_property("stroke-dasharray")
+                for e in outlines
+            }
+            assert dashes[PATROL_CELL] == "none" and dashes[OPEN_CELL] != "none", dashes
+            # (no events: the outlines stand alone, with no score hexagons under them)
+            assert not driver.find_elements(By.CSS_SELECTOR, '[data-testid="hex"]')
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(driver.save_screenshot, str(ARTIFACTS / "display-patrols.png"))
+            await asyncio.to_thread(driver.get, "about:blank")
+    finally:
+        await asyncio.to_thread(driver.quit)

@@ -27,11 +27,20 @@ const REFRESH_MIN_INTERVAL_MS = 1000;
 const HOTSPOTS_POLL_MS = 60000; // safety net when updates for our list are rare
 // Alerts arrive with snapshots and as push notices; polling is only the fallback.
 const ALERTS_POLL_MS = 120000;
+// Patrol coverage moves by the minute at most (visits last 15 minutes).
+const DOSAGE_POLL_MS = 60000;
 const AUTH_RETRY_MS = 60000;
 const TICKER_SPEED_PX_S = 110;
 const CURSOR_IDLE_MS = 3000;
 
 class AuthError extends Error {}
+
+class HttpError extends Error {
+  constructor(path, status) {
+    super(`${path}: HTTP ${status}`);
+    this.status = status;
+  }
+}
 
 const byId = (id) => document.getElementById(id);
 const dom = {
@@ -48,6 +57,8 @@ const dom = {
   staleDetail: byId("stale-detail"),
   map: byId("map"),
   legend: byId("legend"),
+  coverage: byId("coverage"),
+  coverageCount: byId("coverage-count"),
   list: byId("ranked-list"),
   listSummary: byId("list-summary"),
   notice: byId("notice"),
@@ -73,6 +84,8 @@ const status = {
   family: null,
   alerts: 0, // open alerts shown in the ticker
   lastAlertId: null, // the alert id of the last push notice applied
+  coverage: null, // {covered, planned, date} of today's patrol plan; null: no plan or dosage off
+  plannedCells: 0, // planned patrol cells outlined on the map
 };
 window.hotspotsDisplay = status;
 
@@ -90,6 +103,7 @@ const state = {
   alerts: [], // open alerts, newest updated_at first
   alertsKey: "",
   alertsVersion: 0, // moves with every change from a snapshot or notice
+  dosage: null, // the last /v1/dosage answer (null: dosage is off)
   requestId: 0,
   unauthorised: false,
   feed: null,
@@ -108,7 +122,7 @@ async function api(path, query = {}) {
   if (response.status === 401 || response.status === 403) {
     throw new AuthError(`${path}: HTTP ${response.status}`);
   }
-  if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+  if (!response.ok) throw new HttpError(path, response.status);
   return response.json();
 }
 
@@ -511,6 +525,37 @@ function redrawAlertedCells() {
   if (state.ranking) status.hexCount = state.map.setHotspots(state.ranking.hotspots ?? [], alertCells());
 }
 
+// --- Patrol coverage -----------------------------------------------------------
+
+async function loadDosage() {
+  try {
+    state.dosage = await api("v1/dosage");
+  } catch (error) {
+    if (error instanceof AuthError) return authFailed();
+    // 404: the server has patrol dosage switched off; anything else: keep the last figures.
+    if (!(error instanceof HttpError && error.status === 404)) return;
+    state.dosage = null;
+  }
+  renderCoverage();
+}
+
+function renderCoverage() {
+  const cells = Array.isArray(state.dosage?.cells) ? state.dosage.cells : [];
+  status.plannedCells = state.map.setPlanned(
+    cells.map((c) => ({ cell: c.cell, polygon: c.polygon, covered: Boolean(c.compliant) })),
+  );
+  if (cells.length === 0) {
+    dom.coverage.hidden = true;
+    status.coverage = null;
+    return;
+  }
+  const covered = cells.filter((c) => c.compliant).length;
+  dom.coverageCount.textContent = `${covered}/${cells.length}`;
+  dom.coverage.classList.toggle("all-covered", covered === cells.length);
+  dom.coverage.hidden = false;
+  status.coverage = { covered, planned: cells.length, date: state.dosage.date };
+}
+
 // --- Live feed, clock, staleness ---------------------------------------------
 
 function onMessage(message, sequence) {
@@ -648,8 +693,10 @@ async function boot() {
   loadBoundary();
   loadHotspots();
   loadAlerts();
+  loadDosage();
   setInterval(refresh, HOTSPOTS_POLL_MS);
   setInterval(loadAlerts, ALERTS_POLL_MS);
+  setInterval(loadDosage, DOSAGE_POLL_MS);
 
   const staleAfterMs = (config.stale_after_s ?? 15) * 1000;
   state.feed = new LiveFeed({

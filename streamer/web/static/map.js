@@ -111,25 +111,27 @@ function ringCentroid(points) {
 // Screen radius below which a cell is drawn enlarged: a 4-pixel hexagon is
 // invisible from across a control room.
 const MIN_HEX_RADIUS_PX = 7;
+// Planned patrol cells: large enough that solid and dashed tell apart at a distance.
+const MIN_PLANNED_RADIUS_PX = 11;
 const TOP_RING_GAP_PX = 3;
 // Label positions tried around a cell: above first, then the sides, then below.
 const LABEL_ANGLES = [-90, -35, -145, 0, 180, 35, 145, 90].map((deg) => (deg * Math.PI) / 180);
 
 /** A cell's screen outline, its centre and radius, enlarged to the minimum size. */
-export function hexShape(points) {
+export function hexShape(points, minRadiusPx = MIN_HEX_RADIUS_PX) {
   const last = points[points.length - 1];
   const closed = points.length > 1 && points[0][0] === last[0] && points[0][1] === last[1];
   const ring = closed ? points.slice(0, -1) : points;
   const cx = ring.reduce((sum, p) => sum + p[0], 0) / ring.length;
   const cy = ring.reduce((sum, p) => sum + p[1], 0) / ring.length;
   const r = Math.max(...ring.map(([x, y]) => Math.hypot(x - cx, y - cy)));
-  if (r >= MIN_HEX_RADIUS_PX || r === 0) return { points: ring, cx, cy, r };
-  const grow = MIN_HEX_RADIUS_PX / r;
+  if (r >= minRadiusPx || r === 0) return { points: ring, cx, cy, r };
+  const grow = minRadiusPx / r;
   return {
     points: ring.map(([x, y]) => [cx + (x - cx) * grow, cy + (y - cy) * grow]),
     cx,
     cy,
-    r: MIN_HEX_RADIUS_PX,
+    r: minRadiusPx,
   };
 }
 
@@ -169,6 +171,7 @@ export class MapView {
     this.tileUrl = null;
     this.hotspots = [];
     this.alertCells = new Set();
+    this.planned = [];
     this.width = 0;
     this.height = 0;
     this.transform = null;
@@ -182,6 +185,8 @@ export class MapView {
       // A blurred copy of the cells: hot clusters read as a glow from across the room.
       glow: el("g", { class: "glow", filter: "url(#hex-glow)" }, svg),
       hexes: el("g", { class: "hexes" }, svg),
+      // Planned patrol cells: outlines over the scores, under the rank labels.
+      planned: el("g", { class: "planned-cells" }, svg),
       marks: el("g", { class: "marks" }, svg),
     };
   }
@@ -207,6 +212,17 @@ export class MapView {
     return this.layers.hexes.childElementCount;
   }
 
+  /**
+   * Outlines the planned patrol cells ([{cell, polygon, covered}]): solid when
+   * today's dose is met, dashed when not yet. Returns how many are drawn.
+   */
+  setPlanned(cells) {
+    this.planned = Array.isArray(cells) ? cells : [];
+    if (!this.transform) this.redraw();
+    else this.drawPlanned();
+    return this.layers.planned.querySelectorAll('[data-testid="planned-cell"]').length;
+  }
+
   /** Re-measures the element; redraws everything when its size changed. */
   resize() {
     const { width, height } = this.svg.getBoundingClientRect();
@@ -220,7 +236,9 @@ export class MapView {
     this.height = Math.round(rect.height);
     if (this.width < 10 || this.height < 10) return;
     this.svg.setAttribute("viewBox", `0 0 ${this.width} ${this.height}`);
-    const bounds = this.boundaryBounds ?? worldBounds(this.hotspots.map((h) => h.polygon ?? []));
+    const bounds =
+      this.boundaryBounds ??
+      worldBounds([...this.hotspots, ...this.planned].map((h) => h.polygon ?? []));
     if (!bounds) {
       this.transform = null;
       return;
@@ -230,6 +248,7 @@ export class MapView {
     this.drawTiles();
     this.drawBoundary();
     this.drawHexes();
+    this.drawPlanned();
   }
 
   toScreen(point) {
@@ -355,6 +374,33 @@ export class MapView {
     this.blur.setAttribute("stdDeviation", Math.max(4, radius * 0.9).toFixed(1));
     this.drawRankLabels(outlined.sort((a, b) => a.hotspot.rank - b.hotspot.rank));
     this.drawLegend(drawable);
+  }
+
+  drawPlanned() {
+    const layer = this.layers.planned;
+    layer.replaceChildren();
+    if (!this.transform) return;
+    // Not yet covered last, so that their dashes are never hidden under a neighbour's line.
+    const ordered = [...this.planned].sort((a, b) => Number(Boolean(b.covered)) - Number(Boolean(a.covered)));
+    for (const cell of ordered) {
+      if (!Array.isArray(cell.polygon) || cell.polygon.length < 3) continue;
+      // Enlarged like the hexagons: a patrol-sized cell is a few pixels on a city map.
+      const shape = hexShape(cell.polygon.map((p) => this.toScreen(p)), MIN_PLANNED_RADIUS_PX);
+      const d = `M${shape.points.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join("L")}Z`;
+      el("path", { d, class: "planned-halo" }, layer);
+      const path = el(
+        "path",
+        {
+          d,
+          class: `planned ${cell.covered ? "covered" : "pending"}`,
+          "data-testid": "planned-cell",
+          "data-cell": cell.cell,
+          "data-covered": cell.covered ? "true" : "false",
+        },
+        layer,
+      );
+      el("title", {}, path).textContent = `${cell.cell}: ${cell.covered ? "covered today" : "not yet covered today"}`;
+    }
   }
 
   /** Rank numbers next to the outlined cells, placed so that they do not collide. */

@@ -175,6 +175,32 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--csv", metavar="PATH", help="write the results as CSV")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    acc = sub.add_parser(
+        "evaluate",
+        help="backtest the rankings: hit rate, PAI, PEI against baselines (--grid: tune)",
+    )
+    acc.add_argument("path")
+    acc.add_argument("--profile", help="source profile (config/sources/NAME.toml)")
+    acc.add_argument("--from", dest="start", required=True, metavar="DATE", help="first day")
+    acc.add_argument("--to", dest="end", required=True, metavar="DATE", help="last day, inclusive")
+    acc.add_argument("--resolution", type=int, default=9, help="H3 resolution (default 9)")
+    acc.add_argument("--period", choices=["day", "shift"], default="day")
+    acc.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="PATH",
+        help="the summary as JSON: to PATH, or alone to print it instead of the table",
+    )
+    acc.add_argument("--csv", metavar="PATH", help="per method, coverage and period")
+    acc.add_argument("--png", metavar="PATH", help="PAI against coverage")
+    acc.add_argument("--grid", action="store_true", help="tune a blend on --from .. --train-to")
+    acc.add_argument(
+        "--train-to", metavar="DATE", help="first day of the test span (the training span ends)"
+    )
+    acc.add_argument("--coverage", type=float, default=0.01, help="coverage the grid is tuned for")
+    acc.add_argument("--quiet", action="store_true", help="no progress bar")
+
     dr = sub.add_parser(
         "dosage-report",
         help="delivered vs planned patrol minutes per hot spot and day (table, CSV, PNG)",
@@ -190,6 +216,43 @@ def _parser() -> argparse.ArgumentParser:
         help="where dosage-FROM-TO.csv and .png are written (default: here)",
     )
     dr.add_argument("--json", action="store_true", help="print a JSON summary, not the table")
+    asx = sub.add_parser(
+        "assess",
+        help="gross and net effect of an operation in target cells, displacement (WDQ), map",
+    )
+    asx.add_argument("path")
+    asx.add_argument("--profile", help="source profile (config/sources/NAME.toml)")
+    asx.add_argument(
+        "--targets", required=True, metavar="FILE", help="H3 cell ids: one a line, or a cell column"
+    )
+    asx.add_argument("--before", required=True, metavar="A..B", help="days, B inclusive")
+    asx.add_argument("--after", required=True, metavar="C..D", help="days, D inclusive")
+    asx.add_argument("--buffer-rings", type=int, default=2, help="rings around the targets (D)")
+    control = asx.add_mutually_exclusive_group()
+    control.add_argument("--control", metavar="FILE", help="control cells (C)")
+    control.add_argument(
+        "--control-rings",
+        type=int,
+        default=6,
+        help="default control: rings buffer+1..N with events before (default 6)",
+    )
+    asx.add_argument("--png", metavar="FILE", help="write a map of the areas")
+    asx.add_argument("--json", action="store_true", help="print JSON, not the table")
+
+    fc = sub.add_parser(
+        "feedback-check",
+        help="how much of the flagged area comes from proactive/enforcement events",
+    )
+    fc.add_argument("path")
+    fc.add_argument("--profile", help="source profile (config/sources/NAME.toml)")
+    fc.add_argument("--from", dest="start", required=True, metavar="DATE")
+    fc.add_argument("--to", dest="end", required=True, metavar="DATE", help="inclusive")
+    fc.add_argument("--resolution", type=int, default=10)
+    fc.add_argument("--horizon", default="week", help="half-life from the config's horizons")
+    fc.add_argument(
+        "--coverage", type=float, default=0.01, help="share of cells with events flagged"
+    )
+    fc.add_argument("--json", action="store_true", help="print JSON, not the table")
     return parser
 
 
@@ -248,6 +311,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     if args.command == "evaluate-alerts":
         _evaluate_alerts(args, settings)
+    if args.command == "evaluate":
+        _evaluate(args, settings)
+    if args.command in ("assess", "feedback-check"):
+        _assess(args, settings)
     try:
         code = asyncio.run(_dispatch(args, settings))
     except UsageError as exc:
@@ -439,6 +506,31 @@ async def _dosage_report(args: argparse.Namespace, settings: Settings, store: An
         raise UsageError(str(exc)) from None
 
 
+def _evaluate(args: argparse.Namespace, settings: Settings) -> NoReturn:
+    from streamer.evaluate import EvaluateOptions, FlagError
+    from streamer.evaluate import main as evaluate_main
+
+    options = EvaluateOptions(
+        path=args.path,
+        start=args.start,
+        end=args.end,
+        profile=args.profile,
+        resolution=args.resolution,
+        period=args.period,
+        json_path=args.json,
+        csv_path=args.csv,
+        png_path=args.png,
+        grid=args.grid,
+        train_to=args.train_to,
+        coverage=args.coverage,
+        quiet=args.quiet,
+    )
+    try:
+        raise SystemExit(evaluate_main(options, settings))
+    except FlagError as exc:
+        _fail(str(exc))
+
+
 def _evaluate_alerts(args: argparse.Namespace, settings: Settings) -> NoReturn:
     from streamer.evaluate_alerts import EvaluateOptions, FlagError
     from streamer.evaluate_alerts import main as evaluate_main
@@ -462,6 +554,53 @@ def _evaluate_alerts(args: argparse.Namespace, settings: Settings) -> NoReturn:
     )
     try:
         raise SystemExit(evaluate_main(options, settings))
+    except FlagError as exc:
+        _fail(str(exc))
+
+
+def _assess(args: argparse.Namespace, settings: Settings) -> NoReturn:
+    from streamer.assess import (
+        AssessOptions,
+        FeedbackOptions,
+        FlagError,
+        main_assess,
+        main_feedback,
+    )
+
+    try:
+        if args.command == "assess":
+            raise SystemExit(
+                main_assess(
+                    AssessOptions(
+                        path=args.path,
+                        targets_path=args.targets,
+                        before=args.before,
+                        after=args.after,
+                        profile=args.profile,
+                        buffer_rings=args.buffer_rings,
+                        control_path=args.control,
+                        control_rings=args.control_rings,
+                        png_path=args.png,
+                        as_json=args.json,
+                    ),
+                    settings,
+                )
+            )
+        raise SystemExit(
+            main_feedback(
+                FeedbackOptions(
+                    path=args.path,
+                    start=args.start,
+                    end=args.end,
+                    profile=args.profile,
+                    resolution=args.resolution,
+                    horizon=args.horizon,
+                    coverage=args.coverage,
+                    as_json=args.json,
+                ),
+                settings,
+            )
+        )
     except FlagError as exc:
         _fail(str(exc))
 

@@ -31,7 +31,14 @@ from rich.table import Table
 
 from streamer import app
 from streamer.adapters.alerter import detector_config
-from streamer.adapters.files import Columns, concat_columns, load_profile, read_columns
+from streamer.adapters.files import (
+    Columns,
+    concat_columns,
+    load_profile,
+    read_columns,
+    row_weights,
+    standing_rows,
+)
 from streamer.core.alert_evaluation import (
     HOUR_S,
     Evaluation,
@@ -41,7 +48,6 @@ from streamer.core.alert_evaluation import (
     Plan,
     evaluate,
 )
-from streamer.core.events import validate_columns
 from streamer.settings import Settings, parse_duration_s
 
 
@@ -134,31 +140,13 @@ def background_events(
     cols: Columns, settings: Settings, *, from_s: float, to_s: float, now_s: float
 ) -> Events:
     """The events the engine would count, in ``[from_s, to_s)``."""
-    keep, _ = validate_columns(
-        cols.ids,
-        cols.occurred_at_s,
-        cols.lat_deg,
-        cols.lon_deg,
-        cols.categories,
-        app.event_rules(settings),
-        now_s=now_s,
-    )
-    is_cancel = cols.ops == "cancel"
-    candidates = np.flatnonzero(keep | is_cancel)
-    last_row = dict(zip(cols.ids[candidates].tolist(), candidates.tolist(), strict=True))
-    rows = np.fromiter(last_row.values(), dtype=np.int64, count=len(last_row))
-    rows.sort()
-    rows = rows[~is_cancel[rows]]
+    rows = standing_rows(cols, app.event_rules(settings), now_s=now_s)
     t = cols.occurred_at_s[rows]
     rows = rows[(t >= from_s) & (t < to_s)]
-    table = app.weight_table(settings)
-    pairs = list(zip(cols.categories[rows].tolist(), cols.origins[rows].tolist(), strict=True))
-    weighed = {p: table.weigh(*p).weight for p in set(pairs)}
+    weight = row_weights(cols, rows, app.weight_table(settings))
     proactive = settings.weights.proactive
-    factor = np.array(
-        [proactive if origin == "proactive" else 1.0 for _, origin in pairs], dtype=np.float64
-    )
-    counted = np.array([weighed[p] > 0 for p in pairs], dtype=bool)
+    factor = np.where(cols.origins[rows] == "proactive", proactive, 1.0)
+    counted = weight > 0
     rows, factor = rows[counted], factor[counted]
     return Events.build(
         cols.occurred_at_s[rows],

@@ -44,7 +44,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from streamer.core.events import KINDS, ORIGINS
+from streamer.core.events import KINDS, ORIGINS, EventRules, validate_columns
+from streamer.core.weights import WeightTable
 from streamer.settings import CONFIG_DIR
 
 SOURCES_DIR = CONFIG_DIR / "sources"
@@ -230,6 +231,37 @@ def concat_columns(chunks: Iterator[Columns]) -> Columns:
         return parts[0]
     names = [f.name for f in dataclasses.fields(Columns)]
     return Columns(**{n: np.concatenate([getattr(p, n) for p in parts]) for n in names})
+
+
+def standing_rows(cols: Columns, rules: EventRules, *, now_s: float) -> npt.NDArray[np.int64]:
+    """The rows of a file that stand, in file order: valid events, the last
+    row of each id (a later row replaces an earlier one), and no id whose
+    last row cancels it. What the offline tools count, as backfill does."""
+    keep, _ = validate_columns(
+        cols.ids,
+        cols.occurred_at_s,
+        cols.lat_deg,
+        cols.lon_deg,
+        cols.categories,
+        rules,
+        now_s=now_s,
+    )
+    is_cancel = cols.ops == "cancel"
+    candidates = np.flatnonzero(keep | is_cancel)
+    last_row = dict(zip(cols.ids[candidates].tolist(), candidates.tolist(), strict=True))
+    rows = np.fromiter(last_row.values(), dtype=np.int64, count=len(last_row))
+    rows.sort()
+    out: npt.NDArray[np.int64] = rows[~is_cancel[rows]]
+    return out
+
+
+def row_weights(
+    cols: Columns, rows: npt.NDArray[np.int64], table: WeightTable
+) -> npt.NDArray[np.float64]:
+    """The harm weight of each of ``rows`` (category and origin)."""
+    pairs = list(zip(cols.categories[rows].tolist(), cols.origins[rows].tolist(), strict=True))
+    weighed = {p: table.weigh(*p).weight for p in set(pairs)}
+    return np.array([weighed[p] for p in pairs], dtype=np.float64)
 
 
 def read_columns(

@@ -138,3 +138,45 @@ def center_hex(cell: str) -> tuple[float, float]:
     """The centre of a hex cell id as (lat, lon)."""
     lat, lon = h3.cell_to_latlng(cell)
     return float(lat), float(lon)
+
+
+def cells_in_box(
+    min_lon_deg: float, min_lat_deg: float, max_lon_deg: float, max_lat_deg: float, resolution: int
+) -> U64:
+    """The cells whose centres lie in a lon/lat box, sorted by id.
+
+    A study area is cut from these by testing each centre against its
+    boundary (:func:`centers_of_many`), the same containment rule as events.
+
+    >>> box = cells_in_box(-75.17, 39.95, -75.16, 39.96, 9)
+    >>> bool(np.all(np.diff(box.astype(np.float64)) > 0)), int(box.size) > 5
+    (True, True)
+    """
+    ring = [
+        (min_lat_deg, min_lon_deg),
+        (min_lat_deg, max_lon_deg),
+        (max_lat_deg, max_lon_deg),
+        (max_lat_deg, min_lon_deg),
+    ]
+    found = h3.polygon_to_cells(h3.LatLngPoly(ring), resolution)
+    out = np.fromiter((h3.str_to_int(c) for c in found), dtype=np.uint64, count=len(found))
+    out.sort()
+    return out
+
+
+def centers_of_many(cells: U64) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The centres of many cells as (lat, lon) arrays."""
+    pairs = [h3.cell_to_latlng(cell_hex(int(c))) for c in cells.tolist()]
+    lat = np.array([p[0] for p in pairs], dtype=np.float64)
+    lon = np.array([p[1] for p in pairs], dtype=np.float64)
+    return lat, lon
+
+
+def neighbours_of_many(cells: U64) -> U64:
+    """The cells one step from each cell: shape ``(cells, 6)``, a pentagon's
+    missing sixth neighbour is 0 (no valid cell has id 0)."""
+    out = np.zeros((cells.size, 6), dtype=np.uint64)
+    for i, c in enumerate(cells.tolist()):
+        ring1 = sorted(h3.str_to_int(n) for n in h3.grid_ring(cell_hex(int(c)), 1))
+        out[i, : len(ring1)] = ring1
+    return out

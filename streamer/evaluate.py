@@ -1,0 +1,475 @@
+"""``hotspots evaluate``: how well the rankings predict the next period's
+events (hit rate, PAI, PEI), the engine's horizons next to the baselines
+analysts use; with ``--grid``, a tuned blend chosen on a training span and
+reported on the later span it did not see (the maths is
+:mod:`streamer.core.accuracy`).
+
+The file is read as ``backfill`` reads it (source profile, validation, the
+last row of an id wins, cancels remove) and weighed with the settings' harm
+table; only counting events (weight > 0) inside the study area are used.
+Every event before ``--from`` in the file is history for the scores. Dates
+are local days in the profile's time zone (UTC for native JSON lines);
+``--to`` is inclusive.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import orjson
+from rich.console import Console
+from rich.progress import Progress as RichProgress
+from rich.table import Table
+
+from streamer import app
+from streamer.adapters.files import (
+    Columns,
+    concat_columns,
+    load_profile,
+    read_columns,
+    row_weights,
+    standing_rows,
+)
+from streamer.core.accuracy import (
+    COVERAGES,
+    DAY_S,
+    Backtest,
+    Blend,
+    Decayed,
+    History,
+    Method,
+    PreviousPeriod,
+    Window,
+    backtest,
+    duration_label,
+    grid_methods,
+    neighbour_index,
+)
+from streamer.core.area import Boundary
+from streamer.core.cells import U64, cells_in_box, cells_of_many, centers_of_many
+from streamer.settings import CONFIG_DIR, Settings
+
+DEFAULT_BOUNDARY = CONFIG_DIR.parent / "data" / "philadelphia_police_districts.geojson"
+GRID_HALF_LIVES_S = tuple(d * DAY_S for d in (3, 7, 14, 28, 90, 365))
+SHIFT_HOURS = (0, 8, 16)
+
+
+class FlagError(ValueError):
+    """A bad flag value (the command line prints it and exits with code 2)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluateOptions:
+    """The command's flags, as given."""
+
+    path: str
+    start: str  # --from
+    end: str  # --to (inclusive)
+    profile: str | None = None
+    resolution: int = 9
+    period: str = "day"
+    json_path: str | None = None  # "-": print JSON instead of the table
+    csv_path: str | None = None
+    png_path: str | None = None
+    grid: bool = False
+    train_to: str | None = None  # --train-to: first day of the test span
+    coverage: float = 0.01  # the coverage the grid is tuned for
+    quiet: bool = False
+
+
+def parse_day(text: str, zone: ZoneInfo, flag: str, *, next_day: bool = False) -> date:
+    """A ``YYYY-MM-DD`` flag (the day after with ``next_day``).
+
+    >>> parse_day("2024-12-31", ZoneInfo("UTC"), "--to", next_day=True)
+    datetime.date(2025, 1, 1)
+    """
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise FlagError(f"{flag}: not a date (YYYY-MM-DD): {text!r}") from None
+    return day + timedelta(days=1) if next_day else day
+
+
+def period_edges(first: date, end: date, zone: ZoneInfo, period: str) -> list[float]:
+    """Period boundaries from local midnight of ``first`` to that of ``end``
+    (exclusive day): local days, or shifts starting 00:00, 08:00, 16:00 local.
+    Daylight saving makes some days 23 or 25 hours long, as they are.
+
+    >>> z = ZoneInfo("America/New_York")
+    >>> e = period_edges(date(2025, 3, 8), date(2025, 3, 10), z, "day")
+    >>> [(b - a) / 3600 for a, b in zip(e, e[1:])]
+    [24.0, 23.0]
+    >>> len(period_edges(date(2025, 1, 1), date(2025, 1, 3), z, "shift"))
+    7
+    """
+    hours = (0,) if period == "day" else SHIFT_HOURS
+    edges: list[float] = []
+    day = first
+    while day < end:
+        edges += [datetime(day.year, day.month, day.day, h, tzinfo=zone).timestamp() for h in hours]
+        day += timedelta(days=1)
+    edges.append(datetime(end.year, end.month, end.day, tzinfo=zone).timestamp())
+    return edges
+
+
+def boundary_path(settings: Settings) -> Path:
+    """The study area's outline: ``events.boundary``, else ``api.boundary``,
+    else Philadelphia's police districts."""
+    return Path(settings.events.boundary or settings.api.boundary or DEFAULT_BOUNDARY)
+
+
+def study_cells(boundary: Boundary, resolution: int) -> U64:
+    """The cells (sorted by id) whose centres lie inside the boundary."""
+    min_lon, min_lat, max_lon, max_lat = boundary.bounds
+    box = cells_in_box(min_lon, min_lat, max_lon, max_lat, resolution)
+    lat, lon = centers_of_many(box)
+    inside: U64 = box[boundary.contains_many(lat, lon)]
+    return inside
+
+
+def counting_events(
+    cols: Columns, settings: Settings, *, now_s: float
+) -> tuple[np.ndarray[Any, np.dtype[np.float64]], ...]:
+    """``(t_s, lat_deg, lon_deg, weight)`` of the events the engine counts:
+    valid, the last row of each id, not cancelled, weight > 0."""
+    rows = standing_rows(cols, app.event_rules(settings), now_s=now_s)
+    weight = row_weights(cols, rows, app.weight_table(settings))
+    counted = weight > 0
+    rows = rows[counted]
+    return cols.occurred_at_s[rows], cols.lat_deg[rows], cols.lon_deg[rows], weight[counted]
+
+
+def reference_methods(settings: Settings, period: str) -> list[Method]:
+    """The engine's horizons (shortest first), then the baselines."""
+    horizons = sorted(settings.horizons.items(), key=lambda kv: (kv[1], kv[0]))
+    out: list[Method] = [Decayed(f"engine {name} ({duration_label(h)})", h) for name, h in horizons]
+    out += [
+        Window("count last 28d", 28 * DAY_S),
+        Window("count last 365d", 365 * DAY_S),
+        PreviousPeriod(f"previous {period}"),
+    ]
+    return out
+
+
+# output ----------------------------------------------------------------------------
+def _pct(p: float) -> str:
+    return f"{p * 100:g}%"
+
+
+def table_of(
+    result: Backtest,
+    title: str,
+    periods: np.ndarray[Any, np.dtype[np.bool_]] | None = None,
+    names: list[str] | None = None,
+) -> Table:
+    """Mean hit rate / PAI / PEI per method (rows) and coverage (columns)."""
+    means = result.means(periods)
+    table = Table(title=title)
+    table.add_column("method")
+    for p, a in zip(result.coverages, result.sizes, strict=True):
+        for head in ("hit", "PAI", "PEI"):
+            table.add_column(f"{_pct(p)} ({a})\n{head}", justify="right")
+    for name in names if names is not None else list(result.methods):
+        row = [name]
+        for p in result.coverages:
+            m = means[name][p]
+            row += [f"{m['hit_rate']:.1%}", f"{m['pai']:.2f}", f"{m['pei']:.2f}"]
+        table.add_row(*row)
+    return table
+
+
+def summary_of(
+    result: Backtest,
+    names: list[str],
+    periods: np.ndarray[Any, np.dtype[np.bool_]] | None = None,
+) -> list[dict[str, Any]]:
+    """The JSON summary: per method and coverage, mean hit rate, PAI, PEI."""
+    means = result.means(periods)
+    return [
+        {
+            "method": name,
+            "coverages": [
+                {
+                    "coverage": p,
+                    "cells": a,
+                    "hit_rate": round(means[name][p]["hit_rate"], 6),
+                    "pai": round(means[name][p]["pai"], 6),
+                    "pei": round(means[name][p]["pei"], 6),
+                }
+                for p, a in zip(result.coverages, result.sizes, strict=True)
+            ],
+        }
+        for name in names
+    ]
+
+
+def write_csv(result: Backtest, names: list[str], zone: ZoneInfo, path: str) -> None:
+    """One row per method, coverage and evaluated period."""
+    starts = [datetime.fromtimestamp(t, zone).isoformat() for t in result.period_start_s]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            [
+                *("method", "coverage", "cells", "period_start", "events", "captured", "best"),
+                *("hit_rate", "pai", "pei"),
+            ]
+        )
+        for name in names:
+            m = result.methods.index(name)
+            for s, (p, a) in enumerate(zip(result.coverages, result.sizes, strict=True)):
+                for k, start in enumerate(starts):
+                    writer.writerow(
+                        [
+                            name,
+                            p,
+                            a,
+                            start,
+                            int(result.events[k]),
+                            round(result.captured[m, k, s]),
+                            round(result.best[m, k, s]),
+                            f"{result.hit_rate[m, k, s]:.6f}",
+                            f"{result.pai[m, k, s]:.6f}",
+                            f"{result.pei[m, k, s]:.6f}",
+                        ]
+                    )
+
+
+def write_png(
+    result: Backtest,
+    names: list[str],
+    path: str,
+    title: str,
+    periods: np.ndarray[Any, np.dtype[np.bool_]] | None = None,
+) -> None:
+    """PAI against coverage, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    means = result.means(periods)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    xs = [p * 100 for p in result.coverages]
+    for name in names:
+        style = "-" if name.startswith(("engine", "tuned")) else "--"
+        ax.plot(
+            xs, [means[name][p]["pai"] for p in result.coverages], style, marker="o", label=name
+        )
+    ax.set_xscale("log")
+    ax.set_xticks(xs, [_pct(p) for p in result.coverages])
+    ax.set_xlabel("share of the study area flagged")
+    ax.set_ylabel("mean PAI")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# the command -------------------------------------------------------------------------
+def _columns(path: str, profile_name: str | None) -> tuple[Columns, ZoneInfo]:
+    try:
+        profile = load_profile(profile_name) if profile_name else None
+    except (ValueError, FileNotFoundError) as exc:
+        raise FlagError(f"--profile: {exc}") from None
+    if not Path(path).exists():
+        raise FlagError(f"{path}: no such file")
+    cols = concat_columns(read_columns(path, profile))
+    return cols, ZoneInfo(profile.timezone if profile else "UTC")
+
+
+def _check(options: EvaluateOptions) -> None:
+    if options.period not in ("day", "shift"):
+        raise FlagError("--period: day or shift")
+    if not 0 <= options.resolution <= 15:
+        raise FlagError("--resolution: 0 to 15")
+    if options.coverage not in COVERAGES:
+        raise FlagError(f"--coverage: one of {', '.join(str(c) for c in COVERAGES)}")
+    if options.grid and options.train_to is None:
+        raise FlagError("--grid needs --train-to (the first day of the test span)")
+
+
+def main(options: EvaluateOptions, settings: Settings) -> int:
+    """Run the command; returns its exit code."""
+    started = time.monotonic()
+    _check(options)
+    as_json_only = options.json_path == "-"
+    console = Console(quiet=as_json_only)
+    if not console.is_terminal:
+        console = Console(width=170, quiet=as_json_only)
+    cols, zone = _columns(options.path, options.profile)
+    first = parse_day(options.start, zone, "--from")
+    end = parse_day(options.end, zone, "--to", next_day=True)
+    if not first < end:
+        raise FlagError("dates: need --from <= --to")
+    split: date | None = None
+    if options.train_to is not None:
+        split = parse_day(options.train_to, zone, "--train-to")
+        if not first < split < end:
+            raise FlagError("--train-to: must fall after --from and no later than --to")
+    edges = period_edges(first, end, zone, options.period)
+    bpath = boundary_path(settings)
+    try:
+        boundary = Boundary.load(bpath)
+    except (OSError, ValueError) as exc:
+        raise FlagError(f"boundary {bpath}: {exc}") from None
+    study = study_cells(boundary, options.resolution)
+    if study.size == 0:
+        raise FlagError(f"boundary {bpath}: no cell of resolution {options.resolution} inside")
+    t, lat, lon, weight = counting_events(cols, settings, now_s=time.time())
+    before_end = t < edges[-1]
+    t, lat, lon, weight = t[before_end], lat[before_end], lon[before_end], weight[before_end]
+    cell = cells_of_many(lat, lon, [options.resolution])[:, 0]
+    pos = np.minimum(np.searchsorted(study, cell), study.size - 1)
+    inside = study[pos] == cell
+    history = History.build(t[inside], pos[inside], weight[inside], int(study.size))
+    if not np.any(history.t_s >= edges[0]):
+        raise FlagError("no counting event in the study area between --from and --to")
+    loaded_s = time.monotonic() - started
+
+    reference = reference_methods(settings, options.period)
+    methods: list[Method] = list(reference)
+    grid: list[Blend] = grid_methods(GRID_HALF_LIVES_S) if options.grid else []
+    methods += grid
+    smoothing = any(m.smoothing > 0 for m in grid)
+    neighbours = neighbour_index(study) if smoothing else None
+    with RichProgress(disable=options.quiet, transient=True, console=console) as bar:
+        task = bar.add_task(f"backtest ({len(methods)} methods)", total=len(edges) - 1)
+        result = backtest(
+            history,
+            edges,
+            methods,
+            neighbours=neighbours,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    if result.events.size == 0:
+        raise FlagError("no period between --from and --to holds an event")
+    seconds = time.monotonic() - started
+    ref_names = [m.name for m in reference]
+    engine_names = [m.name for m in reference if isinstance(m, Decayed)]
+    primary = COVERAGES[0]
+    report: dict[str, Any] = {
+        "parameters": {
+            "path": options.path,
+            "profile": options.profile,
+            "from": options.start,
+            "to": options.end,
+            "period": options.period,
+            "resolution": options.resolution,
+            "boundary": str(bpath),
+            "history_from": datetime.fromtimestamp(float(history.t_s[0]), zone).isoformat(),
+        },
+        "study_cells": result.study_cells,
+        "periods": int(result.events.size),
+        "periods_skipped": result.skipped,
+        "events": int(result.events.sum()),
+    }
+    span = f"{options.start} .. {options.end}"
+    if split is None:
+        pai = result.mean_pai(primary)
+        best = max(engine_names, key=lambda n: (pai[result.methods.index(n)], n))
+        report["best_engine"] = best
+        report["methods"] = summary_of(result, ref_names)
+        console.print(
+            table_of(
+                result,
+                f"Backtest {span}, {options.period}s, resolution "
+                f"{options.resolution}: mean over {result.events.size} periods",
+                None,
+                ref_names,
+            )
+        )
+        shown, mask = ref_names, None
+        png_title = f"PAI by coverage, {span}"
+    else:
+        split_s = datetime(split.year, split.month, split.day, tzinfo=zone).timestamp()
+        train = result.period_start_s < split_s
+        test = ~train
+        if not np.any(train) or not np.any(test):
+            raise FlagError("--train-to: both spans need periods with events")
+        report.update(
+            {
+                "train_periods": int(train.sum()),
+                "test_periods": int(test.sum()),
+                "split": str(split),
+            }
+        )
+        train_pai = result.mean_pai(options.coverage, train)
+        test_pai = result.mean_pai(options.coverage, test)
+        best_engine = max(engine_names, key=lambda n: (train_pai[result.methods.index(n)], n))
+        report["best_engine"] = best_engine
+        report["methods"] = summary_of(result, ref_names, test)
+        shown, mask = ref_names, test
+        if grid:
+            offset = len(reference)
+            ranked = sorted(range(len(grid)), key=lambda i: (-train_pai[offset + i], grid[i].name))
+            chosen = grid[ranked[0]]
+            report["grid"] = {
+                "coverage": options.coverage,
+                "configurations": len(grid),
+                "chosen": {
+                    "name": chosen.name,
+                    "long_half_life_s": chosen.long_s,
+                    "short_half_life_s": chosen.short_s,
+                    "long_share": chosen.long_share,
+                    "smoothing": chosen.smoothing,
+                    "weights": "harm" if chosen.weighted else "count",
+                    "train_pai": round(float(train_pai[offset + ranked[0]]), 6),
+                    "test_pai": round(float(test_pai[offset + ranked[0]]), 6),
+                },
+                "top_train": [
+                    {
+                        "name": grid[i].name,
+                        "train_pai": round(float(train_pai[offset + i]), 6),
+                        "test_pai": round(float(test_pai[offset + i]), 6),
+                    }
+                    for i in ranked[:10]
+                ],
+                "test": summary_of(result, [chosen.name, *ref_names], test),
+            }
+            shown = [chosen.name, *ref_names]
+            console.print(
+                table_of(
+                    result,
+                    f"Grid ({len(grid)} configurations), training span {options.start} .. "
+                    f"{split - timedelta(days=1)}: top 5 by mean PAI at {_pct(options.coverage)}",
+                    train,
+                    [grid[i].name for i in ranked[:5]],
+                )
+            )
+        console.print(
+            table_of(
+                result,
+                f"Test span {split} .. {options.end} ({int(test.sum())} {options.period}s, "
+                f"resolution {options.resolution}), unseen by the choice",
+                test,
+                shown,
+            )
+        )
+        png_title = f"PAI by coverage, {split} .. {options.end}"
+    report["seconds"] = round(time.monotonic() - started, 1)
+    console.print(
+        f"{result.study_cells} study cells; {int(result.events.sum())} events in "
+        f"{result.events.size} {options.period}s ({result.skipped} without events skipped); "
+        f"best engine horizon at {_pct(primary if split is None else options.coverage)}: "
+        f"{report['best_engine']}; loaded in {loaded_s:.0f} s, total {seconds:.0f} s",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if options.csv_path:
+        write_csv(result, shown, zone, options.csv_path)
+    if options.png_path:
+        write_png(result, shown, options.png_path, png_title, mask)
+    if as_json_only:
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    elif options.json_path:
+        Path(options.json_path).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    return 0

@@ -1,0 +1,133 @@
+"""``hotspots evaluate`` as a process, on the bundled sample."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import orjson
+
+from tests import oracle
+from tests.cli_support import hotspots
+
+COVERAGES = [0.01, 0.02, 0.05, 0.1]
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("HOTSPOTS_")}
+
+
+def _check_methods(methods: list[dict[str, object]]) -> None:
+    for method in methods:
+        rows = method["coverages"]
+        assert isinstance(rows, list)
+        assert [r["coverage"] for r in rows] == COVERAGES
+        cells = [r["cells"] for r in rows]
+        assert cells == sorted(cells) and cells[0] >= 1
+        for r in rows:
+            assert 0 <= r["hit_rate"] <= 1
+            assert 0 <= r["pei"] <= 1 + 1e-9
+            assert r["pai"] >= 0
+        hits = [r["hit_rate"] for r in rows]
+        assert hits == sorted(hits)  # more cells flagged never catch fewer events
+
+
+def test_evaluate_on_the_sample(tmp_path: Path) -> None:
+    out_csv, out_png = tmp_path / "acc.csv", tmp_path / "acc.png"
+    done = hotspots(
+        "evaluate",
+        str(oracle.SAMPLE),
+        "--profile",
+        "philadelphia",
+        "--from",
+        "2025-03-01",
+        "--to",
+        "2025-03-31",
+        "--json",
+        "--csv",
+        str(out_csv),
+        "--png",
+        str(out_png),
+        "--quiet",
+        env=_env(),
+    )
+    assert done.returncode == 0, done.stderr
+    report = orjson.loads(done.stdout)
+    names = [m["method"] for m in report["methods"]]
+    assert names == [
+        "engine day (1d)",
+        "engine week (7d)",
+        "engine month (28d)",
+        "engine year (365d)",
+        "count last 28d",
+        "count last 365d",
+        "previous day",
+    ]
+    assert report["best_engine"] in names[:4]
+    assert report["study_cells"] > 1000  # Philadelphia at resolution 9: about 3,500
+    # 31 days, one of which the sample does not hold
+    assert report["periods"] + report["periods_skipped"] == 31
+    assert report["periods"] >= 28
+    assert report["parameters"]["history_from"].startswith("2025-01-01")
+    _check_methods(report["methods"])
+    # every ranking beats flagging cells at random by a wide margin at 1%
+    for method in report["methods"]:
+        assert method["coverages"][0]["pai"] > 1.5
+
+    with out_csv.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(names) * len(COVERAGES) * report["periods"]
+    first = rows[0]
+    assert int(first["captured"]) <= int(first["best"]) <= int(first["events"])
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_grid_on_the_sample_reports_the_unseen_span(tmp_path: Path) -> None:
+    out_json = tmp_path / "grid.json"
+    done = hotspots(
+        "evaluate",
+        str(oracle.SAMPLE),
+        "--profile",
+        "philadelphia",
+        "--from",
+        "2025-03-01",
+        "--to",
+        "2025-03-31",
+        "--period",
+        "shift",
+        "--grid",
+        "--train-to",
+        "2025-03-21",
+        "--json",
+        str(out_json),
+        "--quiet",
+        env=_env(),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Test span 2025-03-21" in done.stdout
+    report = orjson.loads(out_json.read_bytes())
+    grid = report["grid"]
+    assert grid["configurations"] == 204
+    chosen = grid["chosen"]
+    assert chosen["name"] == grid["top_train"][0]["name"]
+    assert chosen["train_pai"] == max(c["train_pai"] for c in grid["top_train"])
+    assert grid["test"][0]["method"] == chosen["name"]
+    _check_methods(grid["test"])
+    assert report["train_periods"] + report["test_periods"] == report["periods"]
+
+
+def test_evaluate_rejects_bad_dates() -> None:
+    done = hotspots(
+        "evaluate",
+        str(oracle.SAMPLE),
+        "--profile",
+        "philadelphia",
+        "--from",
+        "2025-03-31",
+        "--to",
+        "2025-03-01",
+        env=_env(),
+    )
+    assert done.returncode == 2
+    assert "--from" in done.stderr

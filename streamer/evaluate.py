@@ -31,9 +31,6 @@ from rich.table import Table
 from streamer import app
 from streamer.adapters.files import (
     Columns,
-    concat_columns,
-    load_profile,
-    read_columns,
     row_weights,
     standing_rows,
 )
@@ -54,15 +51,13 @@ from streamer.core.accuracy import (
 )
 from streamer.core.area import Boundary
 from streamer.core.cells import U64, cells_in_box, cells_of_many, centers_of_many
+from streamer.evaluate_alerts import FlagError as FlagError
+from streamer.evaluate_alerts import read_file_columns
 from streamer.settings import CONFIG_DIR, Settings
 
 DEFAULT_BOUNDARY = CONFIG_DIR.parent / "data" / "philadelphia_police_districts.geojson"
 GRID_HALF_LIVES_S = tuple(d * DAY_S for d in (3, 7, 14, 28, 90, 365))
 SHIFT_HOURS = (0, 8, 16)
-
-
-class FlagError(ValueError):
-    """A bad flag value (the command line prints it and exits with code 2)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,17 +270,6 @@ def write_png(
 
 
 # the command -------------------------------------------------------------------------
-def _columns(path: str, profile_name: str | None) -> tuple[Columns, ZoneInfo]:
-    try:
-        profile = load_profile(profile_name) if profile_name else None
-    except (ValueError, FileNotFoundError) as exc:
-        raise FlagError(f"--profile: {exc}") from None
-    if not Path(path).exists():
-        raise FlagError(f"{path}: no such file")
-    cols = concat_columns(read_columns(path, profile))
-    return cols, ZoneInfo(profile.timezone if profile else "UTC")
-
-
 def _check(options: EvaluateOptions) -> None:
     if options.period not in ("day", "shift"):
         raise FlagError("--period: day or shift")
@@ -305,7 +289,7 @@ def main(options: EvaluateOptions, settings: Settings) -> int:
     console = Console(quiet=as_json_only)
     if not console.is_terminal:
         console = Console(width=170, quiet=as_json_only)
-    cols, zone = _columns(options.path, options.profile)
+    cols, zone = read_file_columns(options.path, options.profile)
     first = parse_day(options.start, zone, "--from")
     end = parse_day(options.end, zone, "--to", next_day=True)
     if not first < end:

@@ -125,7 +125,8 @@ def _year_before(t_s: float, zone: ZoneInfo) -> float:
     return datetime(earlier.year, earlier.month, earlier.day, tzinfo=zone).timestamp()
 
 
-def _columns(path: str, profile_name: str | None) -> tuple[Columns, ZoneInfo]:
+def read_file_columns(path: str, profile_name: str | None) -> tuple[Columns, ZoneInfo]:
+    """A whole file's columns (with the ``--profile`` named) and its zone."""
     try:
         profile = load_profile(profile_name) if profile_name else None
     except (ValueError, FileNotFoundError) as exc:
@@ -319,7 +320,7 @@ def main(options: EvaluateOptions, settings: Settings) -> int:
     console = Console()
     if not console.is_terminal:  # a file or pipe: room for the table on one line per row
         console = Console(width=120)
-    cols, zone = _columns(options.path, options.profile)
+    cols, zone = read_file_columns(options.path, options.profile)
     finite = cols.occurred_at_s[np.isfinite(cols.occurred_at_s)]
     if finite.size == 0:
         raise FlagError(f"{options.path}: no event with a readable time")

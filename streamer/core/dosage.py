@@ -62,14 +62,12 @@ from streamer.core.events import (
     NULL_ISLAND_DEG,
     EventRules,
     InvalidEvent,
-    _bad_json,
     _coordinate,
-    _decode_other,
     _exact_str,
     _json_type,
     _position_error,
     _show,
-    _too_large,
+    decode_object,
 )
 
 DAY_S = 86400.0
@@ -149,18 +147,7 @@ def parse_ping(
     >>> p.at_s, p.status, p.speed_mps
     (1714564800.0, 'patrol', 1.2)
     """
-    if type(raw) is bytes:
-        if len(raw) > rules.max_payload_bytes:
-            raise _too_large(len(raw), rules.max_payload_bytes)
-        try:
-            obj = _loads(raw)
-        except ValueError as exc:
-            raise _bad_json(exc) from None
-    else:
-        obj = _decode_other(raw, rules.max_payload_bytes)
-    if type(obj) is not dict:
-        raise InvalidEvent("bad_json", f"payload is {_json_type(obj)}, not a JSON object")
-    get = obj.get
+    get = decode_object(raw, rules.max_payload_bytes).get
     unit = _unit(get("unit"))
     status = _status(get("status"))
     speed = _speed(get("speed"))

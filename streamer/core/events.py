@@ -191,18 +191,26 @@ def parse_record(
     ``occurred_at`` may be. Whatever ``raw`` is, the only exception raised is
     :class:`InvalidEvent`; its ``reason`` is one of :data:`REASONS`.
     """
+    return _record_from(decode_object(raw, rules.max_payload_bytes), rules, now_s)
+
+
+def decode_object(
+    raw: bytes | bytearray | memoryview | str | Mapping[str, object], max_bytes: int
+) -> dict[str, object]:
+    """A payload as a JSON object; :class:`InvalidEvent` (``too_large``,
+    ``bad_json``) otherwise."""
     if type(raw) is bytes:
-        if len(raw) > rules.max_payload_bytes:
-            raise _too_large(len(raw), rules.max_payload_bytes)
+        if len(raw) > max_bytes:
+            raise _too_large(len(raw), max_bytes)
         try:
             obj = _loads(raw)
         except ValueError as exc:
             raise _bad_json(exc) from None
     else:
-        obj = _decode_other(raw, rules.max_payload_bytes)
+        obj = _decode_other(raw, max_bytes)
     if type(obj) is not dict:
         raise InvalidEvent("bad_json", f"payload is {_json_type(obj)}, not a JSON object")
-    return _record_from(obj, rules, now_s)
+    return obj
 
 
 def _record_from(obj: dict[str, object], rules: EventRules, now_s: float) -> Record:

@@ -52,6 +52,7 @@ __all__ = [
     "Webhook",
     "build_delivery",
     "consumer_name",
+    "ensure_groups",
     "sign",
     "verify",
 ]
@@ -641,6 +642,19 @@ class AlertDelivery:
             return f"timeout_s={hook.timeout_s:g}"
         except (aiohttp.ClientError, OSError) as exc:
             return f"error={exc!r}"
+
+
+async def ensure_groups(store: Store, settings: Settings) -> None:
+    """Create the delivery groups (Kafka, each webhook) if missing, from the
+    stream's end. Whoever writes notices calls this before its first write,
+    so no notice predates the groups (a group starts at ``$``)."""
+    groups = [KAFKA_GROUP, *(f"webhook:{name}" for name in settings.alerts.webhooks)]
+    for group in groups:
+        try:
+            await store.client.xgroup_create(store.key("alerts"), group, id="$", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
 
 
 def build_delivery(

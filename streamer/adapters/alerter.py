@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from streamer.adapters.alert_delivery import ensure_groups
 from streamer.adapters.metrics import Metrics
 from streamer.adapters.store import CellDetails, Store
 from streamer.core.emerging import CellCounts, DayBins, Detector, DetectorConfig, Notice
@@ -191,6 +192,7 @@ class Alerter:
     async def _load(self, state: dict[str, Any], at_s: float) -> None:
         """A fresh detector: its alerts and bins from Redis, every cell of
         the alert resolution from the store."""
+        await ensure_groups(self.store, self.settings)
         detector = Detector(detector_config(self.settings))
         detector.restore(state)
         days = self.settings.alerts.pattern_days

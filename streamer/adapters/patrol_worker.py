@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from aiokafka import TopicPartition
 
+from streamer.adapters.alert_delivery import ensure_groups
 from streamer.adapters.alerter import write_notices
 from streamer.adapters.consumer import STORE_DOWN, BatchConsumer
 from streamer.adapters.patrols import Dosage, iso
@@ -95,10 +96,14 @@ class DosageTicker:
         self.dosage = dosage
         self.settings = settings
         self.now = now
+        self._groups = False
 
     async def tick(self) -> list[Notice]:
         d = self.dosage
         client = d.store.client
+        if not self._groups:
+            await ensure_groups(d.store, self.settings)
+            self._groups = True
         now_s = self.now()
         day = d.day_of(now_s)
         summary = await d.summary(day, now_s)

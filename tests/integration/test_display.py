@@ -75,7 +75,7 @@ async def publishing(publisher: Publisher, clock: EngineClock) -> AsyncIterator[
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await task
+            await asyncio.wait_for(task, 10)
 
 
 async def until(check: Callable[[], Any], timeout_s: float, what: str) -> Any:

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.adapters.files import SourceProfile, concat_columns, read_columns
+from streamer.adapters.files import SourceProfile, concat_columns, read_columns, standing
 from streamer.adapters.store import Store, StoreOp
 from streamer.core.aggregate import Batch, encode_cells, hours_of_week
 from streamer.core.cells import cells_of_many
-from streamer.core.events import EventRules, validate_columns
+from streamer.core.events import EventRules
 from streamer.core.scoring import Contribution, Scorer, clean_label
 
 
@@ -90,29 +90,13 @@ async def backfill(
     report.read = len(cols)
     step("read", 1, 1)
 
-    keep, reasons = validate_columns(
-        cols.ids,
-        cols.occurred_at_s,
-        cols.lat_deg,
-        cols.lon_deg,
-        cols.categories,
-        rules,
-        now_s=now_s,
-    )
-    is_cancel = cols.ops == "cancel"
-    # a cancel needs only its id: the event checks do not apply to it
-    report.rejected.update(r for r in reasons[~is_cancel] if r is not None)
-
     # Upsert semantics within the file: the last row of an id wins; a last
     # row that cancels removes the id.
-    candidates = np.flatnonzero(keep | is_cancel)
-    ids = cols.ids[candidates].tolist()
-    last_row = dict(zip(ids, candidates.tolist(), strict=True))  # later rows overwrite
-    report.superseded = len(ids) - len(last_row)
-    last = np.fromiter(last_row.values(), dtype=np.int64, count=len(last_row))
-    last.sort()
-    rows = last[~is_cancel[last]]
-    report.cancelled = int(last.size - rows.size)
+    stand = standing(cols, rules, now_s=now_s)
+    rows = stand.rows
+    report.rejected.update(stand.rejected)
+    report.superseded = stand.superseded
+    report.cancelled = stand.cancelled
 
     # Weights, per distinct (category, origin): factorise once, then index.
     table = scorer.weights

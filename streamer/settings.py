@@ -351,35 +351,47 @@ def _check_dosage(settings: Settings, source: str) -> Settings:
     d = settings.dosage
     auto: dict[str, Any] = {}
     if d.resolution == -1:
-        auto["resolution"] = min(settings.grid.resolutions, key=lambda r: (abs(r - 10), -r))
+        auto["resolution"] = _nearest(settings.grid.resolutions, 10)
     if not d.plan_horizon:
         longest = max(settings.horizons, key=lambda n: (settings.horizons[n], n))
         auto["plan_horizon"] = "week" if "week" in settings.horizons else longest
     if auto:
         d = d.model_copy(update=auto)
         settings = settings.model_copy(update={"dosage": d})
-    if d.plan_horizon not in settings.horizons:
+    _require_horizon(settings, source, "dosage.plan_horizon", d.plan_horizon)
+    _require_resolution(settings, source, "dosage.resolution", d.resolution)
+    return settings
+
+
+def _require_horizon(settings: Settings, source: str, key: str, name: str) -> None:
+    if name not in settings.horizons:
         raise ConfigError(
-            f"{source}: key 'dosage.plan_horizon': {d.plan_horizon!r} is not a horizon; "
+            f"{source}: key '{key}': {name!r} is not a horizon; "
             f"use one of {sorted(settings.horizons)}"
         )
-    if d.resolution not in settings.grid.resolutions:
+
+
+def _require_resolution(settings: Settings, source: str, key: str, resolution: int) -> None:
+    if resolution not in settings.grid.resolutions:
         raise ConfigError(
-            f"{source}: key 'dosage.resolution': {d.resolution} is not one of "
+            f"{source}: key '{key}': {resolution} is not one of "
             f"grid.resolutions {settings.grid.resolutions}"
         )
-    return settings
+
+
+def _nearest(resolutions: list[int], wanted: int) -> int:
+    """The configured resolution nearest ``wanted`` (the finer on a tie)."""
+    return min(resolutions, key=lambda r: (abs(r - wanted), -r))
 
 
 def _check_alerts(settings: Settings, source: str) -> Settings:
     """Fill in the alert keys left to choose (the shortest and longest
     horizons, the grid resolution nearest 9) and check the ones given."""
     a = settings.alerts
-    names = sorted(settings.horizons)
     by_half_life = sorted(settings.horizons, key=lambda n: (settings.horizons[n], n))
     auto: dict[str, Any] = {}
     if a.resolution == -1:
-        auto["resolution"] = min(settings.grid.resolutions, key=lambda r: (abs(r - 9), -r))
+        auto["resolution"] = _nearest(settings.grid.resolutions, 9)
     if not a.short:
         auto["short"] = "day" if "day" in settings.horizons else by_half_life[0]
     if not a.baseline:
@@ -392,20 +404,12 @@ def _check_alerts(settings: Settings, source: str) -> Settings:
         settings = settings.model_copy(update={"alerts": a})
     if not a.enabled:
         return settings
-    for key in ("short", "baseline"):
-        if getattr(a, key) not in settings.horizons:
-            raise ConfigError(
-                f"{source}: key 'alerts.{key}': {getattr(a, key)!r} is not a horizon; "
-                f"use one of {names}"
-            )
+    _require_horizon(settings, source, "alerts.short", a.short)
+    _require_horizon(settings, source, "alerts.baseline", a.baseline)
     if settings.horizons[a.short] >= settings.horizons[a.baseline]:
         raise ConfigError(
             f"{source}: key 'alerts.short': its half-life must be shorter than "
             f"alerts.baseline's ({a.short!r} vs {a.baseline!r})"
         )
-    if a.resolution not in settings.grid.resolutions:
-        raise ConfigError(
-            f"{source}: key 'alerts.resolution': {a.resolution} is not one of "
-            f"grid.resolutions {settings.grid.resolutions}"
-        )
+    _require_resolution(settings, source, "alerts.resolution", a.resolution)
     return settings

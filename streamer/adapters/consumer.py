@@ -58,6 +58,19 @@ class ConsumerOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def message_of(record: Any) -> Message:
+    """An aiokafka record as the core's :class:`Message`."""
+    return Message(
+        record.topic,
+        record.partition,
+        record.offset,
+        record.value,
+        record.timestamp,
+        record.key,
+        tuple((k, bytes(v)) for k, v in (record.headers or ())),
+    )
+
+
 class _SeekPastApplied(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, worker: BatchConsumer) -> None:
         self.worker = worker
@@ -235,15 +248,7 @@ class BatchConsumer:
 
     def _prepare(self, batch: dict[TopicPartition, list[Any]]) -> Prepared:
         messages = [
-            Message(
-                r.topic,
-                r.partition,
-                r.offset,
-                r.value,
-                r.timestamp,
-                r.key,
-                tuple((k, bytes(v)) for k, v in (r.headers or ())),
-            )
+            message_of(r)
             for tp in sorted(batch, key=lambda t: (t.topic, t.partition))
             for r in batch[tp]
         ]
@@ -370,4 +375,4 @@ class BatchConsumer:
         return self.store_ok and self.kafka_ok
 
 
-__all__ = ["BatchConsumer", "ConsumerOptions"]
+__all__ = ["BatchConsumer", "ConsumerOptions", "message_of"]

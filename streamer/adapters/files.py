@@ -30,6 +30,7 @@ import gzip
 import io
 import math
 import tomllib
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -233,11 +234,21 @@ def concat_columns(chunks: Iterator[Columns]) -> Columns:
     return Columns(**{n: np.concatenate([getattr(p, n) for p in parts]) for n in names})
 
 
-def standing_rows(cols: Columns, rules: EventRules, *, now_s: float) -> npt.NDArray[np.int64]:
-    """The rows of a file that stand, in file order: valid events, the last
-    row of each id (a later row replaces an earlier one), and no id whose
-    last row cancels it. What the offline tools count, as backfill does."""
-    keep, _ = validate_columns(
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """:func:`standing` of a file's columns."""
+
+    rows: npt.NDArray[np.int64]  # the rows that stand, in file order
+    rejected: Counter[str]  # invalid event rows, by reason (cancels need only an id)
+    superseded: int  # rows replaced by a later row of the same id
+    cancelled: int  # ids whose last row cancels them
+
+
+def standing(cols: Columns, rules: EventRules, *, now_s: float) -> Standing:
+    """The rows of a file that stand: valid events, the last row of each id
+    (a later row replaces an earlier one), and no id whose last row cancels
+    it. What backfill loads and the offline tools count."""
+    keep, reasons = validate_columns(
         cols.ids,
         cols.occurred_at_s,
         cols.lat_deg,
@@ -247,12 +258,19 @@ def standing_rows(cols: Columns, rules: EventRules, *, now_s: float) -> npt.NDAr
         now_s=now_s,
     )
     is_cancel = cols.ops == "cancel"
+    rejected = Counter(r for r in reasons[~is_cancel] if r is not None)
     candidates = np.flatnonzero(keep | is_cancel)
-    last_row = dict(zip(cols.ids[candidates].tolist(), candidates.tolist(), strict=True))
-    rows = np.fromiter(last_row.values(), dtype=np.int64, count=len(last_row))
-    rows.sort()
-    out: npt.NDArray[np.int64] = rows[~is_cancel[rows]]
-    return out
+    ids = cols.ids[candidates].tolist()
+    last_row = dict(zip(ids, candidates.tolist(), strict=True))  # later rows overwrite
+    last = np.fromiter(last_row.values(), dtype=np.int64, count=len(last_row))
+    last.sort()
+    rows: npt.NDArray[np.int64] = last[~is_cancel[last]]
+    return Standing(rows, rejected, len(ids) - len(last_row), int(last.size - rows.size))
+
+
+def standing_rows(cols: Columns, rules: EventRules, *, now_s: float) -> npt.NDArray[np.int64]:
+    """The rows of :func:`standing` alone."""
+    return standing(cols, rules, now_s=now_s).rows
 
 
 def row_weights(

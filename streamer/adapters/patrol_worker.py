@@ -20,9 +20,9 @@ from aiokafka import TopicPartition
 
 from streamer.adapters.alert_delivery import ensure_groups
 from streamer.adapters.alerter import write_notices
-from streamer.adapters.consumer import STORE_DOWN, BatchConsumer
+from streamer.adapters.consumer import STORE_DOWN, BatchConsumer, message_of
 from streamer.adapters.patrols import Dosage, iso
-from streamer.core.batching import DeadLetter, Message
+from streamer.core.batching import DeadLetter
 from streamer.core.cells import center_hex
 from streamer.core.dosage import Ping, parse_ping
 from streamer.core.emerging import Notice
@@ -57,16 +57,7 @@ class PingConsumer(BatchConsumer):
                 try:
                     pings.append(parse_ping(r.value or b"", self.rules, now_s))
                 except InvalidEvent as exc:
-                    message = Message(
-                        r.topic,
-                        r.partition,
-                        r.offset,
-                        r.value,
-                        r.timestamp,
-                        r.key,
-                        tuple((k, bytes(v)) for k, v in (r.headers or ())),
-                    )
-                    dead.append(DeadLetter(message, exc.reason, exc.detail))
+                    dead.append(DeadLetter(message_of(r), exc.reason, exc.detail))
         if dead:
             await self._dead_letter(dead)
         while True:

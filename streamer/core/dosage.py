@@ -59,15 +59,13 @@ from streamer.core.events import (
     MAX_TEXT_CHARS,
     MAX_TIME_S,
     MIN_TIME_S,
-    NULL_ISLAND_DEG,
     EventRules,
     InvalidEvent,
-    _coordinate,
     _exact_str,
     _json_type,
-    _position_error,
     _show,
     decode_object,
+    position,
 )
 
 DAY_S = 86400.0
@@ -152,17 +150,7 @@ def parse_ping(
     status = _status(get("status"))
     speed = _speed(get("speed"))
     at_s = _at_s(get("at"), rules, now_s)
-    lat = _coordinate("lat", get("lat"))
-    lon = _coordinate("lon", get("lon"))
-    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0) or (
-        -NULL_ISLAND_DEG < lat < NULL_ISLAND_DEG and -NULL_ISLAND_DEG < lon < NULL_ISLAND_DEG
-    ):
-        raise _position_error(lat, lon)
-    area = rules.area
-    if area is not None and not area.contains(lat, lon):
-        raise InvalidEvent(
-            "outside_area", f"point near ({lat:.2f}, {lon:.2f}) is outside the configured area"
-        )
+    lat, lon = position(get("lat"), get("lon"), rules)
     return Ping(unit, at_s, lat, lon, status, speed)
 
 

@@ -194,6 +194,23 @@ def parse_record(
     return _record_from(decode_object(raw, rules.max_payload_bytes), rules, now_s)
 
 
+def position(lat_raw: object, lon_raw: object, rules: EventRules) -> tuple[float, float]:
+    """A payload's ``lat`` and ``lon``, checked: numbers, on the globe, not
+    the (0, 0) "no location" marker, inside ``rules.area`` when set."""
+    lat = lat_raw if type(lat_raw) is float else _coordinate("lat", lat_raw)
+    lon = lon_raw if type(lon_raw) is float else _coordinate("lon", lon_raw)
+    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0) or (
+        -NULL_ISLAND_DEG < lat < NULL_ISLAND_DEG and -NULL_ISLAND_DEG < lon < NULL_ISLAND_DEG
+    ):
+        raise _position_error(lat, lon)
+    area = rules.area
+    if area is not None and not area.contains(lat, lon):
+        raise InvalidEvent(
+            "outside_area", f"point near ({lat:.2f}, {lon:.2f}) is outside the configured area"
+        )
+    return lat, lon
+
+
 def decode_object(
     raw: bytes | bytearray | memoryview | str | Mapping[str, object], max_bytes: int
 ) -> dict[str, object]:
@@ -243,21 +260,7 @@ def _record_from(obj: dict[str, object], rules: EventRules, now_s: float) -> Rec
 
     occurred_at, occurred_at_s = _occurred_at(get("occurred_at"), rules, now_s)
 
-    lat = get("lat")
-    if type(lat) is not float:
-        lat = _coordinate("lat", lat)
-    lon = get("lon")
-    if type(lon) is not float:
-        lon = _coordinate("lon", lon)
-    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0) or (
-        -NULL_ISLAND_DEG < lat < NULL_ISLAND_DEG and -NULL_ISLAND_DEG < lon < NULL_ISLAND_DEG
-    ):
-        raise _position_error(lat, lon)
-    area = rules.area
-    if area is not None and not area.contains(lat, lon):
-        raise InvalidEvent(
-            "outside_area", f"point near ({lat:.2f}, {lon:.2f}) is outside the configured area"
-        )
+    lat, lon = position(get("lat"), get("lon"), rules)
     return Event(event_id, kind, occurred_at, occurred_at_s, lat, lon, category, origin, priority)
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from streamer.adapters.files import SourceProfile
 from streamer.adapters.store import Store
@@ -16,7 +20,7 @@ from streamer.core.area import Area
 from streamer.core.events import EventRules
 from streamer.core.scoring import Scorer
 from streamer.core.weights import CategoryWeight, WeightTable
-from streamer.settings import Settings
+from streamer.settings import ConfigError, Settings
 
 
 def weight_table(settings: Settings) -> WeightTable:
@@ -57,18 +61,123 @@ def scorer(settings: Settings) -> Scorer:
     )
 
 
+def _secret(key: str, name: str) -> str | None:
+    """The value of the env var that config key ``key`` names (None if none is named)."""
+    if not name:
+        return None
+    value = os.environ.get(name)
+    if value is None:
+        raise ConfigError(
+            f"key '{key}': the environment variable {name} is not set; set it to the secret"
+        )
+    return value
+
+
+def redis_options(settings: Settings) -> dict[str, Any]:
+    """ACL user, password and TLS files of the settings, as redis-py arguments
+    (they add to, and win over, what the URL says)."""
+    s = settings.store
+    out: dict[str, Any] = {}
+    if s.redis_username:
+        out["username"] = s.redis_username
+    password = _secret("store.redis_password_env", s.redis_password_env)
+    if password is not None:
+        out["password"] = password
+    for key, path in (
+        ("ssl_ca_certs", s.redis_tls_ca),
+        ("ssl_certfile", s.redis_tls_cert),
+        ("ssl_keyfile", s.redis_tls_key),
+    ):
+        if path:
+            out[key] = path
+    return out
+
+
 def redis_client(settings: Settings, max_connections: int = 64) -> aioredis.Redis:
     """An asyncio Redis client for the configured URL. When all its
     connections are busy a caller waits for one (up to 10 s) rather than
-    failing at once, as redis-py's default pool does."""
+    failing at once, as redis-py's default pool does.
+
+    With ``store.cluster`` it is a Redis Cluster client. Every key and
+    script of one engine shares the ``{namespace}`` hash tag, so each
+    transaction and script goes to the one node that owns that slot; the
+    cluster client offers the same commands, and is typed as the plain
+    client here so the rest of the code need not know which it has."""
+    options = redis_options(settings)
+    if settings.store.cluster:
+        cluster = RedisCluster.from_url(
+            settings.store.redis_url,
+            max_connections=max_connections,
+            socket_timeout=30,
+            health_check_interval=15,
+            **options,
+        )
+        return cast(aioredis.Redis, cluster)
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.store.redis_url,
         max_connections=max_connections,
         timeout=10,
         socket_timeout=30,
         health_check_interval=15,
+        **options,
     )
     return aioredis.Redis(connection_pool=pool)
+
+
+def kafka_options(settings: Settings, flavour: str = "kafka-python") -> dict[str, Any]:
+    """TLS and SASL settings as client arguments: ``flavour`` "kafka-python"
+    (replay, topic administration) or "aiokafka" (the workers), which takes
+    an SSL context instead of file names."""
+    k = settings.kafka
+    if k.security_protocol == "PLAINTEXT":
+        return {}
+    out: dict[str, Any] = {"security_protocol": k.security_protocol}
+    if k.security_protocol.startswith("SASL"):
+        out["sasl_mechanism"] = k.sasl_mechanism
+        out["sasl_plain_username"] = k.sasl_username
+        out["sasl_plain_password"] = _secret("kafka.sasl_password_env", k.sasl_password_env)
+    if k.security_protocol.endswith("SSL"):
+        if flavour == "aiokafka":
+            out["ssl_context"] = kafka_ssl_context(settings)
+        else:
+            out["ssl_check_hostname"] = k.ssl_check_hostname
+            for key, path in (
+                ("ssl_cafile", k.ssl_cafile),
+                ("ssl_certfile", k.ssl_certfile),
+                ("ssl_keyfile", k.ssl_keyfile),
+            ):
+                if path:
+                    out[key] = path
+    return out
+
+
+def kafka_ssl_context(settings: Settings) -> ssl.SSLContext:
+    """The TLS context for Kafka: the configured CA (else the system's), the
+    client certificate if one is configured."""
+    k = settings.kafka
+    context = ssl.create_default_context(cafile=k.ssl_cafile or None)
+    context.check_hostname = k.ssl_check_hostname
+    if k.ssl_certfile:
+        context.load_cert_chain(k.ssl_certfile, k.ssl_keyfile or None)
+    return context
+
+
+def faust_credentials(settings: Settings) -> Any:
+    """The faust app's broker credentials (None for PLAINTEXT)."""
+    import faust
+
+    k = settings.kafka
+    if k.security_protocol == "PLAINTEXT":
+        return None
+    context = kafka_ssl_context(settings) if k.security_protocol.endswith("SSL") else None
+    if k.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=k.sasl_username,
+            password=_secret("kafka.sasl_password_env", k.sasl_password_env),
+            ssl_context=context,
+            mechanism=k.sasl_mechanism,
+        )
+    return faust.SSLCredentials(context)
 
 
 def store(settings: Settings, client: aioredis.Redis | None = None) -> Store:
@@ -98,12 +207,13 @@ def core(settings: Settings) -> Core:
     return Core(event_rules(settings), scorer(settings))
 
 
-def ensure_topics(settings: Settings) -> None:
-    """Create the engine's topics on the configured broker if missing."""
+def ensure_topics(settings: Settings) -> list[str]:
+    """Create the engine's topics on the configured broker if missing;
+    returns the names created."""
     from streamer.adapters.broker import ensure_topics as create
 
     k = settings.kafka
-    create(
+    return create(
         k.bootstrap,
         {
             k.incidents_topic: settings.worker.partitions,
@@ -116,6 +226,8 @@ def ensure_topics(settings: Settings) -> None:
                 else {}
             ),
         },
+        replication_factor=k.replication_factor,
+        client_options=kafka_options(settings),
     )
 
 

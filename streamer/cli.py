@@ -89,6 +89,10 @@ def _parser() -> argparse.ArgumentParser:
     win.add_argument("--json", action="store_true")
 
     sub.add_parser("check-config", help="validate the configuration and print it")
+    sub.add_parser(
+        "create-topics",
+        help="create the engine's Kafka topics if missing (kafka.partitions, replication_factor)",
+    )
 
     run = sub.add_parser("run", help="run a worker (Kafka in, Redis out)")
     run.add_argument("--web-port", type=int, default=None, help="port of /metrics, /healthz")
@@ -327,6 +331,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "check-config":
         print(orjson.dumps(settings.model_dump(), option=orjson.OPT_INDENT_2).decode())
+        return 0
+    if args.command == "create-topics":
+        created = app.ensure_topics(settings)
+        print(f"created {', '.join(created) if created else 'nothing: every topic exists'}")
         return 0
     if args.command == "replay":
         return await asyncio.to_thread(_replay, args, settings)
@@ -649,6 +657,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
             speed=None if args.max else args.speed,
             inject_bad=args.inject_bad,
             progress=lambda n: bar.update(task, completed=n),
+            client_options=app.kafka_options(settings),
         )
     print(
         f"sent {report.sent} events and {report.bad} malformed records in "

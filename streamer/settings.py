@@ -62,6 +62,13 @@ class StoreSettings(_Section):
     ledger_retention: DurationS = 7 * 86400.0
     prune_below: float = Field(default=1e-3, gt=0)
     batch_max_events: int = Field(default=10_000, ge=1, le=100_000)
+    # Redis ACL and TLS; secrets only by the NAME of an env var holding them
+    redis_username: str = ""
+    redis_password_env: str = Field(default="", pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$")
+    redis_tls_ca: str = ""  # PEM files; need a rediss:// URL
+    redis_tls_cert: str = ""
+    redis_tls_key: str = ""
+    cluster: bool = False  # redis_url names one node of a Redis Cluster
 
 
 class GridSettings(_Section):
@@ -113,6 +120,17 @@ class KafkaSettings(_Section):
     calls_topic: str = "hotspots.calls"
     dead_letter_topic: str = "hotspots.dead-letter"
     group: str = "hotspots"
+    replication_factor: int = Field(default=1, ge=1, le=16)  # of topics the engine creates
+    security_protocol: str = Field(
+        default="PLAINTEXT", pattern="^(PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL)$"
+    )
+    sasl_mechanism: str = Field(default="PLAIN", pattern="^(PLAIN|SCRAM-SHA-256|SCRAM-SHA-512)$")
+    sasl_username: str = ""
+    sasl_password_env: str = Field(default="", pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$")
+    ssl_cafile: str = ""  # PEM files, for SSL and SASL_SSL
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    ssl_check_hostname: bool = True
 
 
 class WorkerSettings(_Section):
@@ -343,7 +361,44 @@ def load_settings(
             f"{source}: key 'grid.profile_horizon': {settings.grid.profile_horizon!r} is not a "
             f"horizon; use one of {sorted(settings.horizons)}"
         )
+    _check_security(settings, source)
     return _check_dosage(_check_alerts(settings, source), source)
+
+
+def _check_security(settings: Settings, source: str) -> None:
+    """Kafka SASL needs a user and a password variable; TLS files need a TLS
+    connection and must exist (the env var itself is read when connecting)."""
+    k, s = settings.kafka, settings.store
+    if k.security_protocol.startswith("SASL") and not (k.sasl_username and k.sasl_password_env):
+        raise ConfigError(
+            f"{source}: key 'kafka.sasl_username' / 'kafka.sasl_password_env': "
+            f"security_protocol {k.security_protocol} needs both (the password is read "
+            "from the env var that sasl_password_env names)"
+        )
+    files = {
+        "kafka.ssl_cafile": k.ssl_cafile,
+        "kafka.ssl_certfile": k.ssl_certfile,
+        "kafka.ssl_keyfile": k.ssl_keyfile,
+        "store.redis_tls_ca": s.redis_tls_ca,
+        "store.redis_tls_cert": s.redis_tls_cert,
+        "store.redis_tls_key": s.redis_tls_key,
+    }
+    for key, path in files.items():
+        if path and not Path(path).is_file():
+            raise ConfigError(f"{source}: key '{key}': no such file {path!r}")
+    if any(path for key, path in files.items() if key.startswith("kafka.")) and (
+        k.security_protocol not in ("SSL", "SASL_SSL")
+    ):
+        raise ConfigError(
+            f"{source}: key 'kafka.security_protocol': TLS files are set, so use SSL or "
+            f"SASL_SSL (got {k.security_protocol})"
+        )
+    if (s.redis_tls_ca or s.redis_tls_cert or s.redis_tls_key) and not s.redis_url.startswith(
+        "rediss://"
+    ):
+        raise ConfigError(
+            f"{source}: key 'store.redis_url': TLS files are set, so use a rediss:// URL"
+        )
 
 
 def _check_dosage(settings: Settings, source: str) -> Settings:

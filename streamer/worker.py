@@ -120,6 +120,7 @@ def build(
         rules=parts.rules,
         scorer=parts.scorer,
         metrics=metrics,
+        client_options=wiring.kafka_options(settings, "aiokafka"),
         options=options
         or ConsumerOptions(
             max_records=settings.store.batch_max_events,
@@ -146,6 +147,7 @@ def build(
         broker_max_poll_interval=1000.0,
         consumer_auto_offset_reset="latest",
         datadir=w.state_dir,
+        broker_credentials=wiring.faust_credentials(settings),
     )
     cast(Any, fapp).service(BatchService(consumer))
     dosage = Dosage(store, settings) if settings.dosage.enabled else None
@@ -161,6 +163,7 @@ def build(
             scorer=parts.scorer,
             metrics=metrics,
             options=consumer.options,
+            client_options=consumer.client_options,
         )
         cast(Any, fapp).service(BatchService(pings))
     clock = EngineClock(store, settings.time.clock)
@@ -168,27 +171,43 @@ def build(
     maintainer = Maintainer(store, clock)
     lease = Lease(store, holder, ttl_ms=int(max(w.lease_ttl, 1.0) * 1000))
 
-    async def leader_run(name: str, work: Callable[[], Any]) -> None:
+    async def leader_run(name: str, work: Callable[[], Any]) -> tuple[bool, Any]:
+        """Run a timer's work if this worker holds the lease: (ran, result)."""
         if not await lease.acquire():
-            return
+            if name == "publish":
+                metrics.top_cells.clear()  # another worker leads: its lists count
+            return False, None
         await clock.refresh()
         started = time.time()
         try:
-            await work()
+            result = await work()
         except Exception:  # a timer must not kill the worker; log with context
             log.exception("timer_failed timer=%s", name)
-            return
+            return False, None
         metrics.timer_runs.labels(name).inc()
         # Audit trail for the "one leader at a time" check (bounded list).
         await store.client.rpush(
             store.key("timer-log"), f"{name} {holder} {started:.6f} {time.time():.6f}"
         )
         await store.client.ltrim(store.key("timer-log"), -1000, -1)
-        if name == "publish":
-            metrics.seq.set(await store.seq())
+        return True, result
+
+    top_resolution = store.resolutions[len(store.resolutions) // 2]
 
     async def publish() -> None:
-        await leader_run("publish", publisher.tick)
+        ran, message = await leader_run("publish", publisher.tick)
+        if not ran:
+            return
+        metrics.published_at.set(time.time())
+        metrics.seq.set(publisher.tops_seq)
+        if message is not None:
+            metrics.publications.inc()
+            metrics.top_cells.clear()
+            for name in store.names:
+                for rank, (cell, score) in enumerate(
+                    publisher.tops.get(f"{name}:{top_resolution}", [])[:10], start=1
+                ):
+                    metrics.top_cells.labels(name, str(top_resolution), str(rank), cell).set(score)
 
     async def maintain() -> None:
         await leader_run("maintain", maintainer.tick)

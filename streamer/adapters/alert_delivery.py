@@ -349,11 +349,15 @@ class AlertDelivery:
         metrics: Metrics,
         consumer: str | None = None,
         clock: Callable[[], float] = time.time,
+        kafka_options: Mapping[str, Any] | None = None,  # aiokafka TLS/SASL arguments
+        admin_options: Mapping[str, Any] | None = None,  # kafka-python's, for the topic
     ) -> None:
         self.client = client
         self.stream_key = stream_key
         self.topic = topic
         self.bootstrap = bootstrap
+        self.kafka_options = dict(kafka_options or {})
+        self.admin_options = dict(admin_options or {})
         self.webhooks = list(webhooks)
         self.metrics = metrics
         self.consumer = consumer or consumer_name()
@@ -475,6 +479,7 @@ class AlertDelivery:
                 acks="all",
                 request_timeout_ms=int(self.kafka_timeout_s * 1000),
                 retry_backoff_ms=200,
+                **self.kafka_options,
             )
             try:
                 await asyncio.to_thread(
@@ -482,6 +487,7 @@ class AlertDelivery:
                     self.bootstrap,
                     {self.topic: ALERT_TOPIC_PARTITIONS},
                     timeout_s=self.kafka_timeout_s,
+                    client_options=self.admin_options,
                 )
                 await producer.start()
             except asyncio.CancelledError:
@@ -667,6 +673,8 @@ def build_delivery(
     """The alert delivery of the settings, reading each webhook's secret from
     ``environ`` (default ``os.environ``). Raises :class:`ConfigError` naming
     the webhook and the variable when a secret is missing."""
+    from streamer import app as wiring  # the composition root's Kafka options
+
     env = os.environ if environ is None else environ
     webhooks = []
     for name, hook in settings.alerts.webhooks.items():
@@ -695,4 +703,6 @@ def build_delivery(
         bootstrap=settings.kafka.bootstrap,
         webhooks=webhooks,
         metrics=metrics,
+        kafka_options=wiring.kafka_options(settings, "aiokafka"),
+        admin_options=wiring.kafka_options(settings),
     )

@@ -21,7 +21,7 @@ import orjson
 
 from streamer.adapters.alert_delivery import ensure_groups
 from streamer.adapters.metrics import Metrics
-from streamer.adapters.store import CellDetails, Store
+from streamer.adapters.store import CellDetails, Store, publish_each
 from streamer.core.emerging import CellCounts, DayBins, Detector, DetectorConfig, Notice
 from streamer.core.weights import WeightTable
 from streamer.settings import Settings
@@ -91,7 +91,7 @@ async def write_notices(
             also(pipe)
         if closed:
             pipe.hdel(open_key, *closed)
-        first = len(pipe.command_stack)  # the XADDs' replies follow
+        first = len(pipe)  # the XADDs' replies follow
         for notice in notices:
             body = orjson.dumps(notice.alert)
             pipe.xadd(
@@ -107,16 +107,13 @@ async def write_notices(
     # a display that misses a live message gets the alert from its next snapshot
     if notices:
         ids = [_text(x) for x in results[first : first + len(notices)]]
-        async with client.pipeline(transaction=False) as pipe:
-            for notice, stream_id in zip(notices, ids, strict=True):
-                message = {
-                    "type": "alert",
-                    "kind": notice.kind,
-                    "stream_id": stream_id,
-                    "alert": notice.alert,
-                }
-                pipe.publish(store.key("alerts", "live"), orjson.dumps(message))
-            await pipe.execute()
+        messages = [
+            orjson.dumps(
+                {"type": "alert", "kind": n.kind, "stream_id": stream_id, "alert": n.alert}
+            )
+            for n, stream_id in zip(notices, ids, strict=True)
+        ]
+        await publish_each(client, store.key("alerts", "live"), messages)
 
 
 class Alerter:

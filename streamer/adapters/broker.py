@@ -80,13 +80,16 @@ def free_port(host: str = LOOPBACK) -> int:
         return port
 
 
-def _admin(bootstrap: str, timeout_s: float) -> KafkaAdminClient:
+def _admin(
+    bootstrap: str, timeout_s: float, client_options: Mapping[str, Any] | None = None
+) -> KafkaAdminClient:
     timeout_ms = max(1, int(timeout_s * 1000))
     return KafkaAdminClient(
         bootstrap_servers=bootstrap,
         client_id="hotspots-admin",
         request_timeout_ms=timeout_ms,
         bootstrap_timeout_ms=timeout_ms,
+        **(client_options or {}),
     )
 
 
@@ -96,16 +99,18 @@ def ensure_topics(
     *,
     replication_factor: int = 1,
     timeout_s: float = 10.0,
+    client_options: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Create each topic in ``topics`` (name -> partition count) unless it exists.
 
     Idempotent: a topic that already exists is left as it is, whatever its
     partition count, including one created concurrently by another client.
-    Returns the names this call created.
+    Returns the names this call created. ``client_options``: TLS and SASL
+    arguments for kafka-python (:func:`streamer.app.kafka_options`).
     """
     if not topics:
         return []
-    admin = _admin(bootstrap, timeout_s)
+    admin = _admin(bootstrap, timeout_s, client_options)
     try:
         existing = set(admin.list_topics())
         missing = {name: parts for name, parts in topics.items() if name not in existing}

@@ -71,6 +71,19 @@ class Metrics:
         self.seq = Gauge(
             "hotspots_publication_seq", "Store sequence number last published", registry=r
         )
+        self.published_at = Gauge(
+            "hotspots_last_publication_timestamp_seconds",
+            "When this worker, as leader, last ran the publish timer (POSIX s; 0 on a "
+            "worker that never led). Alert on time() - max(...) across workers",
+            registry=r,
+        )
+        self.top_cells = Gauge(
+            "hotspots_top_cell_score",
+            "The leader's current top cells (score decayed to the publication), the first "
+            "ten of each horizon at the middle resolution; empty on other workers",
+            ["horizon", "resolution", "rank", "cell"],
+            registry=r,
+        )
         self.publications = Counter(
             "hotspots_publications_total", "Ranking change messages published", registry=r
         )

@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from streamer.adapters.store import Store
+from streamer.adapters.store import Store, is_cluster, publish_each
 from streamer.core import decay
 from streamer.core.publication import Entry, diff
 
@@ -36,6 +36,10 @@ class Publisher:
     store: Store
     top_n: int
     now: Clock
+    # as of the last tick: the sequence number, and each list's cells with
+    # their scores decayed to the publication ("HORIZON:RES" -> [(cell, score)])
+    tops_seq: int = 0
+    tops: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
 
     async def tick(self) -> dict[str, Any] | None:
         """Publish the changes since the last tick; returns the message sent."""
@@ -52,6 +56,7 @@ class Publisher:
                 pipe.zrevrange(store.key("rank", name, res), 0, self.top_n - 1, withscores=True)
             seq_raw, k_raw, published, *tops = await pipe.execute()
         seq = int(seq_raw or 0)
+        self.tops_seq = seq
         last_seq = published.get(b"seq")
         # the publisher's pulse (wall clock), changed or not: displays tell a
         # quiet city from a stopped pipeline by it
@@ -83,14 +88,23 @@ class Publisher:
                     "moved": [[e.cell, e.rank, e.score * factor] for e in change.moved],
                 }
             state[list_key] = orjson.dumps([k, [[e.cell, e.rank, e.score] for e in after]])
+            self.tops[list_key] = [(e.cell, e.score * factor) for e in after]
         # `previous`: the sequence of the message before this one, so that a
         # listener can tell it missed one (and re-read the lists)
         previous = int(last_seq) if last_seq is not None else None
         message = {"seq": seq, "previous": previous, "at": at_s, "lists": lists}
         state["seq"] = str(seq)
+        body = orjson.dumps(message)
+        if is_cluster(client):
+            # a cluster refuses PUBLISH in a transaction: the state first, so
+            # a crash between them costs a message, which listeners notice by
+            # `previous` and re-read the lists
+            await client.hset(state_key, mapping=state)  # type: ignore[arg-type]
+            await publish_each(client, channel(store), [body])
+            return message
         async with client.pipeline(transaction=True) as pipe:
             pipe.hset(state_key, mapping=state)  # type: ignore[arg-type]
-            pipe.publish(channel(store), orjson.dumps(message))
+            pipe.publish(channel(store), body)
             await pipe.execute()
         return message
 

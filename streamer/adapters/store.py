@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
 from streamer.core import decay
@@ -31,6 +32,7 @@ from streamer.core.scoring import SEP, StoreOp
 PROFILE_FORMAT = "<168f"  # hour-of-week profile: float32, Monday 00h first
 PROFILE_BYTES = 672  # a profile key may be shorter: missing hours are zero
 _FAST_MIN = 8  # fewer new events go term by term: summing them costs more than it saves
+_REDIRECTS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")  # Redis Cluster: ask the client
 _MAX_PLANS = 8  # plans for one batch before giving up (each retry needs a concurrent change)
 
 
@@ -102,6 +104,25 @@ def _script(name: str) -> str:
             "return result",
         ]
     )
+
+
+def is_cluster(client: object) -> bool:
+    """Whether ``client`` is a Redis Cluster client."""
+    return isinstance(client, RedisCluster)
+
+
+async def publish_each(client: aioredis.Redis, channel: str, messages: Sequence[bytes]) -> None:
+    """PUBLISH the messages in order, pipelined; a Redis Cluster client
+    refuses PUBLISH in a pipeline, so there they go one call each (the
+    cluster relays a message to subscribers on every node)."""
+    if is_cluster(client):
+        for message in messages:
+            await client.publish(channel, message)
+        return
+    async with client.pipeline(transaction=False) as pipe:
+        for message in messages:
+            pipe.publish(channel, message)
+        await pipe.execute()
 
 
 class StoreError(RuntimeError):
@@ -187,6 +208,8 @@ class Store:
         """EVALSHA, with the command packed here: redis-py packs each argument
         with several Python calls, and a batch has tens of thousands."""
         command = _resp([b"EVALSHA", sha, 1, self.prefix, *args])
+        if isinstance(self.client, RedisCluster):
+            return await self._evalsha_cluster(self.client, command, sha, args)
         pool = self.client.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
@@ -199,6 +222,30 @@ class Store:
             raise
         finally:
             await pool.release(conn)
+
+    async def _evalsha_cluster(
+        self, client: RedisCluster, command: bytes, sha: str, args: list[Any]
+    ) -> Any:
+        """The same on a Redis Cluster: sent to the node owning the namespace's
+        hash tag. If the slot has moved (resharding, failover), the cluster
+        client takes the call, follows the redirect and refreshes its map."""
+        await client.initialize()  # a no-op once the slot map is known
+        node = client.get_node_from_key(self.prefix)
+        if node is None:  # the slot is not covered (cluster down): let the client wait
+            return await client.execute_command("EVALSHA", sha, 1, self.prefix, *args)
+        conn = node.acquire_connection()
+        try:
+            await conn.send_packed_command(command)
+            return await conn.read_response()
+        except ResponseError as exc:
+            if not str(exc).startswith(_REDIRECTS):
+                raise
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            node.release(conn)
+        return await client.execute_command("EVALSHA", sha, 1, self.prefix, *args)
 
     # writes -----------------------------------------------------------
     async def apply(self, ops: Sequence[StoreOp], *, now_s: float) -> ApplyResult:

@@ -9,6 +9,9 @@ Keys (``P`` = the store prefix; README "Patrol dosage"):
   on local day ``DAY`` (``YYYY-MM-DD``), recomputed from the unit's pings
   (a function of the set of pings: redelivered, late or shuffled pings give
   the same visits).
+- ``P:patrol:resume`` hash: unit -> the time its visits can be recomputed
+  from (:func:`streamer.core.dosage.resume_at`), so a batch walks only the
+  unit's pings since then.
 - ``P:dosage:last`` sorted set: cell -> end of its latest visit (POSIX s).
 - ``P:dosage:plan`` string: the plan (JSON: ``{"mode": "top"}`` or
   ``{"mode": "list", "cells": [{"cell", "units"}]}``).
@@ -93,13 +96,14 @@ class Dosage:
         return datetime.fromtimestamp(t_s, self.tz).date().isoformat()
 
     # pings and visits -------------------------------------------------
-    async def add_pings(self, pings: Iterable[core.Ping]) -> set[str]:
-        """Store pings (one transaction); returns the units concerned."""
+    async def add_pings(self, pings: Iterable[core.Ping]) -> dict[str, float]:
+        """Store pings (one transaction); returns the units concerned, each
+        with the time of its earliest ping in this batch."""
         by_unit: dict[str, list[core.Ping]] = {}
         for p in pings:
             by_unit.setdefault(p.unit, []).append(p)
         if not by_unit:
-            return set()
+            return {}
         keep = self.settings.dosage.retention
         async with self.store.client.pipeline(transaction=True) as pipe:
             for unit, items in by_unit.items():
@@ -109,39 +113,86 @@ class Dosage:
                 pipe.zremrangebyscore(key, "-inf", f"({newest - keep}")
             pipe.sadd(self.key("patrol", "units"), *by_unit)
             await pipe.execute()
-        return set(by_unit)
+        return {unit: min(p.at_s for p in items) for unit, items in by_unit.items()}
 
-    async def recompute(self, units: Iterable[str]) -> None:
+    async def recompute(self, units: Mapping[str, float] | Iterable[str]) -> None:
         """Visits of each unit from its stored pings, written per local day
-        (only the days its pings cover: older days are settled)."""
+        (only the days its pings cover: older days are settled).
+
+        Given each unit's earliest new ping (what :meth:`add_pings` returns),
+        a unit whose new pings all come after its resume point (kept in
+        ``P:patrol:resume``, see :func:`streamer.core.dosage.resume_at`) is
+        walked from that point only, with the same result as a walk over all
+        its pings; otherwise, and for a bare list of units, from all of them.
+        Three pipelined reads and one transaction, whatever the number of units.
+        """
         client = self.store.client
-        for unit in sorted(set(units)):
-            raw = await client.zrange(self.key("patrol", "pings", unit), 0, -1)
+        earliest = dict(units) if isinstance(units, Mapping) else {}
+        names = sorted(set(units))
+        if not names:
+            return
+        resume_key = self.key("patrol", "resume")
+        stored_resumes = await client.hmget(resume_key, names)
+        since: dict[str, float] = {}
+        for unit, raw_resume in zip(names, stored_resumes, strict=True):
+            if raw_resume is not None and unit in earliest and earliest[unit] > float(raw_resume):
+                since[unit] = float(raw_resume)
+        async with client.pipeline(transaction=False) as pipe:
+            for unit in names:
+                pings_key = self.key("patrol", "pings", unit)
+                if unit in since:
+                    pipe.zrangebyscore(pings_key, repr(since[unit]), "+inf")
+                else:
+                    pipe.zrange(pings_key, 0, -1)
+            raw_pings = await pipe.execute()
+        walks = []
+        for unit, raw in zip(names, raw_pings, strict=True):
             pings = [_ping_of(unit, member) for member in raw]
-            if not pings:
-                continue
-            visits = core.visits_of(pings, self.rules)
-            first_day = date.fromisoformat(self.day_of(min(p.at_s for p in pings)))
-            last_day = date.fromisoformat(self.day_of(max(p.at_s for p in pings)))
-            by_day: dict[str, list[list[Any]]] = {}
-            for v in visits:
-                by_day.setdefault(self.day_of(v.start_s), []).append(_visit_json(v))
-            async with client.pipeline(transaction=True) as pipe:
+            if pings:
+                walks.append((unit, pings))
+        first_days = {
+            unit: self.day_of(min(p.at_s for p in pings)) for unit, pings in walks if unit in since
+        }
+        async with client.pipeline(transaction=False) as pipe:
+            for unit, first in first_days.items():
+                pipe.hget(self.key("patrol", "visits", first), unit)
+            stored_lists = dict(zip(first_days, await pipe.execute(), strict=True))
+        last: dict[str, float] = {}
+        async with client.pipeline(transaction=True) as pipe:
+            for unit, pings in walks:
+                resumed = since.get(unit)
+                every = core.visits_of(pings, self.rules, include_pass_bys=True)
+                resume = core.resume_at(pings, every, self.rules)
+                visits = [v for v in every if v.kind == "visit"]
+                first_day = date.fromisoformat(self.day_of(min(p.at_s for p in pings)))
+                last_day = date.fromisoformat(self.day_of(max(p.at_s for p in pings)))
+                by_day: dict[str, list[list[Any]]] = {}
+                if resumed is not None:
+                    # the first day's visits from before the resume point stand
+                    rows = orjson.loads(stored_lists.get(unit) or b"[]")
+                    settled = [row for row in rows if row[1] < resumed]
+                    if settled:
+                        by_day[first_day.isoformat()] = settled
+                for v in visits:
+                    by_day.setdefault(self.day_of(v.start_s), []).append(_visit_json(v))
+                    last[v.cell] = max(last.get(v.cell, v.end_s), v.end_s)
                 day = first_day
                 while day <= last_day:
                     name = day.isoformat()
                     key = self.key("patrol", "visits", name)
                     if name in by_day:
                         pipe.hset(key, unit, orjson.dumps(by_day[name]))
-                    elif day > first_day:  # the first day may hold visits from older pings
+                    elif day > first_day or resumed is not None:
+                        # (a full walk's first day may hold visits from trimmed pings)
                         pipe.hdel(key, unit)
                     day += timedelta(days=1)
-                last: dict[str, float] = {}
-                for v in visits:
-                    last[v.cell] = max(last.get(v.cell, v.end_s), v.end_s)
-                if last:
-                    pipe.zadd(self.key("dosage", "last"), last, gt=True)
-                await pipe.execute()
+                if resume is not None:
+                    pipe.hset(resume_key, unit, repr(resume))
+                else:
+                    pipe.hdel(resume_key, unit)
+            if last:
+                pipe.zadd(self.key("dosage", "last"), last, gt=True)
+            await pipe.execute()
 
     async def visits_on(self, day: str) -> list[core.Visit]:
         """Every unit's visits that started on ``day``."""

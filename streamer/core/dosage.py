@@ -317,6 +317,37 @@ def visits_of(
     return visits
 
 
+def resume_at(pings: Iterable[Ping], every: list[Visit], rules: VisitRules) -> float | None:
+    """The latest time from which this unit's visits can be recomputed from
+    its later pings alone, or None (only from all of them).
+
+    ``every`` is ``visits_of(pings, rules, include_pass_bys=True)``. Two
+    kinds of ping qualify, and the later one found is returned:
+
+    - the first ping of the last visit or pass-by: it starts a segment or a
+      lasting run, so the walk from it gets the same debounced cells;
+    - the last ping that breaks a segment on its own: its status is not a
+      patrol status, or it comes more than ``max_gap_s`` after the ping
+      before (then no speed is inferred across the gap either).
+
+    Visits that start before that time end at or before it, and pings after
+    it cannot change them: with every new ping later than it,
+    ``visits_of(all)`` equals the visits starting before it plus
+    ``visits_of`` of the pings from it on. :class:`streamer.adapters.patrols.Dosage`
+    keeps it per unit, so a batch reads the unit's pings since then instead
+    of its whole retention.
+    """
+    track = _track(pings)
+    found = every[-1].start_s if every else None
+    for i in range(len(track) - 1, 0, -1):
+        if found is not None and track[i].at_s <= found:
+            break
+        gap = track[i].at_s - track[i - 1].at_s
+        if track[i].status not in rules.patrol_statuses or gap > rules.max_gap_s:
+            return track[i].at_s
+    return found
+
+
 def _track(pings: Iterable[Ping]) -> list[Ping]:
     """One ping per instant (the smallest, deterministically), sorted by time."""
     best: dict[float, Ping] = {}

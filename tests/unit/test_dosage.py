@@ -45,6 +45,7 @@ from streamer.core.dosage import (
     dose_by_day,
     overdue,
     parse_ping,
+    resume_at,
     unit_minutes_in,
     visits_by_day,
     visits_of,
@@ -903,3 +904,100 @@ def test_helpers_used_by_the_properties_are_sound() -> None:
     assert counted_seconds(walk_a_to_b(), RULES) == 960.0
     assert counted_seconds(drive(None), RULES) == 0.0
     assert counted_seconds(still(0, 600, center_hex(A), status="break"), RULES) == 0.0
+
+
+# -- recomputing from a resume point -------------------------------------------
+# The patrol worker keeps, per unit, the time resume_at gives, and on the next
+# batch walks only the pings from it on. That must give exactly the visits of
+# the whole set, for any track and any way of cutting it into batches.
+
+
+@st.composite
+def tracks(draw: st.DrawFn) -> list[Ping]:
+    """A random track near two adjacent cells: pauses that sometimes exceed
+    max_gap_s, jitter across the edge, other statuses, fast pings."""
+    n = draw(st.integers(2, 80))
+    rng = random.Random(draw(st.integers(0, 2**32)))
+    t, north = 0.0, 0.0
+    out = []
+    for _ in range(n):
+        t += rng.choice([5.0, 10.0, 30.0, 60.0, 200.0, 299.0, 301.0, 900.0])
+        north += rng.choice([-40.0, 0.0, 0.0, 0.0, 40.0])
+        lat, lon = moved((39.9524, -75.1636), north, rng.uniform(-30.0, 30.0))
+        status = rng.choice(["patrol", "patrol", "patrol", "patrol", "busy"])
+        speed = rng.choice([None, None, None, 0.5, 20.0])
+        out.append(Ping("u", t, lat, lon, status, speed))
+    return out
+
+
+def resumed_walk(track: list[Ping], cuts: list[int]) -> int:
+    """Feed the track in batches cut at ``cuts`` the way the patrol worker
+    does; after each, the visits must equal those of every ping so far.
+    Returns how many batches took the short path."""
+    rules = VisitRules(resolution=RES, debounce_s=60.0, min_visit_s=120.0)
+    bounds = sorted({min(c, len(track)) for c in cuts} | {len(track)})
+    seen: list[Ping] = []
+    kept: list[Visit] = []  # visits settled before the resume point
+    resume: float | None = None
+    resumed = 0
+    for end in bounds:
+        batch = track[len(seen) : end]
+        seen += batch
+        if resume is not None and batch and min(p.at_s for p in batch) > resume:
+            since = [p for p in seen if p.at_s >= resume]
+            resumed += 1
+        else:
+            kept, since = [], list(seen)
+        fresh = visits_of(since, rules, include_pass_bys=True)
+        every = kept + fresh
+        assert every == visits_of(seen, rules, include_pass_bys=True)
+        resume = resume_at(since, fresh, rules)
+        if resume is not None:
+            kept = [v for v in every if v.start_s < resume]
+            assert all(v.end_s <= resume for v in kept)
+    return resumed
+
+
+@given(tracks(), st.lists(st.integers(1, 80), min_size=1, max_size=6))
+@settings(max_examples=300, deadline=None)
+def test_visits_resumed_from_resume_at_equal_the_visits_of_every_ping(
+    track: list[Ping], cuts: list[int]
+) -> None:
+    resumed_walk(track, cuts)
+
+
+def test_the_resumed_path_is_taken_and_exact_on_long_tracks() -> None:
+    rng = random.Random(3)
+    resumed = 0
+    for seed in range(40):
+        track = _track_of(seed)
+        cuts = sorted(rng.sample(range(1, len(track) + 1), k=min(8, len(track))))
+        resumed += resumed_walk(track, cuts)
+    assert resumed > 40  # most batches after the first went the short way
+
+
+def _track_of(seed: int) -> list[Ping]:
+    rng = random.Random(seed)
+    t, north, out = 0.0, 0.0, []
+    for _ in range(200):
+        t += rng.choice([10.0, 10.0, 30.0, 60.0, 400.0])
+        north += rng.choice([-40.0, 0.0, 0.0, 0.0, 0.0, 40.0])
+        lat, lon = moved((39.9524, -75.1636), north, rng.uniform(-20.0, 20.0))
+        out.append(Ping("u", t, lat, lon, rng.choice(["patrol"] * 9 + ["busy"]), None))
+    return out
+
+
+def test_a_long_patrol_resumes_from_its_last_visit_not_its_first_ping() -> None:
+    rules = VisitRules(resolution=RES)
+    first = [Ping("u", 10.0 * i, *moved((39.9524, -75.1636), 0.0, 0.0)) for i in range(60)]
+    second = [
+        Ping("u", 600.0 + 10.0 * i, *moved((39.9524, -75.1636), 200.0, 0.0)) for i in range(60)
+    ]
+    pings = first + second
+    every = visits_of(pings, rules, include_pass_bys=True)
+    assert len(every) == 2
+    assert resume_at(pings, every, rules) == every[-1].start_s > 0
+    # a gap later than the last visit's start is the later resume point
+    late = [*pings, Ping("u", 5000.0, *moved((39.9524, -75.1636), 200.0, 0.0))]
+    assert resume_at(late, visits_of(late, rules, include_pass_bys=True), rules) == 5000.0
+    assert resume_at([], [], rules) is None

@@ -91,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("check-config", help="validate the configuration and print it")
     sub.add_parser(
         "create-topics",
-        help="create the engine's Kafka topics if missing (kafka.partitions, replication_factor)",
+        help="create the engine's Kafka topics if missing (worker.partitions, "
+        "kafka.replication_factor)",
     )
 
     run = sub.add_parser("run", help="run a worker (Kafka in, Redis out)")

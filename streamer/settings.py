@@ -53,7 +53,8 @@ DurationS = Annotated[float, BeforeValidator(parse_duration_s)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # env values are read as TOML, so NAMESPACE=2024 arrives as a number
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
 class StoreSettings(_Section):
@@ -339,8 +340,13 @@ def load_settings(
     data: dict[str, Any] = {}
     for name in ("default.toml", "categories.toml"):
         candidate = CONFIG_DIR / name
-        if candidate.exists():
-            data = _merge(data, _read_toml(candidate))
+        if not candidate.exists():  # an install that lost config/ would run without harm weights
+            raise ConfigError(
+                f"the default configuration {candidate} is missing: install from the source "
+                "tree (pip install -e .) or the container image, which keep config/ beside "
+                "the streamer package"
+            )
+        data = _merge(data, _read_toml(candidate))
     chosen = path or env.get("HOTSPOTS_CONFIG")
     source = str(chosen) if chosen else "defaults"
     if chosen:

@@ -137,7 +137,7 @@ def build(
         web_enabled=True,
         web_bind="127.0.0.1" if w.web_host == "127.0.0.1" else w.web_host,
         web_port=web_port if web_port is not None else w.web_port,
-        topic_replication_factor=1,
+        topic_replication_factor=k.replication_factor,
         topic_partitions=1,
         broker_session_timeout=w.session_timeout,
         broker_heartbeat_interval=w.heartbeat_interval,

@@ -16,6 +16,7 @@ one twice, never lose one), and only for records past the stored offset.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -76,7 +77,11 @@ class _SeekPastApplied(ConsumerRebalanceListener):  # type: ignore[misc]
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        return None
+        # another worker reports these partitions' lag from now on
+        lag = self.worker.metrics.consumer_lag
+        for tp in revoked:
+            with contextlib.suppress(KeyError):
+                lag.remove(tp.topic, str(tp.partition))
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         await self.worker.seek_past_applied(list(assigned))

@@ -138,3 +138,8 @@ def test_env_vars_set_the_security_keys() -> None:
     )
     assert settings.kafka.security_protocol == "SASL_PLAINTEXT"
     assert settings.store.cluster is True
+
+
+def test_env_values_that_look_like_numbers_stay_text_where_text_is_wanted() -> None:
+    settings = load_settings(environ={"HOTSPOTS_STORE__NAMESPACE": "2024"})
+    assert settings.store.namespace == "2024"

@@ -77,20 +77,18 @@ def redis_options(settings: Settings) -> dict[str, Any]:
     """ACL user, password and TLS files of the settings, as redis-py arguments
     (they add to, and win over, what the URL says)."""
     s = settings.store
-    out: dict[str, Any] = {}
-    if s.redis_username:
-        out["username"] = s.redis_username
-    password = _secret("store.redis_password_env", s.redis_password_env)
-    if password is not None:
-        out["password"] = password
-    for key, path in (
-        ("ssl_ca_certs", s.redis_tls_ca),
-        ("ssl_certfile", s.redis_tls_cert),
-        ("ssl_keyfile", s.redis_tls_key),
-    ):
-        if path:
-            out[key] = path
-    return out
+    return _given(
+        username=s.redis_username,
+        password=_secret("store.redis_password_env", s.redis_password_env),
+        ssl_ca_certs=s.redis_tls_ca,
+        ssl_certfile=s.redis_tls_cert,
+        ssl_keyfile=s.redis_tls_key,
+    )
+
+
+def _given(**values: str | None) -> dict[str, Any]:
+    """The arguments that are set (not None or empty)."""
+    return {key: value for key, value in values.items() if value}
 
 
 def redis_client(settings: Settings, max_connections: int = 64) -> aioredis.Redis:
@@ -141,13 +139,9 @@ def kafka_options(settings: Settings, flavour: str = "kafka-python") -> dict[str
             out["ssl_context"] = kafka_ssl_context(settings)
         else:
             out["ssl_check_hostname"] = k.ssl_check_hostname
-            for key, path in (
-                ("ssl_cafile", k.ssl_cafile),
-                ("ssl_certfile", k.ssl_certfile),
-                ("ssl_keyfile", k.ssl_keyfile),
-            ):
-                if path:
-                    out[key] = path
+            out |= _given(
+                ssl_cafile=k.ssl_cafile, ssl_certfile=k.ssl_certfile, ssl_keyfile=k.ssl_keyfile
+            )
     return out
 
 

@@ -3,14 +3,15 @@
 Runs ``bench.backfill`` (the full Philadelphia file into Redis), then
 ``bench.pipeline`` (Kafka to Redis: raw ceiling, engine, per-event faust
 agent, latency), then ``bench.api`` (HTTP latency under load, push
-delivery), each with its default arguments, and prints them.
+delivery), then ``bench.scaleout`` (1, 2, 3 workers in one group draining a
+backlog), each with its default arguments, and prints them.
 """
 
 from __future__ import annotations
 
 import sys
 
-from bench import api, backfill, pipeline
+from bench import api, backfill, pipeline, scaleout
 
 
 def main() -> None:
@@ -22,6 +23,8 @@ def main() -> None:
         pipeline.main([])
         print("\n== bench.api ==", flush=True)
         api.main([])
+        print("\n== bench.scaleout ==", flush=True)
+        scaleout.main([])
     finally:
         sys.argv = argv
 

@@ -291,9 +291,9 @@ class BatchConsumer:
         m = self.metrics
         for outcome, n in prepared.outcomes.items():
             m.events.labels(outcome).inc(n)
-        m.events.labels("duplicate").inc(result.duplicate)
-        m.events.labels("stale").inc(result.stale)
-        m.events.labels("unknown_cancel").inc(result.unknown_cancel)
+        m.verdicts.labels("duplicate").inc(result.duplicate)
+        m.verdicts.labels("stale").inc(result.stale)
+        m.verdicts.labels("unknown_cancel").inc(result.unknown_cancel)
         m.unknown_categories.inc(sum(prepared.unknown_categories.values()))
         m.batch_size.observe(sum(len(r) for r in batch.values()))
         m.batch_seconds.observe(time.monotonic() - started)

@@ -20,6 +20,15 @@ class Metrics:
         self.events = Counter(
             "hotspots_events_total", "Events consumed, by outcome", ["outcome"], registry=r
         )
+        self.verdicts = Counter(
+            "hotspots_store_verdicts_total",
+            "Records the store did not apply as new, by verdict (duplicate: this version "
+            "already applied; stale: at or below the partition's applied offset, i.e. "
+            "redelivered; unknown_cancel: a cancel of an event it does not hold). A subset "
+            "of the records hotspots_events_total counts",
+            ["verdict"],
+            registry=r,
+        )
         self.dead_letters = Counter(
             "hotspots_dead_letters_total",
             "Records sent to the dead-letter topic, by reason",

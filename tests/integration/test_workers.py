@@ -4,12 +4,10 @@ Redis restarted mid-stream. The final state must equal the oracle."""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -21,10 +19,8 @@ import redis.asyncio as aioredis
 
 from streamer import app
 from streamer.adapters.broker import LocalBroker, free_port
-from streamer.settings import Settings
 from tests import oracle
 from tests.pipeline_support import (
-    Published,
     assert_matches_oracle,
     consumer_for,
     mixed_stream,
@@ -33,8 +29,16 @@ from tests.pipeline_support import (
     settings_for,
     wait_applied,
 )
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.worker_support import (
+    Workers,
+    applied,
+    assert_exclusive,
+    merge_offsets,
+    scrape,
+    timer_runs,
+    wait_sharing,
+    write_config,
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,112 +46,10 @@ def rows() -> list[oracle.Row]:
     return oracle.read_rows(oracle.SAMPLE, limit=9000)
 
 
-def write_config(settings: Settings, path: Path) -> Path:
-    """The settings a worker process needs, as TOML."""
-    k, s, w, p = settings.kafka, settings.store, settings.worker, settings.publish
-    path.write_text(f"""
-[store]
-redis_url = "{s.redis_url}"
-namespace = "{s.namespace}"
-batch_max_events = {s.batch_max_events}
-[kafka]
-bootstrap = "{k.bootstrap}"
-group = "{k.group}"
-incidents_topic = "{k.incidents_topic}"
-calls_topic = "{k.calls_topic}"
-dead_letter_topic = "{k.dead_letter_topic}"
-[grid]
-timezone = "{settings.grid.timezone}"
-[worker]
-session_timeout = "{w.session_timeout}s"
-heartbeat_interval = "{w.heartbeat_interval}s"
-rebalance_timeout = "{w.rebalance_timeout}s"
-max_poll_interval = "{w.max_poll_interval}s"
-lease_ttl = "{w.lease_ttl}s"
-state_dir = "{path.parent / "faust"}"
-[time]
-clock = "{settings.time.clock}"
-[publish]
-interval = "{p.interval}s"
-maintain_interval = "{p.maintain_interval}s"
-""")
-    return path
-
-
-class Workers:
-    """`hotspots run` processes, each on its own web port."""
-
-    def __init__(self, config: Path, log_dir: Path) -> None:
-        self.config = config
-        self.log_dir = log_dir
-        self.procs: list[tuple[subprocess.Popen[bytes], int]] = []
-
-    def start(self) -> tuple[subprocess.Popen[bytes], int]:
-        port = free_port()
-        log = open(self.log_dir / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamer.cli",
-                "--config",
-                str(self.config),
-                "run",
-                "--web-port",
-                str(port),
-                "--loglevel",
-                "warning",
-            ],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ},
-        )
-        self.procs.append((proc, port))
-        return proc, port
-
-    def stop_all(self) -> None:
-        for proc, _ in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=20)
-
-
 @pytest.fixture
 def workers(tmp_path: Path) -> Iterator[Workers]:
-    holder = Workers(tmp_path / "worker.toml", tmp_path)
-    yield holder
-    holder.stop_all()
-
-
-def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        return r.read().decode()
-
-
-def health(port: int) -> dict[str, object]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
-            body: dict[str, object] = orjson.loads(r.read())
-            return body
-    except OSError:
-        return {}
-
-
-def events_counted(port: int) -> float:
-    total = 0.0
-    for line in scrape(port).splitlines():
-        if line.startswith("hotspots_events_total{"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-def merge_offsets(parts: list[Published]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for p in parts:
-        for k, v in p.last_offsets.items():
-            out[k] = max(out.get(k, -1), v)
-    return out
+    with Workers(tmp_path / "worker.toml", tmp_path) as holder:
+        yield holder
 
 
 async def test_kill_9_at_random_moments_loses_and_doubles_nothing(
@@ -169,27 +71,22 @@ async def test_kill_9_at_random_moments_loses_and_doubles_nothing(
     sent = []
     store = app.store(settings, client)
     applied_at_kill = []
-
-    async def applied() -> int:
-        raw = await client.hgetall(store.key("offsets"))
-        return sum(int(v) + 1 for v in raw.values())
-
     for chunk in chunks:
-        before = await applied()
-        proc, _ = workers.start()
+        before = await applied(client, store)
+        proc = workers.start().proc
         # published at a steady pace, so the worker is mid-stream when killed
         publishing = asyncio.create_task(
             asyncio.to_thread(publish, k.bootstrap, k.incidents_topic, chunk, 0, 400.0)
         )
         deadline = time.monotonic() + 60
-        while await applied() == before and time.monotonic() < deadline:
+        while await applied(client, store) == before and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         # small batches and a short random pause: the kill lands mid-stream
         # even when a slow start left the whole chunk waiting
         await asyncio.sleep(rng.uniform(0.0, 0.3))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-        applied_at_kill.append(await applied())
+        applied_at_kill.append(await applied(client, store))
         sent.append(await publishing)
     workers.start()
     await wait_applied(store, merge_offsets(sent), timeout_s=180)
@@ -217,23 +114,16 @@ async def test_two_workers_one_stops_and_timers_never_overlap(
     k = settings.kafka
     app.ensure_topics(settings)
     write_config(settings, workers.config)
-    first, port_a = workers.start()
-    _, port_b = workers.start()
+    first, second = workers.start(), workers.start()
+    port_a, port_b = first.port, second.port
     # both in the group, each with partitions, before anything is published
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        held = [health(port).get("partitions", []) for port in (port_a, port_b)]
-        if all(held) and sum(len(h) for h in held) >= 4:
-            break
-        await asyncio.sleep(0.5)
-    else:
-        raise AssertionError(f"workers did not share the partitions: {held}")
+    await wait_sharing([first, second], 2 * settings.worker.partitions)
     ops = mixed_stream(rows[:6000], seed=5)
     half = len(ops) // 2
     sent = [publish(k.bootstrap, k.incidents_topic, ops[:half])]
     store = app.store(settings, client)
     await wait_applied(store, sent[0].last_offsets, timeout_s=120)
-    counted = (events_counted(port_a), events_counted(port_b))
+    counted = (first.events_counted(), second.events_counted())
     with urllib.request.urlopen(f"http://127.0.0.1:{port_b}/readyz", timeout=5) as r:
         assert r.status == 200 and orjson.loads(r.read())["ready"] is True
     exposition = scrape(port_a) + scrape(port_b)
@@ -246,21 +136,17 @@ async def test_two_workers_one_stops_and_timers_never_overlap(
         "hotspots_ready 1.0",
     ):
         assert name in exposition, name
-    first.send_signal(signal.SIGTERM)  # graceful: finishes its batch, commits
-    assert first.wait(timeout=30) == 0
+    first.proc.send_signal(signal.SIGTERM)  # graceful: finishes its batch, commits
+    assert first.proc.wait(timeout=30) == 0
     sent.append(publish(k.bootstrap, k.incidents_topic, ops[half:]))
     await wait_applied(store, merge_offsets(sent), timeout_s=120)
     await asyncio.sleep(2)  # a few more timer ticks on the survivor
     alive = oracle.live(ops)
     await assert_matches_oracle(store, alive, max(r.t_s for r in alive.values()) + 60)
     assert all(c > 0 for c in counted), counted  # both workers held partitions
-    runs = [line.decode().split() for line in await client.lrange(store.key("timer-log"), 0, -1)]
+    runs = await timer_runs(client, store)
     assert len(runs) > 5
-    spans = [(float(s), float(e), name, holder) for name, holder, s, e in runs]
-    for s1, e1, n1, h1 in spans:
-        for s2, e2, n2, h2 in spans:
-            if h1 != h2:
-                assert e1 <= s2 or e2 <= s1, f"{n1}@{h1} [{s1}, {e1}] overlaps {n2}@{h2}"
+    assert_exclusive(runs)
 
 
 @pytest.fixture

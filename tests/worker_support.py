@@ -24,14 +24,16 @@ from tests.pipeline_support import Published
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_config(settings: Settings, path: Path) -> Path:
-    """The settings a worker process needs, as TOML."""
+def write_config(settings: Settings, path: Path, extra: str = "") -> Path:
+    """The settings a worker process needs, as TOML (``extra``: more TOML
+    sections to append)."""
     k, s, w, p = settings.kafka, settings.store, settings.worker, settings.publish
     path.write_text(f"""
 [store]
 redis_url = "{s.redis_url}"
 namespace = "{s.namespace}"
 batch_max_events = {s.batch_max_events}
+cluster = {str(s.cluster).lower()}
 [kafka]
 bootstrap = "{k.bootstrap}"
 group = "{k.group}"
@@ -53,7 +55,7 @@ clock = "{settings.time.clock}"
 [publish]
 interval = "{p.interval}s"
 maintain_interval = "{p.maintain_interval}s"
-""")
+{extra}""")
     return path
 
 

@@ -150,7 +150,9 @@ class Alerter:
         detector = self.detector
         assert detector is not None
         async with client.pipeline(transaction=True) as pipe:
-            pipe.smembers(store.key("touched"))
+            # as a bare command: redis-py's cluster transaction hands SMEMBERS'
+            # reply callback a `keys` argument it does not take (redis-py 8.1)
+            pipe.execute_command("SMEMBERS", store.key("touched"))
             pipe.delete(store.key("touched"))
             pipe.hget(store.key("meta"), "first_t")
             touched_raw, _, first_t = await pipe.execute()

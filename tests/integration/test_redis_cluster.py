@@ -41,6 +41,7 @@ from tests.pipeline_support import (
     settings_for,
     wait_applied,
 )
+from tests.worker_support import Workers, assert_exclusive, timer_runs, wait_sharing, write_config
 
 SLOTS = 16384
 
@@ -274,3 +275,40 @@ async def api_reads(
                 update = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
             assert update["previous"] == snapshot["sequence"]
             assert update["sequence"] == sent["seq"]
+
+
+async def test_worker_processes_run_every_timer_on_the_cluster(
+    cluster: Cluster, broker: LocalBroker, namespace: str, rows: list[oracle.Row], tmp_path: Path
+) -> None:
+    """`hotspots run` as deployed, with `store.cluster`: two workers share the
+    partitions; the leader's timers (publish, upkeep, alerts, dosage) and the
+    alert deliverer all run against the cluster, one holder at a time."""
+    settings = settings_for(
+        namespace, broker.bootstrap, cluster.url, store={"cluster": True, "batch_max_events": 500}
+    )
+    app.ensure_topics(settings)
+    fast = '[alerts]\ninterval = "0.5s"\n[dosage]\ninterval = "0.5s"\n'
+    config = write_config(settings, tmp_path / "worker.toml", extra=fast)
+    client = app.redis_client(settings)
+    store = app.store(settings, client)
+    with Workers(config, tmp_path) as workers:
+        started = [workers.start(), workers.start()]
+        try:
+            await wait_sharing(started, 2 * settings.worker.partitions)
+            ops = mixed_stream(rows[:3000], seed=21)
+            sent = publish(settings.kafka.bootstrap, settings.kafka.incidents_topic, ops)
+            await wait_applied(store, sent.last_offsets)
+            alive = oracle.live(ops)
+            await assert_matches_oracle(store, alive, max(r.t_s for r in alive.values()) + 60)
+            deadline = time.monotonic() + 60
+            wanted = {"publish", "maintain", "alerts", "dosage"}
+            while {r.name for r in await timer_runs(client, store)} < wanted:
+                assert time.monotonic() < deadline, await timer_runs(client, store)
+                await asyncio.sleep(0.5)
+            assert_exclusive(await timer_runs(client, store))
+            assert await client.hget(store.key("published"), "seq") is not None
+            assert all(w.events_counted() > 0 for w in started)
+            for worker in started:
+                assert "Traceback" not in worker.tail(100_000), worker.tail()
+        finally:
+            await client.aclose()

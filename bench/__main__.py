@@ -4,14 +4,15 @@ Runs ``bench.backfill`` (the full Philadelphia file into Redis), then
 ``bench.pipeline`` (Kafka to Redis: raw ceiling, engine, per-event faust
 agent, latency), then ``bench.api`` (HTTP latency under load, push
 delivery), then ``bench.scaleout`` (1, 2, 3 workers in one group draining a
-backlog), each with its default arguments, and prints them.
+backlog), then ``bench.pings`` (patrol pings as history grows), each with its
+default arguments, and prints them.
 """
 
 from __future__ import annotations
 
 import sys
 
-from bench import api, backfill, pipeline, scaleout
+from bench import api, backfill, pings, pipeline, scaleout
 
 
 def main() -> None:
@@ -25,6 +26,8 @@ def main() -> None:
         api.main([])
         print("\n== bench.scaleout ==", flush=True)
         scaleout.main([])
+        print("\n== bench.pings ==", flush=True)
+        pings.main([])
     finally:
         sys.argv = argv
 

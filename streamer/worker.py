@@ -202,12 +202,11 @@ def build(
         metrics.seq.set(publisher.tops_seq)
         if message is not None:
             metrics.publications.inc()
-            metrics.top_cells.clear()
-            for name in store.names:
-                for rank, (cell, score) in enumerate(
-                    publisher.tops.get(f"{name}:{top_resolution}", [])[:10], start=1
-                ):
-                    metrics.top_cells.labels(name, str(top_resolution), str(rank), cell).set(score)
+        metrics.top_cells.clear()  # the lists as of this tick, decayed to it
+        for name in store.names:
+            ranked = publisher.tops.get(f"{name}:{top_resolution}", [])[:10]
+            for rank, (cell, score) in enumerate(ranked, start=1):
+                metrics.top_cells.labels(name, str(top_resolution), str(rank), cell).set(score)
 
     async def maintain() -> None:
         await leader_run("maintain", maintainer.tick)

@@ -36,8 +36,8 @@ class Publisher:
     store: Store
     top_n: int
     now: Clock
-    # as of the last tick: the sequence number, and each list's cells with
-    # their scores decayed to the publication ("HORIZON:RES" -> [(cell, score)])
+    # as of the last tick, changed or not: the sequence number, and each
+    # list's cells with their scores decayed to then ("HORIZON:RES" -> [(cell, score)])
     tops_seq: int = 0
     tops: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
 
@@ -56,22 +56,28 @@ class Publisher:
                 pipe.zrevrange(store.key("rank", name, res), 0, self.top_n - 1, withscores=True)
             seq_raw, k_raw, published, *tops = await pipe.execute()
         seq = int(seq_raw or 0)
-        self.tops_seq = seq
         last_seq = published.get(b"seq")
         # the publisher's pulse (wall clock), changed or not: displays tell a
         # quiet city from a stopped pipeline by it
         await client.hset(state_key, "tick_at", repr(time.time()))
-        if last_seq is not None and int(last_seq) == seq:
-            return None
         at_s = self.now()
         landmarks = {
             n: int(v) if v is not None else 0 for n, v in zip(store.names, k_raw, strict=True)
         }
+        self.tops_seq = seq
+        factors = {
+            n: decay.decay_factor(at_s, store.horizons[n], landmarks[n]) for n in store.names
+        }
+        self.tops = {
+            f"{name}:{res}": [(_text(c), float(v) * factors[name]) for c, v in raw]
+            for (name, res), raw in zip(lists_keys, tops, strict=True)
+        }
+        if last_seq is not None and int(last_seq) == seq:
+            return None
         lists: dict[str, Any] = {}
         state: dict[str | bytes, bytes | str] = {}
         for (name, res), raw in zip(lists_keys, tops, strict=True):
-            k = landmarks[name]
-            factor = decay.decay_factor(at_s, store.horizons[name], k)
+            k, factor = landmarks[name], factors[name]
             list_key = f"{name}:{res}"
             after = [Entry(_text(c), i + 1, float(v)) for i, (c, v) in enumerate(raw)]
             previous = published.get(list_key.encode())
@@ -88,7 +94,6 @@ class Publisher:
                     "moved": [[e.cell, e.rank, e.score * factor] for e in change.moved],
                 }
             state[list_key] = orjson.dumps([k, [[e.cell, e.rank, e.score] for e in after]])
-            self.tops[list_key] = [(e.cell, e.score * factor) for e in after]
         # `previous`: the sequence of the message before this one, so that a
         # listener can tell it missed one (and re-read the lists)
         previous = int(last_seq) if last_seq is not None else None

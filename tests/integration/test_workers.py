@@ -136,6 +136,21 @@ async def test_two_workers_one_stops_and_timers_never_overlap(
         "hotspots_ready 1.0",
     ):
         assert name in exposition, name
+    # the leader's dashboard figures: the last publication, the top cells
+    # (the middle resolution, 9), rank 1 being the store's own first
+    watermark = float(await client.hget(store.key("meta"), "watermark"))  # the event clock
+    best = (await store.top("week", 9, 1, watermark))[0].cell
+    deadline = time.monotonic() + 30
+    wanted = {"cell": best, "horizon": "week", "rank": "1", "resolution": "9"}
+    while wanted not in top_cells(exposition := scrape(port_a) + scrape(port_b)):
+        assert time.monotonic() < deadline, top_cells(exposition)
+        await asyncio.sleep(0.3)
+    stamps = [
+        float(line.rsplit(" ", 1)[1])
+        for line in exposition.splitlines()
+        if line.startswith("hotspots_last_publication_timestamp_seconds ")
+    ]
+    assert len(stamps) == 2 and max(stamps) > time.time() - 30
     first.proc.send_signal(signal.SIGTERM)  # graceful: finishes its batch, commits
     assert first.proc.wait(timeout=30) == 0
     sent.append(publish(k.bootstrap, k.incidents_topic, ops[half:]))
@@ -147,6 +162,16 @@ async def test_two_workers_one_stops_and_timers_never_overlap(
     runs = await timer_runs(client, store)
     assert len(runs) > 5
     assert_exclusive(runs)
+
+
+def top_cells(exposition: str) -> list[dict[str, str]]:
+    """The labels of each ``hotspots_top_cell_score`` sample."""
+    out = []
+    for line in exposition.splitlines():
+        if line.startswith("hotspots_top_cell_score{"):
+            labels = line.split("{", 1)[1].split("}", 1)[0]
+            out.append(dict(pair.split("=", 1) for pair in labels.split(",")))
+    return [{k: v.strip('"') for k, v in labels.items()} for labels in out]
 
 
 @pytest.fixture

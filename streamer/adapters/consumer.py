@@ -219,6 +219,11 @@ class BatchConsumer:
                 if in_flight is not None:
                     await in_flight
                 in_flight = asyncio.ensure_future(self._write(batch, prepared, plan, started))
+                # let the write go out whole before the next batch's preparation
+                # holds the loop, so Redis runs it meanwhile
+                sending = asyncio.ensure_future(plan.sent.wait())
+                await asyncio.wait({in_flight, sending}, return_when=asyncio.FIRST_COMPLETED)
+                sending.cancel()
             elif in_flight is not None:
                 await in_flight
                 in_flight = None

@@ -60,6 +60,10 @@ class ApplyPlan:
     min_t: float | None  # oldest
     fast: set[int]  # indexes of the ops summed per cell before the script
     args: list[Any] | None = None  # None: to be built at the store's landmarks
+    # set once the script call is wholly handed to the kernel (or the write
+    # ended): a caller may then block the event loop preparing the next batch
+    # while Redis runs this one
+    sent: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,19 +198,26 @@ class Store:
             self._known_landmarks = out
         return out
 
-    async def _run(self, script: Any, args: list[Any]) -> Any:
+    async def _run(self, script: Any, args: list[Any], sent: asyncio.Event | None = None) -> Any:
         try:
             try:
-                return await self._evalsha(script.sha, args)
+                return await self._evalsha(script.sha, args, sent)
             except NoScriptError:
                 await self.client.script_load(script.script)
-                return await self._evalsha(script.sha, args)
+                return await self._evalsha(script.sha, args, sent)
         except ResponseError as exc:
             raise StoreError(str(exc)) from None
 
-    async def _evalsha(self, sha: str, args: list[Any]) -> Any:
+    async def _evalsha(self, sha: str, args: list[Any], sent: asyncio.Event | None = None) -> Any:
         """EVALSHA, with the command packed here: redis-py packs each argument
-        with several Python calls, and a batch has tens of thousands."""
+        with several Python calls, and a batch has tens of thousands.
+
+        A batch's call is megabytes; asyncio's stream hands the kernel what it
+        takes and keeps the rest until the loop runs again, so a caller that
+        then prepares the next batch (seconds of CPU, no await) would keep
+        Redis waiting for the end of the command. The connection's write
+        buffer limit is therefore 0: the send returns only once every byte
+        is out, and ``sent`` tells the caller it may go on."""
         command = _resp([b"EVALSHA", sha, 1, self.prefix, *args])
         if isinstance(self.client, RedisCluster):
             return await self._evalsha_cluster(self.client, command, sha, args)
@@ -214,6 +225,12 @@ class Store:
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             await conn.send_packed_command(command)
+            writer = getattr(conn, "_writer", None)
+            if writer is not None and writer.transport.get_write_buffer_size():
+                writer.transport.set_write_buffer_limits(high=0)
+                await writer.drain()
+            if sent is not None:
+                sent.set()
             return await conn.read_response()
         except ResponseError:
             raise
@@ -303,7 +320,10 @@ class Store:
                     else self.landmarks(time.time())
                 )
                 plan.args = self._apply_args(plan, landmarks)
-            r = await self._run(self._apply, plan.args)
+            try:
+                r = await self._run(self._apply, plan.args, plan.sent)
+            finally:
+                plan.sent.set()
             if _text(r[0]) != "retry":
                 return ApplyResult(*(int(x) for x in r))
             plan.args = None

@@ -535,27 +535,50 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
             "hotspots": items,
         }
         if format == "geojson":
-            return JSONResponse(
-                {
-                    "type": "FeatureCollection",
-                    "features": [
-                        {
-                            "type": "Feature",
-                            "id": item["cell"],
-                            "geometry": {"type": "Polygon", "coordinates": [item.pop("polygon")]},
-                            "properties": {
-                                **{k: v for k, v in item.items() if k not in ("families",)},
-                                **{f"family_{k}": v for k, v in item["families"].items()},
-                                "peak_hours": ",".join(map(str, item["peak_hours"])),
-                                "horizon": horizon,
-                                "sequence": seq,
-                            },
-                        }
-                        for item in items
-                    ],
-                },
-                media_type="application/geo+json",
-            )
+            for item in items:
+                families = item.pop("families")
+                item.update({f"family_{k}": v for k, v in families.items()})
+                item["peak_hours"] = ",".join(map(str, item["peak_hours"]))
+            return geojson_of(items, horizon=horizon, sequence=seq)
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    @app.get("/v1/blends/{name}", dependencies=[anyone])
+    async def blend(
+        name: str,
+        resolution: int = Query(9, description="a configured H3 resolution"),
+        limit: int = Query(20, ge=1, le=1000),
+        format: str = Query("json", pattern="^(json|geojson)$"),
+    ) -> Response:
+        """A configured blend's ranking (``[blends.NAME]``): each cell's score
+        is ``long_share * its share of the long horizon's decayed harm + (1 -
+        long_share) * its share of the short one's``; shares do not decay."""
+        rule = api.settings.blends.get(name)
+        if rule is None:
+            known = sorted(api.settings.blends)
+            raise HTTPException(404, f"no blend {name!r}; configured: {known}")
+        check_grid(rule.long, resolution)
+        min_count = api.settings.api.min_count
+        seq, rows = await store.blend_top(
+            rule.long, rule.short, rule.long_share, resolution, limit * 4 if min_count else limit
+        )
+        if min_count:
+            details = await store.cells([r.cell for r in rows], await api.now())
+            rows = [r for r in rows if r.cell in details and details[r.cell].count >= min_count]
+        items = [
+            {"cell": r.cell, "rank": rank, "score": r.score, "polygon": polygon(r.cell)}
+            for rank, r in enumerate(rows[:limit], start=1)
+        ]
+        if format == "geojson":
+            return geojson_of(items, blend=name, sequence=seq)
+        body = {
+            "sequence": seq,
+            "blend": name,
+            "long": rule.long,
+            "short": rule.short,
+            "long_share": rule.long_share,
+            "resolution": resolution,
+            "hotspots": items,
+        }
         return Response(orjson.dumps(body), media_type="application/json")
 
     @app.get("/v1/cells/{cell}", dependencies=[anyone])
@@ -850,9 +873,12 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
                 continue
             k, rows = orjson.loads(value)
             name = key.split(":")[0]
-            if name not in store.horizons:
+            if name in store.horizons:
+                factor = decay.decay_factor(at_s, store.horizons[name], k)
+            elif name in settings.blends:
+                factor = 1.0  # a blend's scores are shares: they do not decay
+            else:
                 continue
-            factor = decay.decay_factor(at_s, store.horizons[name], k)
             lists[key] = [[c, r, v * factor] for c, r, v in rows]
         opened, _ = await read_alerts(store, 0)
         return {
@@ -865,6 +891,22 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
         }
 
     # helpers ---------------------------------------------------------
+    def geojson_of(items: list[dict[str, Any]], **common: Any) -> Response:
+        """Ranked items (each with its ``polygon``) as an RFC 7946 FeatureCollection."""
+        features = [
+            {
+                "type": "Feature",
+                "id": item["cell"],
+                "geometry": {"type": "Polygon", "coordinates": [item.pop("polygon")]},
+                "properties": {**item, **common},
+            }
+            for item in items
+        ]
+        return JSONResponse(
+            {"type": "FeatureCollection", "features": features},
+            media_type="application/geo+json",
+        )
+
     def check_grid(horizon: str, resolution: int) -> None:
         if horizon not in store.horizons:
             raise HTTPException(422, f"unknown horizon {horizon!r}; configured: {store.names}")

@@ -188,6 +188,11 @@ def store(settings: Settings, client: aioredis.Redis | None = None) -> Store:
     )
 
 
+def blends(settings: Settings) -> dict[str, tuple[str, str, float]]:
+    """The configured blends: name -> (long horizon, short horizon, long share)."""
+    return {n: (b.long, b.short, b.long_share) for n, b in settings.blends.items()}
+
+
 @dataclass(frozen=True, slots=True)
 class Core:
     """The pure parts wired from settings."""

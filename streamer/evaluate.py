@@ -153,6 +153,24 @@ def reference_methods(settings: Settings, period: str) -> list[Method]:
     return out
 
 
+def publishable_blends(settings: Settings) -> list[Blend]:
+    """The grid's blends the live store can serve: every pair of configured
+    horizons at each share, harm-weighted, unsmoothed."""
+    pairs = grid_methods(sorted(set(settings.horizons.values())), smoothings=(0.0,))
+    return [b for b in pairs if b.weighted and b.long_s != b.short_s]
+
+
+def blend_config(settings: Settings, blend: Blend, name: str = "tuned") -> str:
+    """The ``[blends.NAME]`` section that publishes ``blend``."""
+    horizon = {h: n for n, h in sorted(settings.horizons.items(), reverse=True)}
+    return (
+        f"[blends.{name}]\n"
+        f'long = "{horizon[blend.long_s]}"\n'
+        f'short = "{horizon[blend.short_s]}"\n'
+        f"long_share = {blend.long_share:g}\n"
+    )
+
+
 # output ----------------------------------------------------------------------------
 def _pct(p: float) -> str:
     return f"{p * 100:g}%"
@@ -323,6 +341,10 @@ def main(options: EvaluateOptions, settings: Settings) -> int:
     methods: list[Method] = list(reference)
     grid: list[Blend] = grid_methods(GRID_HALF_LIVES_S) if options.grid else []
     methods += grid
+    # what the live engine can publish ([blends.NAME]): two configured
+    # horizons, harm-weighted, unsmoothed
+    publishable = publishable_blends(settings) if options.grid else []
+    methods += [b for b in publishable if b.name not in {g.name for g in grid}]
     smoothing = any(m.smoothing > 0 for m in grid)
     neighbours = neighbour_index(study) if smoothing else None
     with RichProgress(disable=options.quiet, transient=True, console=console) as bar:
@@ -419,6 +441,27 @@ def main(options: EvaluateOptions, settings: Settings) -> int:
                 ],
                 "test": summary_of(result, [chosen.name, *ref_names], test),
             }
+            if publishable:
+                at = {m: result.methods.index(m) for m in result.methods}
+                best_pub = max(publishable, key=lambda b: (train_pai[at[b.name]], b.name))
+                config = blend_config(settings, best_pub)
+                report["grid"]["publishable"] = {
+                    "name": best_pub.name,
+                    "train_pai": round(float(train_pai[at[best_pub.name]]), 6),
+                    "test_pai": round(float(test_pai[at[best_pub.name]]), 6),
+                    "best_engine_test_pai": round(float(test_pai[at[best_engine]]), 6),
+                    "config": config,
+                }
+                console.print(
+                    f"Best blend the live engine can publish (configured horizons, harm "
+                    f"weights): {best_pub.name}, PAI at {_pct(options.coverage)} "
+                    f"{train_pai[at[best_pub.name]]:.2f} on the training span, "
+                    f"{test_pai[at[best_pub.name]]:.2f} on the test span (the best engine "
+                    f"horizon: {test_pai[at[best_engine]]:.2f}). To publish it, add to the "
+                    f"config:\n{config}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
             shown = [chosen.name, *ref_names]
             console.print(
                 table_of(

@@ -241,6 +241,15 @@ class DosageSettings(_Section):
     interval: DurationS = 60.0  # dosage summary and alert tick (leader only)
 
 
+class BlendSettings(_Section):
+    """A ranking blended from two horizons at read time (``hotspots evaluate
+    --grid`` prints the best one for the configured horizons)."""
+
+    long: str
+    short: str
+    long_share: float = Field(gt=0, lt=1)
+
+
 def _default_horizons() -> dict[str, float]:
     return {"day": 86400.0, "week": 7 * 86400.0, "month": 28 * 86400.0, "year": 365 * 86400.0}
 
@@ -259,6 +268,7 @@ class Settings(_Section):
     api: ApiSettings = Field(default_factory=ApiSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     dosage: DosageSettings = Field(default_factory=DosageSettings)
+    blends: dict[str, BlendSettings] = Field(default_factory=dict)
 
     @field_validator("horizons")
     @classmethod
@@ -368,7 +378,24 @@ def load_settings(
             f"horizon; use one of {sorted(settings.horizons)}"
         )
     _check_security(settings, source)
+    _check_blends(settings, source)
     return _check_dosage(_check_alerts(settings, source), source)
+
+
+def _check_blends(settings: Settings, source: str) -> None:
+    for name, blend in settings.blends.items():
+        if not re.fullmatch(r"[a-z0-9_]{1,32}", name) or name in settings.horizons:
+            raise ConfigError(
+                f"{source}: key 'blends.{name}': a blend's name is lower-case letters, "
+                f"digits and _, and not a horizon's ({sorted(settings.horizons)})"
+            )
+        for key in ("long", "short"):
+            _require_horizon(settings, source, f"blends.{name}.{key}", getattr(blend, key))
+        if blend.long == blend.short:
+            raise ConfigError(
+                f"{source}: key 'blends.{name}': long and short are the same horizon; "
+                "use that horizon's own ranking"
+            )
 
 
 def _check_security(settings: Settings, source: str) -> None:

@@ -167,7 +167,7 @@ def build(
         )
         cast(Any, fapp).service(BatchService(pings))
     clock = EngineClock(store, settings.time.clock)
-    publisher = Publisher(store, settings.publish.top_n, clock)
+    publisher = Publisher(store, settings.publish.top_n, clock, blends=wiring.blends(settings))
     maintainer = Maintainer(store, clock)
     lease = Lease(store, holder, ttl_ms=int(max(w.lease_ttl, 1.0) * 1000))
 

@@ -40,6 +40,9 @@ class Publisher:
     # list's cells with their scores decayed to then ("HORIZON:RES" -> [(cell, score)])
     tops_seq: int = 0
     tops: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    # blended rankings published beside the horizons': name -> (long, short,
+    # long share); their scores are shares of the decayed harm, timeless
+    blends: dict[str, tuple[str, str, float]] = field(default_factory=dict)
 
     async def tick(self) -> dict[str, Any] | None:
         """Publish the changes since the last tick; returns the message sent."""
@@ -65,21 +68,24 @@ class Publisher:
             n: int(v) if v is not None else 0 for n, v in zip(store.names, k_raw, strict=True)
         }
         self.tops_seq = seq
-        factors = {
-            n: decay.decay_factor(at_s, store.horizons[n], landmarks[n]) for n in store.names
-        }
-        self.tops = {
-            f"{name}:{res}": [(_text(c), float(v) * factors[name]) for c, v in raw]
-            for (name, res), raw in zip(lists_keys, tops, strict=True)
-        }
+        # each list: (key, landmark, factor to decay its stored scores, rows)
+        every: list[tuple[str, int, float, list[tuple[str, float]]]] = []
+        for (name, res), raw in zip(lists_keys, tops, strict=True):
+            factor = decay.decay_factor(at_s, store.horizons[name], landmarks[name])
+            rows = [(_text(c), float(v)) for c, v in raw]
+            every.append((f"{name}:{res}", landmarks[name], factor, rows))
+        for name, (long, short, share) in self.blends.items():
+            for res in store.resolutions:
+                # (read after the snapshot: a batch applied in between shows next tick)
+                _, ranked = await store.blend_top(long, short, share, res, self.top_n)
+                every.append((f"{name}:{res}", 0, 1.0, [(r.cell, r.score) for r in ranked]))
+        self.tops = {key: [(c, v * factor) for c, v in rows] for key, _, factor, rows in every}
         if last_seq is not None and int(last_seq) == seq:
             return None
         lists: dict[str, Any] = {}
         state: dict[str | bytes, bytes | str] = {}
-        for (name, res), raw in zip(lists_keys, tops, strict=True):
-            k, factor = landmarks[name], factors[name]
-            list_key = f"{name}:{res}"
-            after = [Entry(_text(c), i + 1, float(v)) for i, (c, v) in enumerate(raw)]
+        for list_key, k, factor, rows in every:
+            after = [Entry(c, i + 1, v) for i, (c, v) in enumerate(rows)]
             previous = published.get(list_key.encode())
             before: list[Entry] = []
             if previous is not None:

@@ -167,6 +167,9 @@ class Store:
         self._positions = client.register_script(
             (resources.files("streamer.adapters") / "lua" / "positions.lua").read_text()
         )
+        self._blend = client.register_script(
+            (resources.files("streamer.adapters") / "lua" / "blend.lua").read_text()
+        )
 
     # keys -------------------------------------------------------------
     def key(self, *parts: object) -> str:
@@ -575,6 +578,23 @@ class Store:
                 i += 3
             rows.append(per)
         return seq, landmarks, rows
+
+    async def blend_top(
+        self, long: str, short: str, long_share: float, resolution: int, k: int
+    ) -> tuple[int, list[Ranked]]:
+        """The ``k`` best cells of ``long_share * long / total(long) + (1 -
+        long_share) * short / total(short)``, each horizon's ranking divided
+        by its total over all cells (so a score is a share of the decayed
+        harm, the same at any time until the store changes); with the
+        store's sequence number. One read-only script: O(cells) in Redis."""
+        self._check(long, resolution)
+        self._check(short, resolution)
+        raw = await self._run(self._blend, [long, short, resolution, repr(long_share), k])
+        rows = raw[1:]
+        ranked = [
+            Ranked(_text(rows[i]), i // 2 + 1, float(rows[i + 1])) for i in range(0, len(rows), 2)
+        ]
+        return int(raw[0]), ranked
 
     async def ranking(self, horizon: str, resolution: int, at_s: float) -> list[Ranked]:
         """The whole ranking, best first, scores decayed to ``at_s`` (cells

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import orjson
 
+from streamer.settings import load_settings
 from tests import oracle
 from tests.cli_support import hotspots
 
@@ -115,6 +116,16 @@ def test_evaluate_grid_on_the_sample_reports_the_unseen_span(tmp_path: Path) -> 
     assert grid["test"][0]["method"] == chosen["name"]
     _check_methods(grid["test"])
     assert report["train_periods"] + report["test_periods"] == report["periods"]
+    # the best blend the live engine can serve, as a config section it accepts
+    publishable = grid["publishable"]
+    assert publishable["name"].endswith(" s=0 harm") and "+" in publishable["name"]
+    assert "To publish it, add to the config:" in done.stdout
+    config = tmp_path / "blend.toml"
+    config.write_text(publishable["config"])
+    blend = load_settings(config, environ={}).blends["tuned"]
+    horizons = load_settings(environ={}).horizons
+    assert publishable["name"].startswith(f"{blend.long_share:g}*")
+    assert horizons[blend.long] > horizons[blend.short]
 
 
 def test_evaluate_rejects_bad_dates() -> None:

@@ -460,6 +460,7 @@ def main(options: EvaluateOptions, settings: Settings) -> int:
                     f"horizon: {test_pai[at[best_engine]]:.2f}). To publish it, add to the "
                     f"config:\n{config}",
                     highlight=False,
+                    markup=False,  # the section header is in brackets
                     soft_wrap=True,
                 )
             shown = [chosen.name, *ref_names]

@@ -119,7 +119,7 @@ def test_evaluate_grid_on_the_sample_reports_the_unseen_span(tmp_path: Path) -> 
     # the best blend the live engine can serve, as a config section it accepts
     publishable = grid["publishable"]
     assert publishable["name"].endswith(" s=0 harm") and "+" in publishable["name"]
-    assert "To publish it, add to the config:" in done.stdout
+    assert "To publish it, add to the config:\n[blends.tuned]\n" in done.stdout
     config = tmp_path / "blend.toml"
     config.write_text(publishable["config"])
     blend = load_settings(config, environ={}).blends["tuned"]

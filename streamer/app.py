@@ -25,15 +25,16 @@ from streamer.settings import ConfigError, Settings
 
 def weight_table(settings: Settings) -> WeightTable:
     """The harm table of the settings."""
+    harm = settings.weights.harm  # else plain counts: each counted event weighs 1
     rules = {
-        name: CategoryWeight(r.weight, r.family, r.include, r.enforcement)
+        name: CategoryWeight(r.weight if harm else 1.0, r.family, r.include, r.enforcement)
         for name, r in settings.categories.items()
         if name != "default"
     }
     d = settings.default_category
     return WeightTable(
         rules,
-        CategoryWeight(d.weight, d.family, d.include, d.enforcement),
+        CategoryWeight(d.weight if harm else 1.0, d.family, d.include, d.enforcement),
         proactive_factor=settings.weights.proactive,
         enforcement_factor=settings.weights.enforcement,
     )

@@ -160,6 +160,37 @@ def publishable_blends(settings: Settings) -> list[Blend]:
     return [b for b in pairs if b.weighted and b.long_s != b.short_s]
 
 
+def engine_config(blend: Blend, name: str = "tuned") -> str | None:
+    """The config of a separate engine (its own namespace and consumer group,
+    fed by the same topics) whose ranking ``name`` is ``blend``: its two
+    half-lives as its horizons, plain counts unless harm-weighted. None for
+    a smoothed blend, which the store cannot serve."""
+    if blend.smoothing > 0:
+        return None
+    lines = [
+        f"# publishes {blend.name!r} as its own ranking: a separate engine, fed by the",
+        "# same topics, serving it at /v1/blends/" + name
+        if blend.long_s != blend.short_s
+        else f"# same topics, serving it at /v1/hotspots?horizon={name}",
+        "[store]",
+        f'namespace = "{name}"',
+        "[kafka]",
+        f'group = "{name}"',
+        "[horizons]",
+    ]
+    if blend.long_s == blend.short_s:
+        lines += [f'{name} = "{duration_label(blend.long_s)}"', "[grid]"]
+        lines += [f'profile_horizon = "{name}"']
+    else:
+        lines += [f'long = "{duration_label(blend.long_s)}"']
+        lines += [f'short = "{duration_label(blend.short_s)}"', "[grid]"]
+        lines += ['profile_horizon = "long"', f"[blends.{name}]", 'long = "long"']
+        lines += ['short = "short"', f"long_share = {blend.long_share:g}"]
+    if not blend.weighted:
+        lines += ["[weights]", "harm = false"]
+    return "\n".join(lines) + "\n"
+
+
 def blend_config(settings: Settings, blend: Blend, name: str = "tuned") -> str:
     """The ``[blends.NAME]`` section that publishes ``blend``."""
     horizon = {h: n for n, h in sorted(settings.horizons.items(), reverse=True)}
@@ -430,6 +461,7 @@ def main(options: EvaluateOptions, settings: Settings) -> int:
                     "weights": "harm" if chosen.weighted else "count",
                     "train_pai": round(float(train_pai[offset + ranked[0]]), 6),
                     "test_pai": round(float(test_pai[offset + ranked[0]]), 6),
+                    "engine_config": engine_config(chosen),
                 },
                 "top_train": [
                     {
@@ -441,6 +473,17 @@ def main(options: EvaluateOptions, settings: Settings) -> int:
                 ],
                 "test": summary_of(result, [chosen.name, *ref_names], test),
             }
+            own = engine_config(chosen)
+            console.print(
+                f"The chosen configuration as a ranking of its own, from an engine "
+                f"configured with:\n{own}"
+                if own is not None
+                else "The chosen configuration is smoothed over neighbours: the live "
+                "store cannot serve it.",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
             if publishable:
                 at = {m: result.methods.index(m) for m in result.methods}
                 best_pub = max(publishable, key=lambda b: (train_pai[at[b.name]], b.name))

@@ -95,6 +95,7 @@ class CategoryRule(_Section):
 class WeightSettings(_Section):
     proactive: float = Field(default=1.0, ge=0, le=1)
     enforcement: float = Field(default=1.0, ge=0, le=1)
+    harm: bool = True  # false: every counted category weighs 1 (an engine of plain counts)
 
 
 class EventSettings(_Section):

@@ -4,12 +4,16 @@ the publisher; and their configuration checks."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 import redis.asyncio as aioredis
 
 from streamer import app
 from streamer.adapters.publisher import Publisher
+from streamer.core.accuracy import Blend
+from streamer.evaluate import engine_config
 from streamer.settings import ConfigError, Settings, load_settings
 from tests import oracle
 from tests.integration.test_api import DISPLAY, auth, filled, serving
@@ -100,3 +104,34 @@ def test_a_bad_blend_names_its_key(blend: dict[str, object], message: str) -> No
         load_settings(environ={}, overrides={"blends": {"x": blend}})
     with pytest.raises(ConfigError, match="not a horizon's"):
         load_settings(environ={}, overrides={"blends": {"week": BLEND}})
+
+
+async def test_the_tuned_count_blend_runs_as_an_engine_of_its_own(
+    client: aioredis.Redis, namespace: str, redis_url: str, rows: list[oracle.Row], tmp_path: Path
+) -> None:
+    """What evaluate --grid chose on 2024 (0.75 x 28 d + 0.25 x 3 d of plain
+    counts), served by the engine its printed config describes."""
+    chosen = Blend("0.75*28d+0.25*3d s=0 count", 28 * 86400.0, 3 * 86400.0, 0.75, 0.0, False)
+    config = engine_config(chosen)
+    assert config is not None
+    (tmp_path / "tuned.toml").write_text(config)
+    settings = load_settings(
+        tmp_path / "tuned.toml",
+        environ={},
+        overrides={"store": {"namespace": namespace, "redis_url": redis_url}},
+    )
+    assert settings.horizons == {"long": 28 * 86400.0, "short": 3 * 86400.0}
+    assert not settings.weights.harm and settings.kafka.group == "tuned"
+    now_s = await filled(settings, client, rows)
+    store = app.store(settings, client)
+    weights, default = oracle.weights()
+    counts = {name: 1.0 if w > 0 else 0.0 for name, w in weights.items()}
+    long = oracle.scores(rows, 9, 28 * 86400.0, now_s, counts, 1.0 if default > 0 else 0.0)
+    short = oracle.scores(rows, 9, 3 * 86400.0, now_s, counts, 1.0 if default > 0 else 0.0)
+    tl, ts = sum(long.values()), sum(short.values())
+    cells = set(long) | set(short)
+    blend = (0.75 * long.get(c, 0.0) / tl + 0.25 * short.get(c, 0.0) / ts for c in cells)
+    want = sorted(blend, reverse=True)
+    rule = settings.blends["tuned"]
+    _, got = await store.blend_top(rule.long, rule.short, rule.long_share, 9, 30)
+    assert [r.score for r in got] == pytest.approx(want[:30], rel=1e-9)

@@ -116,6 +116,15 @@ def test_evaluate_grid_on_the_sample_reports_the_unseen_span(tmp_path: Path) -> 
     assert grid["test"][0]["method"] == chosen["name"]
     _check_methods(grid["test"])
     assert report["train_periods"] + report["test_periods"] == report["periods"]
+    # the chosen configuration, as an engine config that loads (unless smoothed)
+    if chosen["smoothing"] > 0:
+        assert chosen["engine_config"] is None
+    else:
+        own = tmp_path / "own.toml"
+        own.write_text(chosen["engine_config"])
+        engine = load_settings(own, environ={})
+        assert engine.weights.harm is (chosen["weights"] == "harm")
+        assert engine.store.namespace == "tuned" and engine.kafka.group == "tuned"
     # the best blend the live engine can serve, as a config section it accepts
     publishable = grid["publishable"]
     assert publishable["name"].endswith(" s=0 harm") and "+" in publishable["name"]

@@ -391,8 +391,10 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
             return value.strip()
         return request.query_params.get("access_token")
 
-    def allow(roles: frozenset[str]) -> Callable[[Request], Caller]:
-        def check(request: Request) -> Caller:
+    def allow(roles: frozenset[str]) -> Callable[[Request], Awaitable[Caller]]:
+        # async, though it awaits nothing: FastAPI runs a plain def dependency
+        # in its thread pool, a thread hop on every request
+        async def check(request: Request) -> Caller:
             caller = caller_of(bearer(request))
             if caller is None:
                 raise HTTPException(401, headers={"WWW-Authenticate": "Bearer"})
@@ -616,7 +618,7 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
     @app.get("/v1/risk", dependencies=[dispatch])
     async def risk(
         lat: float = Query(..., ge=-90, le=90), lon: float = Query(..., ge=-180, le=180)
-    ) -> dict[str, Any]:
+    ) -> Response:
         """For dispatch: the location's cell at each resolution and its rank,
         percentile and hot-spot status (in the top ``publish.top_n``) per horizon."""
         at_s = await api.now()
@@ -640,7 +642,9 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
                     "hotspot": rank < top_n,
                 }
             out.append({"resolution": res, "cell": c, "horizons": horizons})
-        return {"at": at_s, "sequence": seq, "cells": out}
+        # serialised here: FastAPI's encoder walks every value of a returned dict
+        body = {"at": at_s, "sequence": seq, "cells": out}
+        return Response(orjson.dumps(body), media_type="application/json")
 
     @app.get("/v1/windows", dependencies=[anyone])
     async def windows(

@@ -287,6 +287,10 @@ class Api:
     boundary: bytes
     clock: EngineClock
     _totals: dict[tuple[str, int, int], float] = field(default_factory=dict)
+    # /v1/hotspots answers per query and sequence number: (at, items, total)
+    _lists: dict[tuple[Any, ...], tuple[float, list[dict[str, Any]], float]] = field(
+        default_factory=dict
+    )
     _clock_read: float = -1.0
     _clock_reading: asyncio.Future[float] | None = None
 
@@ -484,6 +488,54 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
         box = parse_bbox(bbox)
         at_s = await api.now()
         seq = await api.sequence()
+        # Until the store changes (seq), the list, its shares, trends, counts
+        # and peak hours stay as they are, and every score decays by one
+        # factor: the answer is kept per query and seq, and rescaled.
+        key = (horizon, resolution, limit, family, box, seq)
+        cached = api._lists.get(key)
+        if cached is None:
+            cached = await hotspot_items(horizon, resolution, limit, family, box, at_s, seq)
+            if len(api._lists) > 256:
+                api._lists.clear()
+            api._lists[key] = cached
+        at_ref, template, total_ref = cached
+        factor = 2.0 ** (-(at_s - at_ref) / store.horizons[horizon])
+        total = total_ref * factor
+        items = [
+            {
+                **item,
+                "score": item["score"] * factor,
+                "families": {f: v * factor for f, v in item["families"].items()},
+            }
+            for item in template
+        ]
+        body = {
+            "sequence": seq,
+            "at": at_s,
+            "horizon": horizon,
+            "resolution": resolution,
+            "family": family,
+            "total": total,
+            "hotspots": items,
+        }
+        if format == "geojson":
+            for item in items:
+                families = item.pop("families")
+                item.update({f"family_{k}": v for k, v in families.items()})
+                item["peak_hours"] = ",".join(map(str, item["peak_hours"]))
+            return geojson_of(items, horizon=horizon, sequence=seq)
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    async def hotspot_items(
+        horizon: str,
+        resolution: int,
+        limit: int,
+        family: str | None,
+        box: tuple[float, float, float, float] | None,
+        at_s: float,
+        seq: int,
+    ) -> tuple[float, list[dict[str, Any]], float]:
+        """``/v1/hotspots``'s items and the ranking's total, decayed to ``at_s``."""
         filtered = box is not None or api.settings.api.min_count > 0
         rows = await ranked(horizon, resolution, family, at_s, seq, limit, filtered)
         picked: list[tuple[Ranked, CellDetails]] = []
@@ -527,22 +579,7 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
                     "polygon": polygon(r.cell),
                 }
             )
-        body = {
-            "sequence": seq,
-            "at": at_s,
-            "horizon": horizon,
-            "resolution": resolution,
-            "family": family,
-            "total": total,
-            "hotspots": items,
-        }
-        if format == "geojson":
-            for item in items:
-                families = item.pop("families")
-                item.update({f"family_{k}": v for k, v in families.items()})
-                item["peak_hours"] = ",".join(map(str, item["peak_hours"]))
-            return geojson_of(items, horizon=horizon, sequence=seq)
-        return Response(orjson.dumps(body), media_type="application/json")
+        return at_s, items, total
 
     @app.get("/v1/blends/{name}", dependencies=[anyone])
     async def blend(

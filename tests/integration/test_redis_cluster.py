@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import IO
 
 import h3
 import httpx
@@ -64,6 +65,7 @@ class Cluster:
         self.ports = [free_port() for _ in range(3)]
         buses = [free_port() for _ in range(3)]  # the cluster bus: its own free ports
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs: list[IO[bytes]] = []
         binary = _server_binary()
         for port, bus in zip(self.ports, buses, strict=True):
             folder = base / str(port)
@@ -89,11 +91,22 @@ class Cluster:
                         "--appendonly",
                         "no",
                     ],
-                    stdout=(folder / "server.log").open("wb"),
+                    stdout=self._log(folder / "server.log"),
                     stderr=subprocess.STDOUT,
                 )
             )
         self.nodes = [redis.Redis(host="127.0.0.1", port=p, socket_timeout=5) for p in self.ports]
+        try:
+            self._form(buses)
+        except BaseException:
+            self.stop()  # no server outlives a cluster that failed to form
+            raise
+
+    def _log(self, path: Path) -> IO[bytes]:
+        self.logs.append(path.open("wb"))
+        return self.logs[-1]
+
+    def _form(self, buses: list[int]) -> None:
         self._wait(lambda: all(n.ping() for n in self.nodes), "the servers to start")
         step = SLOTS // 3
         for i, node in enumerate(self.nodes):
@@ -147,6 +160,8 @@ class Cluster:
             proc.terminate()
         for proc in self.procs:
             proc.wait(timeout=10)
+        for log in self.logs:
+            log.close()
 
 
 @pytest.fixture(scope="module")

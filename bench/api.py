@@ -1118,8 +1118,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "risk": (risk, DISPATCH_TOKEN),
                 "hotspots": ([HOTSPOTS], DISPLAY_TOKEN),
             }
+            # warm-up, as many clients as the open loop has connections: the
+            # server's Redis pool grows to its concurrency here, not during a
+            # measured run (new connections were risk's worst tail)
             for paths, token in (loads["hotspots"], loads["risk"]):
-                await closed_loop(base, paths, token, clients=10, seconds=1.0)  # warm-up
+                await closed_loop(base, paths, token, clients=args.connections, seconds=1.0)
             for name, (paths, token) in loads.items():
                 result[name] = await phase(
                     client,

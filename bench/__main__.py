@@ -1,6 +1,7 @@
 """All benchmarks: ``.venv/bin/python -m bench``.
 
-Runs ``bench.backfill`` (the full Philadelphia file into Redis), then
+Runs ``bench.kernel`` (the batch kernel beside orjson + h3 alone), then
+``bench.backfill`` (the full Philadelphia file into Redis), then
 ``bench.pipeline`` (Kafka to Redis: raw ceiling, engine, per-event faust
 agent, latency), then ``bench.api`` (HTTP latency under load, push
 delivery), then ``bench.scaleout`` (1, 2, 3 workers in one group draining a
@@ -12,13 +13,15 @@ from __future__ import annotations
 
 import sys
 
-from bench import api, backfill, pings, pipeline, scaleout
+from bench import api, backfill, kernel, pings, pipeline, scaleout
 
 
 def main() -> None:
     argv, sys.argv = sys.argv, [sys.argv[0]]  # each bench parses its own (default) flags
     try:
-        print("== bench.backfill ==", flush=True)
+        print("== bench.kernel ==", flush=True)
+        kernel.main([])
+        print("\n== bench.backfill ==", flush=True)
         backfill.main()
         print("\n== bench.pipeline ==", flush=True)
         pipeline.main([])

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import h3
 import numpy as np
 import numpy.typing as npt
+from h3.api import basic_int as _h3int
 
 U64 = npt.NDArray[np.uint64]
 
@@ -26,7 +27,7 @@ def cell_of(lat_deg: float, lon_deg: float, resolution: int) -> int:
     >>> cell_hex(cell_of(39.9524, -75.1636, 10))
     '8a2a134d458ffff'
     """
-    return int(h3.str_to_int(h3.latlng_to_cell(lat_deg, lon_deg, resolution)))
+    return int(_h3int.latlng_to_cell(lat_deg, lon_deg, resolution))  # no hex round trip
 
 
 def cells_of(lat_deg: float, lon_deg: float, resolutions: Sequence[int]) -> tuple[int, ...]:

@@ -1,0 +1,91 @@
+"""Benchmark: the core kernel on one core, beside its ceiling.
+
+    .venv/bin/python -m bench.kernel [--events 300000] [--batch 10000] [--runs 5]
+
+The kernel is everything a worker does to a batch between Kafka and the
+Redis call: JSON bytes to validated, time-parsed, weighed events with their
+cells at every resolution (``core.batching.prepare``), then the per-cell sums
+and the packed script arguments (``Store.plan`` at known landmarks). No I/O.
+The ceiling beside it, on the same events: orjson parsing plus
+``h3.latlng_to_cell`` at one resolution, and nothing else (a list
+comprehension). Prints medians over ``--runs`` and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+import h3
+import orjson
+import redis.asyncio as aioredis
+
+from bench.pipeline import load_values
+from streamer import app
+from streamer.core import decay
+from streamer.core.batching import Message, prepare
+from streamer.settings import load_settings
+
+
+def timed(work: Callable[[], object], runs: int) -> list[float]:
+    out = []
+    for _ in range(runs):
+        gc.collect()
+        started = time.perf_counter()
+        work()
+        out.append(time.perf_counter() - started)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="bench.kernel", description=__doc__)
+    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument("--batch", type=int, default=10_000, help="events per batch")
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args(argv)
+    settings = load_settings(overrides={"grid": {"timezone": "America/New_York"}})
+    values = [value for _, value in load_values(args.events)]
+    messages = [Message("hotspots.incidents", 0, i, v) for i, v in enumerate(values)]
+    rules, scorer = app.event_rules(settings), app.scorer(settings)
+    # a store object for its planning only: nothing is sent
+    store = app.store(settings, aioredis.Redis(port=1))
+    newest = max(datetime.fromisoformat(orjson.loads(v)["occurred_at"]) for v in values)
+    at_s = newest.timestamp()
+    store._known_landmarks = {  # the landmarks a running worker knows
+        n: decay.landmark_for(at_s, h) for n, h in settings.horizons.items()
+    }
+    now_s = time.time()
+
+    def kernel() -> None:
+        for i in range(0, len(messages), args.batch):
+            prepared = prepare(messages[i : i + args.batch], rules, scorer, now_s=now_s)
+            plan = store.plan(prepared.ops, now_s=now_s)
+            assert plan.args is not None  # packed: the script's arguments are ready
+
+    def ceiling() -> None:
+        res = 9
+        [h3.latlng_to_cell((d := orjson.loads(v))["lat"], d["lon"], res) for v in values]
+
+    kernel_s = timed(kernel, args.runs)
+    ceiling_s = timed(ceiling, args.runs)
+    n = len(values)
+    k, c = n / statistics.median(kernel_s), n / statistics.median(ceiling_s)
+    resolutions = ", ".join(map(str, settings.grid.resolutions))
+    print(f"{n:,} real events (the bundled 2025 sample), batches of {args.batch:,}, one core")
+    print(
+        f"kernel (validate, parse times, weigh, cells at {resolutions}, per-cell sums, pack): "
+        f"{k:,.0f} events/s (runs {', '.join(f'{n / s:,.0f}' for s in kernel_s)})"
+    )
+    print(
+        f"ceiling (orjson.loads + h3.latlng_to_cell at 9): {c:,.0f} events/s "
+        f"(runs {', '.join(f'{n / s:,.0f}' for s in ceiling_s)})"
+    )
+    print(f"kernel / ceiling: {100 * k / c:.1f} % (target >= 50 %)")
+
+
+if __name__ == "__main__":
+    main()

@@ -118,11 +118,21 @@ def partition_of(key: bytes, partitions: int) -> int:
 
 async def publish_all(bootstrap: str, topic: str, items: Sequence[tuple[bytes, bytes]]) -> float:
     """Publish ``items`` keyed by id in big batches; returns seconds taken."""
+    _, seconds = await publish_backlog(bootstrap, topic, items, PARTITIONS)
+    return seconds
+
+
+async def publish_backlog(
+    bootstrap: str, topic: str, items: Sequence[tuple[bytes, bytes]], partitions: int
+) -> tuple[dict[str, int], float]:
+    """Publish ``items`` keyed by id in big batches, each to the partition
+    Kafka's default partitioner picks; returns the last offset per
+    ``topic:partition`` and the seconds taken."""
     from aiokafka import AIOKafkaProducer
 
-    by_part: list[list[tuple[bytes, bytes]]] = [[] for _ in range(PARTITIONS)]
+    by_part: list[list[tuple[bytes, bytes]]] = [[] for _ in range(partitions)]
     for key, value in items:
-        by_part[partition_of(key, PARTITIONS)].append((key, value))
+        by_part[partition_of(key, partitions)].append((key, value))
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
@@ -131,21 +141,27 @@ async def publish_all(bootstrap: str, topic: str, items: Sequence[tuple[bytes, b
     )
     await producer.start()
     started = time.monotonic()
+    last: dict[str, int] = {}
     try:
-        futures = []
+        sent: list[tuple[asyncio.Future[Any], int]] = []
         for part, rows in enumerate(by_part):
             batch = producer.create_batch()
             for key, value in rows:
                 if batch.append(key=key, value=value, timestamp=None) is None:
-                    futures.append(await producer.send_batch(batch, topic, partition=part))
+                    count = batch.record_count()
+                    sent.append((await producer.send_batch(batch, topic, partition=part), count))
                     batch = producer.create_batch()
                     batch.append(key=key, value=value, timestamp=None)
             if batch.record_count():
-                futures.append(await producer.send_batch(batch, topic, partition=part))
-        await asyncio.gather(*futures)
+                count = batch.record_count()
+                sent.append((await producer.send_batch(batch, topic, partition=part), count))
+        for future, count in sent:
+            meta = await future  # offset: the batch's first record
+            source = f"{meta.topic}:{meta.partition}"
+            last[source] = max(last.get(source, -1), int(meta.offset) + count - 1)
     finally:
         await producer.stop()
-    return time.monotonic() - started
+    return last, time.monotonic() - started
 
 
 # --------------------------------------------------------------------------- redis

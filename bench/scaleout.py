@@ -67,7 +67,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from bench.common import ROOT, drop_namespace, stop_child, tail
-from bench.pipeline import load_values, machine, partition_of
+from bench.pipeline import load_values, machine, publish_backlog
 
 RESULTS = ROOT / "bench" / "results" / "latest-scaleout.json"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -84,51 +84,6 @@ STEADY_MIN_SHARE = 0.10  # "steady" needs at least this share of the backlog lef
 
 def log(message: str) -> None:
     print(f"[scaleout {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------- backlog
-
-
-async def publish_backlog(
-    bootstrap: str, topic: str, items: Sequence[tuple[bytes, bytes]], partitions: int
-) -> tuple[dict[str, int], float]:
-    """Publish ``items`` keyed by id in big batches, each to the partition
-    Kafka's default partitioner picks; returns the last offset per
-    ``topic:partition`` and the seconds taken."""
-    from aiokafka import AIOKafkaProducer
-
-    by_part: list[list[tuple[bytes, bytes]]] = [[] for _ in range(partitions)]
-    for key, value in items:
-        by_part[partition_of(key, partitions)].append((key, value))
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        max_batch_size=512 * 1024,
-        max_request_size=4 * 1024 * 1024,
-    )
-    await producer.start()
-    started = time.monotonic()
-    last: dict[str, int] = {}
-    try:
-        sent: list[tuple[asyncio.Future[Any], int]] = []
-        for part, rows in enumerate(by_part):
-            batch = producer.create_batch()
-            for key, value in rows:
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    count = batch.record_count()
-                    sent.append((await producer.send_batch(batch, topic, partition=part), count))
-                    batch = producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)
-            if batch.record_count():
-                count = batch.record_count()
-                sent.append((await producer.send_batch(batch, topic, partition=part), count))
-        for future, count in sent:
-            meta = await future  # offset: the batch's first record
-            source = f"{meta.topic}:{meta.partition}"
-            last[source] = max(last.get(source, -1), int(meta.offset) + count - 1)
-    finally:
-        await producer.stop()
-    return last, time.monotonic() - started
 
 
 # --------------------------------------------------------------------------- workers

@@ -6,14 +6,16 @@ Runs ``bench.kernel`` (the batch kernel beside orjson + h3 alone), then
 agent, latency), then ``bench.api`` (HTTP latency under load, push
 delivery), then ``bench.scaleout`` (1, 2, 3 workers in one group draining a
 backlog), then ``bench.pings`` (patrol pings as history grows), each with its
-default arguments, and prints them.
+default arguments, and prints them; then ``bench.summary``: one table of
+every figure beside its ceiling or alternative and its target, also written
+to ``bench/results/latest.json``.
 """
 
 from __future__ import annotations
 
 import sys
 
-from bench import api, backfill, kernel, pings, pipeline, scaleout
+from bench import api, backfill, kernel, pings, pipeline, scaleout, summary
 
 
 def main() -> None:
@@ -31,6 +33,8 @@ def main() -> None:
         scaleout.main([])
         print("\n== bench.pings ==", flush=True)
         pings.main([])
+        print("\n== summary (bench/results/latest.json) ==", flush=True)
+        summary.main()
     finally:
         sys.argv = argv
 

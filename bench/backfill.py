@@ -20,7 +20,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from bench.common import drop_namespace
+from bench.common import drop_namespace, write_result
 from streamer import app
 from streamer.adapters.files import load_profile
 from streamer.adapters.store import StoreOp
@@ -129,6 +129,7 @@ def main() -> None:
     result = asyncio.run(run(args.path, args.runs, args.redis_url))
     for key, value in result.items():
         print(f"{key:>34}: {value}")
+    write_result("backfill", result)
 
 
 if __name__ == "__main__":

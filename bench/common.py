@@ -94,3 +94,14 @@ def tail(path: Path, n: int = 3000) -> str:
         return path.read_bytes()[-n:].decode(errors="replace")
     except OSError:
         return ""
+
+
+RESULTS_DIR = ROOT / "bench" / "results"
+
+
+def write_result(name: str, result: dict[str, Any]) -> Path:
+    """``bench/results/latest-NAME.json``: what ``python -m bench`` sums up."""
+    path = RESULTS_DIR / f"latest-{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=str))
+    return path

@@ -24,6 +24,7 @@ import h3
 import orjson
 import redis.asyncio as aioredis
 
+from bench.common import write_result
 from bench.pipeline import load_values
 from streamer import app
 from streamer.core import decay
@@ -85,6 +86,18 @@ def main(argv: list[str] | None = None) -> None:
         f"(runs {', '.join(f'{n / s:,.0f}' for s in ceiling_s)})"
     )
     print(f"kernel / ceiling: {100 * k / c:.1f} % (target >= 50 %)")
+    write_result(
+        "kernel",
+        {
+            "events": n,
+            "batch": args.batch,
+            "kernel_events_per_s": round(k),
+            "ceiling_events_per_s": round(c),
+            "kernel_over_ceiling": round(k / c, 4),
+            "kernel_runs_s": kernel_s,
+            "ceiling_runs_s": ceiling_s,
+        },
+    )
 
 
 if __name__ == "__main__":

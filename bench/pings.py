@@ -25,7 +25,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from bench.common import drop_namespace
+from bench.common import drop_namespace, write_result
 from streamer import app
 from streamer.adapters.patrols import Dosage
 from streamer.core.dosage import Ping
@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{row['hours']:>7g}h {row['pings_per_unit']:>10} {row['batch_s'] * 1000:>7.1f}ms "
             f"{row['pings_per_s']:>9.0f} {row['bytes_per_ping']:>10.0f}"
         )
+    write_result("pings", {"units": args.units, "interval_s": args.interval, "rows": rows})
 
 
 if __name__ == "__main__":

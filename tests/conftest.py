@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -20,6 +21,7 @@ import redis.asyncio as aioredis
 from streamer.adapters.broker import LocalBroker
 from streamer.adapters.redis_server import redis_answers
 from tests import oracle
+from tests.worker_support import Workers
 
 DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -100,3 +102,11 @@ def namespace(redis_url: str) -> Iterator[str]:
 def table() -> tuple[dict[str, float], float]:
     """The oracle's category weights (included ones) and default weight."""
     return oracle.weights()
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    """`hotspots run` processes for the test (config at ``tmp_path/worker.toml``),
+    every one still running killed at the end."""
+    with Workers(tmp_path / "worker.toml", tmp_path) as holder:
+        yield holder

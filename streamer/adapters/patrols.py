@@ -93,7 +93,10 @@ class Dosage:
         return self.store.key(*parts)
 
     def day_of(self, t_s: float) -> str:
-        return datetime.fromtimestamp(t_s, self.tz).date().isoformat()
+        return self.local_date(t_s).isoformat()
+
+    def local_date(self, t_s: float) -> date:
+        return datetime.fromtimestamp(t_s, self.tz).date()
 
     # pings and visits -------------------------------------------------
     async def add_pings(self, pings: Iterable[core.Ping]) -> dict[str, float]:
@@ -145,27 +148,26 @@ class Dosage:
                 else:
                     pipe.zrange(pings_key, 0, -1)
             raw_pings = await pipe.execute()
-        walks = []
+        walks = []  # (unit, its pings, the first and last local day they cover)
         for unit, raw in zip(names, raw_pings, strict=True):
             pings = [_ping_of(unit, member) for member in raw]
             if pings:
-                walks.append((unit, pings))
-        first_days = {
-            unit: self.day_of(min(p.at_s for p in pings)) for unit, pings in walks if unit in since
-        }
+                times = [p.at_s for p in pings]
+                first, final = (self.local_date(t) for t in (min(times), max(times)))
+                walks.append((unit, pings, first, final))
+        resumed_units = [(unit, first) for unit, _, first, _ in walks if unit in since]
         async with client.pipeline(transaction=False) as pipe:
-            for unit, first in first_days.items():
-                pipe.hget(self.key("patrol", "visits", first), unit)
-            stored_lists = dict(zip(first_days, await pipe.execute(), strict=True))
+            for unit, first in resumed_units:
+                pipe.hget(self.key("patrol", "visits", first.isoformat()), unit)
+            stored = await pipe.execute()
+        stored_lists = {unit: raw for (unit, _), raw in zip(resumed_units, stored, strict=True)}
         last: dict[str, float] = {}
         async with client.pipeline(transaction=True) as pipe:
-            for unit, pings in walks:
+            for unit, pings, first_day, last_day in walks:
                 resumed = since.get(unit)
                 every = core.visits_of(pings, self.rules, include_pass_bys=True)
                 resume = core.resume_at(pings, every, self.rules)
                 visits = [v for v in every if v.kind == "visit"]
-                first_day = date.fromisoformat(self.day_of(min(p.at_s for p in pings)))
-                last_day = date.fromisoformat(self.day_of(max(p.at_s for p in pings)))
                 by_day: dict[str, list[list[Any]]] = {}
                 if resumed is not None:
                     # the first day's visits from before the resume point stand

@@ -18,10 +18,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streamer import app
 from streamer.adapters.broker import LocalBroker
 from tests import oracle
-from tests.integration.test_workers import Workers, workers, write_config
 from tests.pipeline_support import publish, settings_for, wait_applied
-
-__all__ = ["workers"]  # the fixture, imported for pytest
+from tests.worker_support import Workers, write_config
 
 RES = 9
 

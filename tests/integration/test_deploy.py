@@ -33,6 +33,8 @@ from streamer.adapters.metrics import Metrics as WorkerMetrics
 from streamer.api import Metrics as ApiMetrics
 from streamer.api import build as build_api
 from streamer.settings import load_settings
+from tests.pipeline_support import settings_for
+from tests.worker_support import Workers, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -826,40 +828,6 @@ def wait_for(what: str, check: Callable[[], Any], logs: list[Path]) -> Any:
     pytest.fail(f"timed out waiting for {what}\n{tails}", pytrace=False)
 
 
-def write_worker_config(path: Path, namespace: str, bootstrap: str, redis_url: str) -> Path:
-    """A worker of its own: topics, group and keys named after the namespace,
-    short group timings (Tansu answers a join only after the rebalance timeout)."""
-    path.write_text(f"""
-[store]
-redis_url = "{redis_url}"
-namespace = "{namespace}"
-[kafka]
-bootstrap = "{bootstrap}"
-group = "{namespace}-g"
-incidents_topic = "{namespace}.incidents"
-calls_topic = "{namespace}.calls"
-dead_letter_topic = "{namespace}.dead-letter"
-[alerts]
-topic = "{namespace}.alerts"
-[dosage]
-topic = "{namespace}.patrols"
-[worker]
-partitions = 1
-session_timeout = "6s"
-heartbeat_interval = "0.5s"
-rebalance_timeout = "1s"
-max_poll_interval = "30s"
-lease_ttl = "3s"
-state_dir = "{path.parent / "faust"}"
-[publish]
-interval = "0.2s"
-maintain_interval = "5s"
-[time]
-clock = "event"
-""")
-    return path
-
-
 def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -881,20 +849,21 @@ def query(prometheus: str, promql: str) -> list[dict[str, Any]]:
 
 
 def test_prometheus_scrapes_a_running_worker_and_loads_the_rules(
-    broker: LocalBroker, redis_url: str, namespace: str, tmp_path: Path
+    broker: LocalBroker, redis_url: str, namespace: str, tmp_path: Path, workers: Workers
 ) -> None:
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.fail("prometheus is not installed (Debian: apt-get install prometheus)")
-    config = write_worker_config(tmp_path / "worker.toml", namespace, broker.bootstrap, redis_url)
-    worker_port, prom_port = free_port(), free_port()
-    worker_log, prom_log = tmp_path / "worker.log", tmp_path / "prometheus.log"
-    logs = [worker_log, prom_log]
+    settings = settings_for(namespace, broker.bootstrap, redis_url, worker={"partitions": 1})
+    write_config(settings, workers.config)
+    running = workers.start()
+    prom_port, prom_log = free_port(), tmp_path / "prometheus.log"
+    logs = [running.log, prom_log]
     # the compose scrape job, pointed at this worker instead of Docker's DNS
     compose_prometheus = load_yaml(PROMETHEUS_CONFIG)
     (job,) = [j for j in compose_prometheus["scrape_configs"] if j["job_name"] == WORKER_JOB]
     job.pop("dns_sd_configs")
-    job["static_configs"] = [{"targets": [f"127.0.0.1:{worker_port}"]}]
+    job["static_configs"] = [{"targets": [f"127.0.0.1:{running.port}"]}]
     prom_config = tmp_path / "prometheus.yml"
     prom_config.write_text(
         yaml.safe_dump(
@@ -907,27 +876,6 @@ def test_prometheus_scrapes_a_running_worker_and_loads_the_rules(
     )
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        with worker_log.open("wb") as out:
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "streamer.cli",
-                        "--config",
-                        str(config),
-                        "run",
-                        "--web-port",
-                        str(worker_port),
-                        "--loglevel",
-                        "warning",
-                    ],
-                    cwd=ROOT,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    env={k: v for k, v in os.environ.items() if not k.startswith("HOTSPOTS_")},
-                )
-            )
         with prom_log.open("wb") as out:
             procs.append(
                 subprocess.Popen(
@@ -944,7 +892,7 @@ def test_prometheus_scrapes_a_running_worker_and_loads_the_rules(
                 )
             )
         prometheus = f"http://127.0.0.1:{prom_port}"
-        worker = f"http://127.0.0.1:{worker_port}"
+        worker = f"http://127.0.0.1:{running.port}"
 
         def target_up() -> bool:
             status, body = http_get(f"{prometheus}/api/v1/targets")

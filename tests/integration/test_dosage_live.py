@@ -18,10 +18,8 @@ from kafka import KafkaProducer
 from streamer import app
 from streamer.adapters.broker import LocalBroker
 from streamer.adapters.patrols import Dosage
-from tests.integration.test_workers import Workers, workers, write_config
 from tests.pipeline_support import dead_letters, settings_for
-
-__all__ = ["workers"]  # the fixture, imported for pytest
+from tests.worker_support import Workers, write_config
 
 RES = 10
 A = h3.latlng_to_cell(39.9526, -75.1652, RES)  # City Hall

@@ -10,10 +10,7 @@ import asyncio
 import signal
 import time
 import zlib
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 import redis.asyncio as aioredis
 
 from streamer import app
@@ -40,12 +37,6 @@ from tests.worker_support import (
 
 PARTITIONS = 6  # per event topic: 12 in all, enough for every worker to hold some
 PER_S = 300.0  # per topic: the first part takes ~8 s, long enough to kill and join in
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Workers]:
-    with Workers(tmp_path / "worker.toml", tmp_path) as holder:
-        yield holder
 
 
 async def _held_lease(client: aioredis.Redis, key: str, timeout_s: float = 60) -> str:

@@ -46,12 +46,6 @@ def rows() -> list[oracle.Row]:
     return oracle.read_rows(oracle.SAMPLE, limit=9000)
 
 
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Workers]:
-    with Workers(tmp_path / "worker.toml", tmp_path) as holder:
-        yield holder
-
-
 async def test_kill_9_at_random_moments_loses_and_doubles_nothing(
     broker: LocalBroker,
     client: aioredis.Redis,

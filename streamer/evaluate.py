@@ -167,39 +167,31 @@ def engine_config(blend: Blend, name: str = "tuned") -> str | None:
     a smoothed blend, which the store cannot serve."""
     if blend.smoothing > 0:
         return None
-    lines = [
-        f"# publishes {blend.name!r} as its own ranking: a separate engine, fed by the",
-        "# same topics, serving it at /v1/blends/" + name
-        if blend.long_s != blend.short_s
-        else f"# same topics, serving it at /v1/hotspots?horizon={name}",
-        "[store]",
-        f'namespace = "{name}"',
-        "[kafka]",
-        f'group = "{name}"',
-        "[horizons]",
-    ]
-    if blend.long_s == blend.short_s:
-        lines += [f'{name} = "{duration_label(blend.long_s)}"', "[grid]"]
-        lines += [f'profile_horizon = "{name}"']
+    single = blend.long_s == blend.short_s
+    served = f"/v1/hotspots?horizon={name}" if single else f"/v1/blends/{name}"
+    text = (
+        f"# publishes {blend.name!r} as its own ranking: a separate engine, fed by the\n"
+        f"# same topics, serving it at {served}\n"
+        f'[store]\nnamespace = "{name}"\n[kafka]\ngroup = "{name}"\n[horizons]\n'
+    )
+    if single:
+        text += f'{name} = "{duration_label(blend.long_s)}"\n[grid]\nprofile_horizon = "{name}"\n'
     else:
-        lines += [f'long = "{duration_label(blend.long_s)}"']
-        lines += [f'short = "{duration_label(blend.short_s)}"', "[grid]"]
-        lines += ['profile_horizon = "long"', f"[blends.{name}]", 'long = "long"']
-        lines += ['short = "short"', f"long_share = {blend.long_share:g}"]
-    if not blend.weighted:
-        lines += ["[weights]", "harm = false"]
-    return "\n".join(lines) + "\n"
+        text += (
+            f'long = "{duration_label(blend.long_s)}"\nshort = "{duration_label(blend.short_s)}"\n'
+            '[grid]\nprofile_horizon = "long"\n'
+        ) + _blend_section(name, "long", "short", blend.long_share)
+    return text if blend.weighted else text + "[weights]\nharm = false\n"
 
 
 def blend_config(settings: Settings, blend: Blend, name: str = "tuned") -> str:
     """The ``[blends.NAME]`` section that publishes ``blend``."""
     horizon = {h: n for n, h in sorted(settings.horizons.items(), reverse=True)}
-    return (
-        f"[blends.{name}]\n"
-        f'long = "{horizon[blend.long_s]}"\n'
-        f'short = "{horizon[blend.short_s]}"\n'
-        f"long_share = {blend.long_share:g}\n"
-    )
+    return _blend_section(name, horizon[blend.long_s], horizon[blend.short_s], blend.long_share)
+
+
+def _blend_section(name: str, long: str, short: str, long_share: float) -> str:
+    return f'[blends.{name}]\nlong = "{long}"\nshort = "{short}"\nlong_share = {long_share:g}\n'
 
 
 # output ----------------------------------------------------------------------------

@@ -135,3 +135,13 @@ async def test_the_tuned_count_blend_runs_as_an_engine_of_its_own(
     rule = settings.blends["tuned"]
     _, got = await store.blend_top(rule.long, rule.short, rule.long_share, 9, 30)
     assert [r.score for r in got] == pytest.approx(want[:30], rel=1e-9)
+
+
+def test_a_single_horizon_choice_is_an_engine_with_that_horizon(tmp_path: Path) -> None:
+    config = engine_config(Blend("28d s=0 harm", 28 * 86400.0, 28 * 86400.0, 1.0, 0.0, True))
+    assert config is not None and "[blends." not in config
+    (tmp_path / "one.toml").write_text(config)
+    settings = load_settings(tmp_path / "one.toml", environ={})
+    assert settings.horizons == {"tuned": 28 * 86400.0} and settings.weights.harm
+    smoothed = Blend("28d s=0.5 harm", 28 * 86400.0, 28 * 86400.0, 1.0, 0.5, True)
+    assert engine_config(smoothed) is None

@@ -177,6 +177,14 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
+def _raise_if_cancelling() -> None:
+    """Re-raise a cancellation that a client turned into another error (a
+    timeout racing the cancel): retrying would keep a stopped task alive."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def _backoff(failures: int, first_s: float, cap_s: float) -> float:
     return float(min(first_s * 2**failures, cap_s))
 
@@ -312,6 +320,7 @@ class _GroupReader:
             try:
                 result = await call()
             except STORE_DOWN as exc:
+                _raise_if_cancelling()
                 if self._redis_ok:
                     log.warning(
                         "alert_redis_unavailable group=%s op=%s error=%s: waiting, "
@@ -433,6 +442,7 @@ class AlertDelivery:
                 except asyncio.CancelledError:
                     raise
                 except Exception:
+                    _raise_if_cancelling()
                     # a bug must not end delivery for good: log it, start over
                     # (the entries in hand stay pending and come first again)
                     log.exception("alert_delivery_crashed target=%s", target)

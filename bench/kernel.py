@@ -4,8 +4,10 @@
 
 The kernel is everything a worker does to a batch between Kafka and the
 Redis call: JSON bytes to validated, time-parsed, weighed events with their
-cells at every resolution (``core.batching.prepare``), then the per-cell sums
-and the packed script arguments (``Store.plan`` at known landmarks). No I/O.
+cells at every resolution (``core.batching.prepare`` with the compiled
+``FastParser``, as the worker runs it), then the per-cell sums and the packed
+script arguments (``Store.plan`` at known landmarks). No I/O. The same work
+without the compiled kernel (Python alone) is timed beside it.
 The ceiling beside it, on the same events: orjson parsing plus
 ``h3.latlng_to_cell`` at one resolution, and nothing else (a list
 comprehension). Prints medians over ``--runs`` and their ratio.
@@ -27,8 +29,9 @@ import redis.asyncio as aioredis
 from bench.common import write_result
 from bench.pipeline import load_values
 from streamer import app
-from streamer.core import decay
+from streamer.core import decay, fastpath
 from streamer.core.batching import Message, prepare
+from streamer.core.fastpath import FastParser
 from streamer.settings import load_settings
 
 
@@ -61,20 +64,36 @@ def main(argv: list[str] | None = None) -> None:
     }
     now_s = time.time()
 
-    def kernel() -> None:
+    fast = FastParser(rules, scorer) if fastpath.AVAILABLE else None
+
+    def run(parser: FastParser | None) -> None:
         for i in range(0, len(messages), args.batch):
-            prepared = prepare(messages[i : i + args.batch], rules, scorer, now_s=now_s)
-            plan = store.plan(prepared.ops, now_s=now_s)
+            prepared = prepare(
+                messages[i : i + args.batch], rules, scorer, now_s=now_s, fast=parser
+            )
+            plan = store.plan(
+                prepared.ops, now_s=now_s, rows=prepared.rows, positions=prepared.positions
+            )
             assert plan.args is not None  # packed: the script's arguments are ready
+
+    def kernel() -> None:
+        run(fast)
+
+    def python_kernel() -> None:
+        run(None)
 
     def ceiling() -> None:
         res = 9
         [h3.latlng_to_cell((d := orjson.loads(v))["lat"], d["lon"], res) for v in values]
 
+    if fast is None:
+        raise SystemExit("the compiled kernel is not built: pip install -e . with a C compiler")
     kernel_s = timed(kernel, args.runs)
     ceiling_s = timed(ceiling, args.runs)
+    python_s = timed(python_kernel, max(1, args.runs // 2))
     n = len(values)
     k, c = n / statistics.median(kernel_s), n / statistics.median(ceiling_s)
+    py = n / statistics.median(python_s)
     resolutions = ", ".join(map(str, settings.grid.resolutions))
     print(f"{n:,} real events (the bundled 2025 sample), batches of {args.batch:,}, one core")
     print(
@@ -85,6 +104,10 @@ def main(argv: list[str] | None = None) -> None:
         f"ceiling (orjson.loads + h3.latlng_to_cell at 9): {c:,.0f} events/s "
         f"(runs {', '.join(f'{n / s:,.0f}' for s in ceiling_s)})"
     )
+    print(
+        f"the same in Python alone (no compiled kernel): {py:,.0f} events/s "
+        f"(runs {', '.join(f'{n / s:,.0f}' for s in python_s)}); compiled / Python {k / py:.1f}x"
+    )
     print(f"kernel / ceiling: {100 * k / c:.1f} % (target >= 50 %)")
     write_result(
         "kernel",
@@ -94,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
             "kernel_events_per_s": round(k),
             "ceiling_events_per_s": round(c),
             "kernel_over_ceiling": round(k / c, 4),
+            "python_kernel_events_per_s": round(py),
+            "python_runs_s": python_s,
             "kernel_runs_s": kernel_s,
             "ceiling_runs_s": ceiling_s,
         },

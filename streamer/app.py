@@ -16,8 +16,10 @@ from streamer.adapters.files import SourceProfile
 from streamer.adapters.store import Store
 from streamer.backfill import BackfillReport, Progress
 from streamer.backfill import backfill as run_backfill
+from streamer.core import fastpath
 from streamer.core.area import Area
 from streamer.core.events import EventRules
+from streamer.core.fastpath import FastParser
 from streamer.core.scoring import Scorer
 from streamer.core.weights import CategoryWeight, WeightTable
 from streamer.settings import ConfigError, Settings
@@ -200,11 +202,13 @@ class Core:
 
     rules: EventRules
     scorer: Scorer
+    fast: FastParser | None = None  # the compiled kernel, when it was built
 
 
 def core(settings: Settings) -> Core:
-    """Validation rules and scorer for the settings."""
-    return Core(event_rules(settings), scorer(settings))
+    """Validation rules, scorer and (when built) compiled kernel for the settings."""
+    rules, scoring = event_rules(settings), scorer(settings)
+    return Core(rules, scoring, FastParser(rules, scoring) if fastpath.AVAILABLE else None)
 
 
 def ensure_topics(settings: Settings) -> list[str]:

@@ -111,6 +111,11 @@ def build(
     store = wiring.store(settings)
     parts = wiring.core(settings)
     holder = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    if parts.fast is None:
+        log.warning(
+            "worker_kernel kernel=python: the compiled kernel is not built (it needs a C "
+            "compiler at install: pip install -e .); batches are prepared several times slower"
+        )
     consumer = BatchConsumer(
         bootstrap=k.bootstrap,
         topics=[k.incidents_topic, k.calls_topic],
@@ -119,6 +124,7 @@ def build(
         store=store,
         rules=parts.rules,
         scorer=parts.scorer,
+        fast=parts.fast,
         metrics=metrics,
         client_options=wiring.kafka_options(settings, "aiokafka"),
         options=options

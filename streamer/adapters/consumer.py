@@ -30,8 +30,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamer.adapters.metrics import Metrics
 from streamer.adapters.store import ApplyPlan, Store
-from streamer.core.batching import DeadLetter, Message, Prepared, prepare
+from streamer.core.batching import DeadLetter, Message, Prepared, prepare_values
 from streamer.core.events import EventRules
+from streamer.core.fastpath import FastParser
 from streamer.core.scoring import Scorer
 
 _TOP_UP_WAIT_MS = 5  # polls that add to a batch while Redis is busy
@@ -80,6 +81,7 @@ class _SeekPastApplied(ConsumerRebalanceListener):  # type: ignore[misc]
         # another worker reports these partitions' lag from now on
         lag = self.worker.metrics.consumer_lag
         for tp in revoked:
+            self.worker.applied_floor.pop(tp, None)
             with contextlib.suppress(KeyError):
                 lag.remove(tp.topic, str(tp.partition))
 
@@ -104,6 +106,7 @@ class BatchConsumer:
         options: ConsumerOptions | None = None,
         clock: Callable[[], float] = time.time,
         client_options: dict[str, Any] | None = None,
+        fast: FastParser | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.topics = topics
@@ -112,6 +115,7 @@ class BatchConsumer:
         self.store = store
         self.rules = rules
         self.scorer = scorer
+        self.fast = fast
         self.metrics = metrics
         self.options = options or ConsumerOptions()
         self.clock = clock
@@ -123,6 +127,11 @@ class BatchConsumer:
         self._store_failures = 0
         self.kafka_ok = False
         self.batches = 0
+        # per assigned partition, the last offset the store had applied when
+        # it was assigned: records at or below it are skipped before any work
+        # (the seek past them can lose a race with the client's own offset
+        # reset, seen under load on Tansu)
+        self.applied_floor: dict[TopicPartition, int] = {}
 
     async def start(self) -> None:
         o = self.options
@@ -170,6 +179,7 @@ class BatchConsumer:
             last = applied.get(f"{tp.topic}:{tp.partition}")
             if last is None:
                 continue
+            self.applied_floor[tp] = last
             committed = await self.consumer.committed(tp)
             if committed is None or committed <= last:
                 self.consumer.seek(tp, last + 1)
@@ -215,7 +225,7 @@ class BatchConsumer:
                         for tp, records in more.items():
                             batch.setdefault(tp, []).extend(records)
                         size += sum(len(r) for r in more.values())
-                plan = self.store.plan(prepared.ops, now_s=time.time())
+                plan = self._plan(prepared)
                 if in_flight is not None:
                     await in_flight
                 in_flight = asyncio.ensure_future(self._write(batch, prepared, plan, started))
@@ -240,7 +250,7 @@ class BatchConsumer:
                 timeout_ms=timeout_ms, max_records=max_records
             )
             self.kafka_ok = True
-            return batch
+            return self._past_applied(batch) if self.applied_floor else batch
         except KafkaError as exc:
             self.kafka_ok = False
             self.metrics.kafka_errors.inc()
@@ -248,21 +258,57 @@ class BatchConsumer:
             await asyncio.sleep(0.5)
             return None
 
+    def _past_applied(
+        self, batch: dict[TopicPartition, list[Any]]
+    ) -> dict[TopicPartition, list[Any]]:
+        """The batch without records the store applied before assignment
+        (counted as stale); a partition's floor goes once it is passed."""
+        out: dict[TopicPartition, list[Any]] = {}
+        for tp, records in batch.items():
+            floor = self.applied_floor.get(tp)
+            if floor is None or not records:
+                out[tp] = records
+                continue
+            if records[0].offset > floor:
+                del self.applied_floor[tp]
+                out[tp] = records
+                continue
+            fresh = [r for r in records if r.offset > floor]
+            self.metrics.verdicts.labels("stale").inc(len(records) - len(fresh))
+            if fresh:
+                del self.applied_floor[tp]
+                out[tp] = fresh
+        return out
+
     async def process(self, batch: dict[TopicPartition, list[Any]]) -> None:
         """Dead letters, then one store write, then the commit."""
         started = time.monotonic()
         prepared = self._prepare(batch)
-        await self._write(
-            batch, prepared, self.store.plan(prepared.ops, now_s=time.time()), started
-        )
+        await self._write(batch, prepared, self._plan(prepared), started)
 
     def _prepare(self, batch: dict[TopicPartition, list[Any]]) -> Prepared:
-        messages = [
-            message_of(r)
-            for tp in sorted(batch, key=lambda t: (t.topic, t.partition))
-            for r in batch[tp]
-        ]
-        return prepare(messages, self.rules, self.scorer, now_s=self.clock())
+        # columns, not a Message per record: the compiled kernel needs only
+        # the values; a dead letter builds its whole message (rare)
+        records: list[Any] = []
+        sources: list[str] = []
+        for tp in sorted(batch, key=lambda t: (t.topic, t.partition)):
+            records += batch[tp]
+            sources += [f"{tp.topic}:{tp.partition}"] * len(batch[tp])
+        return prepare_values(
+            [r.value for r in records],
+            sources,
+            [r.offset for r in records],
+            lambda i: message_of(records[i]),
+            self.rules,
+            self.scorer,
+            now_s=self.clock(),
+            fast=self.fast,
+        )
+
+    def _plan(self, prepared: Prepared) -> ApplyPlan:
+        return self.store.plan(
+            prepared.ops, now_s=time.time(), rows=prepared.rows, positions=prepared.positions
+        )
 
     async def _write(
         self,

@@ -122,6 +122,33 @@ def batch_of(contributions: Sequence[Contribution]) -> Batch:
     )
 
 
+def concat_batches(parts: Sequence[Batch]) -> Batch:
+    """Consecutive batches as one (family and category numbers re-mapped
+    onto one list of names, in order of first appearance)."""
+    if len(parts) == 1:
+        return parts[0]
+    families: dict[str, int] = {}
+    categories: dict[str, int] = {}
+    family_cols, category_cols = [], []
+    for p in parts:
+        to_family = np.array([families.setdefault(f, len(families)) for f in p.families], np.int64)
+        to_category = np.array(
+            [categories.setdefault(c, len(categories)) for c in p.categories], np.int64
+        )
+        family_cols.append(to_family[p.family] if p.family.size else p.family)
+        category_cols.append(to_category[p.category] if p.category.size else p.category)
+    return Batch(
+        t_s=np.concatenate([p.t_s for p in parts]),
+        weight=np.concatenate([p.weight for p in parts]),
+        family=np.concatenate(family_cols),
+        category=np.concatenate(category_cols),
+        hour_of_week=np.concatenate([p.hour_of_week for p in parts]),
+        cells=np.concatenate([p.cells for p in parts]),
+        families=list(families),
+        categories=list(categories),
+    )
+
+
 def dd_group_sums(groups: I64, values: F64) -> tuple[I64, F64, F64]:
     """Per-group sums of the rows of ``values`` (shape ``(m, c)``) in
     double-double: returns the distinct groups (ascending), ``hi`` and ``lo``

@@ -8,6 +8,7 @@ Inside the engine a cell is an unsigned 64-bit H3 index (``int`` or a numpy
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Sequence
 
 import h3
@@ -28,6 +29,20 @@ def cell_of(lat_deg: float, lon_deg: float, resolution: int) -> int:
     '8a2a134d458ffff'
     """
     return int(_h3int.latlng_to_cell(lat_deg, lon_deg, resolution))  # no hex round trip
+
+
+def latlng_to_cell_capsule() -> object | None:
+    """H3's C ``latlng_to_cell`` for compiled callers (the compiled kernel),
+    as h3-py's Cython module exports it: a capsule named for its signature,
+    ``uint64 (double lat_deg, double lng_deg, int res, int skip_dispatch)``.
+    None when this h3 build does not export it (callers then use
+    :func:`cell_of`)."""
+    try:
+        module = importlib.import_module("h3._cy.latlng")
+        capi: object = module.__pyx_capi__
+    except (ImportError, AttributeError):
+        return None
+    return capi.get("latlng_to_cell") if isinstance(capi, dict) else None
 
 
 def cells_of(lat_deg: float, lon_deg: float, resolutions: Sequence[int]) -> tuple[int, ...]:

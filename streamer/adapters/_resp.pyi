@@ -1,0 +1,3 @@
+from collections.abc import Sequence
+
+def pack_command(args: Sequence[bytes | str | int | float]) -> bytes: ...

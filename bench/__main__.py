@@ -5,17 +5,19 @@ Runs ``bench.kernel`` (the batch kernel beside orjson + h3 alone), then
 ``bench.pipeline`` (Kafka to Redis: raw ceiling, engine, per-event faust
 agent, latency), then ``bench.api`` (HTTP latency under load, push
 delivery), then ``bench.scaleout`` (1, 2, 3 workers in one group draining a
-backlog), then ``bench.pings`` (patrol pings as history grows), each with its
-default arguments, and prints them; then ``bench.summary``: one table of
-every figure beside its ceiling or alternative and its target, also written
-to ``bench/results/latest.json``.
+backlog), then ``bench.pings`` (patrol pings as history grows), then
+``bench.memory`` (ten years replayed month by month: Redis memory year by
+year), then ``bench.growth`` (each cost at 1x and 10x the events or
+cells), each with its default arguments, and prints them; then
+``bench.summary``: one table of every figure beside its ceiling or
+alternative and its target, also written to ``bench/results/latest.json``.
 """
 
 from __future__ import annotations
 
 import sys
 
-from bench import api, backfill, kernel, pings, pipeline, scaleout, summary
+from bench import api, backfill, growth, kernel, memory, pings, pipeline, scaleout, summary
 
 
 def main() -> None:
@@ -33,6 +35,10 @@ def main() -> None:
         scaleout.main([])
         print("\n== bench.pings ==", flush=True)
         pings.main([])
+        print("\n== bench.memory ==", flush=True)
+        memory.main([])
+        print("\n== bench.growth ==", flush=True)
+        growth.main([])
         print("\n== summary (bench/results/latest.json) ==", flush=True)
         summary.main()
     finally:

@@ -139,13 +139,75 @@ def _pings(d: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _memory(d: dict[str, Any]) -> list[Row]:
+    years = d["last_year"] - d["first_year"] + 1
+    beside = (
+        f"after one year: {d['bytes_per_cell_and_horizon_first_year']} B, "
+        f"{d['cells_first_year']:,} cells, {d['namespace_bytes_first_year'] / 1e6:.1f} MB"
+    )
+    if "no_upkeep_namespace_bytes_last_year" in d:
+        beside += (
+            f"; no prune or trim: {d['no_upkeep_namespace_bytes_last_year'] / 1e6:.1f} MB "
+            f"(ledger {d['no_upkeep_ledger_entries_last_year']:,})"
+        )
+    return [
+        (
+            f"Redis memory after {years} years' replay (maintained)",
+            f"{d['bytes_per_cell_and_horizon_last_year']} B per cell and horizon, "
+            f"{d['cells_last_year']:,} cells, {d['namespace_bytes_last_year'] / 1e6:.1f} MB, "
+            f"ledger {d['ledger_entries_last_year']:,}",
+            beside,
+            "bounded",
+            "",
+        )
+    ]
+
+
+# the growth measures shown here (bench.growth prints them all)
+GROWTH_ROWS = (
+    "kernel",
+    "Store.apply",
+    "Redis, namespace",
+    "backfill",
+    "Store.top(week, 9, 50) p99",
+    "Store.cells(cell + 6 neighbours) p99",
+    "Store.positions(3 cells) /v1/risk p99",
+    "Store.ranking(week, 9) (whole) p50",
+    "same city: backfill s (1 year vs 10)",
+)
+
+
+def _growth(d: dict[str, Any]) -> list[Row]:
+    top = max(d["scales"])
+    rows: list[Row] = []
+    for r in d["rows"]:
+        if r["measure"] not in GROWTH_ROWS:
+            continue
+        unit = f" {r['unit']}" if r["unit"] else ""
+        values = r["values"]
+        over = r["ratio"] / r["linear"] if r["linear"] else 0.0
+        shape = "sublinear" if over < 0.8 else "linear" if over <= 1.25 else "SUPERLINEAR"
+        rows.append(
+            (
+                f"growth x{top}: {r['measure']}{unit}",
+                f"{values['1']:,} -> {values[str(top)]:,} ({r['ratio']:.2f}x)",
+                f"linear: {r['linear']:g}x" + (" (flat per unit)" if r["linear"] == 1 else ""),
+                "<= linear",
+                shape,
+            )
+        )
+    return rows
+
+
 SECTIONS: list[tuple[str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("kernel", _kernel),
     ("backfill", _backfill),
+    ("memory", _memory),
     ("pipeline", _pipeline),
     ("api", _api),
     ("scaleout", _scaleout),
     ("pings", _pings),
+    ("growth", _growth),
 ]
 
 

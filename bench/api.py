@@ -4,6 +4,7 @@
         [--connections C] [--lower-rate L] [--closed-clients K]
         [--closed-seconds T] [--push-clients N] [--sse-share F]
         [--messages M] [--interval I] [--batch-events B] [--profile]
+        [--push-only] [--server-api FILE] [--namespace NS]
 
 The server is the app of ``hotspots serve`` (``streamer.api.build`` run by
 ``uvicorn.Server.run``, as ``serve()`` does, so uvicorn picks its event loop
@@ -36,13 +37,30 @@ even 400 requests/s (encode/httpx#3215).
    F of them SSE) in a subprocess, connecting at most 20 at a time, all past
    their snapshot; then M times: apply B real events (sample events with new
    ids, just after the newest) with ``Store.apply``, run the real
-   ``Publisher.tick()``, wait ``--interval``. Latency: from the tick's
-   return (Redis has acknowledged the PUBLISH, so the message is already on
-   its way to the server) to receipt at each client (wall clock, one host).
-   Every client must get every message, in order. Then 1.5 heartbeat
-   intervals of quiet: every client should get a heartbeat and none be cut.
-   Last, N new clients connect all at once (a restart, a network blip):
-   every one should get its snapshot.
+   ``Publisher.tick()``, wait ``--interval``. Every client must get every
+   message, in order. Then 1.5 heartbeat intervals of quiet: every client
+   should get a heartbeat and none be cut. Last, N new clients connect all
+   at once (a restart, a network blip): every one should get its snapshot.
+
+   **What the push latency is**: from the wall-clock time the tick returned
+   (Redis has acknowledged the PUBLISH, so the message is already on its way
+   to the server) to the wall-clock time the message's last byte reached
+   the client's socket, as the kernel stamped it on arrival
+   (``SO_TIMESTAMPNS``; one host, so one ``CLOCK_REALTIME`` on both sides).
+   It holds all the server's work: reading the notice from Redis, the
+   fan-out to every client (the last client's wait for the 499 before it
+   included) and the writes; and the loopback TCP hop. It leaves out only
+   how long the client process took to get round to reading it: that
+   harness cost is reported apart ("to read by the client process"). The
+   clients are raw sockets on one epoll loop (``PushClients``: no asyncio,
+   no client library; pings answered), so that they take little of this
+   2-core machine's CPU from the server. Per message, "first arrival" is
+   the earliest client's latency (the server's wake-up and Redis) and
+   "first to last" the spread over the clients (the fan-out). Without
+   ``SO_TIMESTAMPNS`` (not Linux) the read time is used and the table says
+   so. The server runs with ``streamer.api.SERVER_OPTIONS``, as ``hotspots
+   serve`` does (``--server-api FILE`` serves another copy of
+   ``streamer/api.py``, for before/after runs; ``--push-only`` skips 0-2).
 
 CPU columns: the server process, the load generator (this process; the push
 clients' process in 3) and Redis (``INFO cpu``), over the phase, in % of one
@@ -50,8 +68,9 @@ core. Redis figures are of the whole local instance (``INFO commandstats``
 deltas, nothing reset), so other users of it show up in them. ``--profile``
 adds runs of each endpoint and of push against a server under cProfile (not
 counted) and prints its top functions. Writes
-``bench/results/latest-api.json``. The namespace ``{bench-api}`` is dropped
-before and after; every subprocess is stopped on exit, errors and Ctrl-C,
+``bench/results/latest-api.json`` (``latest-api-push.json`` with
+``--push-only``). The namespace (``{bench-api}`` unless ``--namespace``)
+is dropped before and after; every subprocess is stopped on exit, errors and Ctrl-C,
 and stops itself if this process dies.
 """
 
@@ -59,6 +78,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import cProfile
 import importlib.metadata
@@ -69,8 +89,12 @@ import math
 import os
 import pstats
 import random
+import re
+import selectors
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -89,17 +113,19 @@ import redis.asyncio as aioredis
 
 from bench.common import ROOT, drop_namespace, read_marker, spawn, stop_child, tail
 from bench.pipeline import machine
+from streamer import api as served
 from streamer import app
 from streamer.adapters.broker import free_port
 from streamer.adapters.files import load_profile, read_columns
-from streamer.adapters.publisher import Publisher
+from streamer.adapters.publisher import Publisher, channel
 from streamer.adapters.store import EngineClock, Store, StoreOp
-from streamer.api import build, token_digest
+from streamer.api import token_digest
 from streamer.core.events import Event
 from streamer.settings import Settings, load_settings
 
 SAMPLE = ROOT / "data" / "philadelphia_2025.csv.gz"
 RESULTS = ROOT / "bench" / "results" / "latest-api.json"
+PUSH_RESULTS = ROOT / "bench" / "results" / "latest-api-push.json"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 NAMESPACE = "bench-api"
 DISPATCH_TOKEN = "bench-api-dispatch"  # throwaway tokens of a local run
@@ -278,8 +304,10 @@ async def server(
     workdir: Path,
     profile_out: Path | None = None,
     log_level: str = "warning",
+    api_file: Path | None = None,
 ) -> AsyncIterator[tuple[str, int]]:
-    """The API in a subprocess: yields (base URL, pid); stops it on exit."""
+    """The API in a subprocess: yields (base URL, pid); stops it on exit.
+    ``api_file``: serve that copy of ``streamer/api.py`` instead."""
     port = free_port()
     cfg = {
         "namespace": namespace,
@@ -287,6 +315,7 @@ async def server(
         "port": port,
         "profile_out": str(profile_out) if profile_out else None,
         "log_level": log_level,
+        "api_file": str(api_file.resolve()) if api_file else None,
     }
     log_path = workdir / f"server-{port}.log"
     proc = await spawn("bench.api", "_serve", cfg, log_path)
@@ -311,13 +340,22 @@ def _serve_child(cfg: dict[str, Any]) -> None:
     # gone: let that be a no-op, so a profile is still written
     signal.signal(signal.SIGTERM, lambda *_: None)
     settings = settings_for(cfg["namespace"], cfg["redis_url"])
+    api: Any = served
+    if cfg.get("api_file"):
+        spec = importlib.util.spec_from_file_location("bench_served_api", cfg["api_file"])
+        assert spec is not None and spec.loader is not None
+        api = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = api  # (its dataclasses look their module up)
+        spec.loader.exec_module(api)
+    # the options serve() runs uvicorn with (a copy that has none: those of
+    # the code before they were shared, deflate off)
+    options = getattr(api, "SERVER_OPTIONS", {"ws_per_message_deflate": False})
     config = uvicorn.Config(
-        build(settings),
+        api.build(settings),
         host="127.0.0.1",
         port=int(cfg["port"]),
         log_level=cfg.get("log_level", "warning"),
-        access_log=False,
-        timeout_graceful_shutdown=2,
+        **{**options, "access_log": False, "timeout_graceful_shutdown": 2},
     )
     uv = uvicorn.Server(config)
 
@@ -508,7 +546,12 @@ async def measure_push(
     log_path = workdir / "push.log"
     clock = EngineClock(store, settings.time.clock)
     publisher = Publisher(store, settings.publish.top_n, clock)
-    proc = await spawn("bench.api", "_push", cfg, log_path)
+    reference = PublishClock(client, channel(store))
+    try:
+        proc = await spawn("bench.api", "_push", cfg, log_path)
+    except BaseException:
+        reference.close()
+        raise
     try:
         try:
             connect_s = float(await _marker(proc, b"READY ", 120))
@@ -540,27 +583,39 @@ async def measure_push(
         log(f"push: delivered; then {1.5 * settings.api.heartbeat:g} s quiet (heartbeats)")
         await _marker(proc, b"RESULT", 60)
     finally:
+        reference.close()
         await stop_child(proc, 10.0)
     got = json.loads(out.read_text())
     acked = {p["seq"]: p["acked"] for p in published}
+    # (a message the reference missed, were there one, is timed from the ack)
+    left = {seq: reference.left.get(seq, t) for seq, t in acked.items()}
     started = {p["seq"]: p["tick_start"] for p in published}
     want = [p["seq"] for p in published]
     delays: list[float] = []
+    from_ack: list[float] = []
     from_tick: list[float] = []
+    in_client: list[float] = []
     by_kind: dict[str, list[float]] = {"ws": [], "sse": []}
+    by_seq: dict[int, list[float]] = {seq: [] for seq in want}
     complete = 0
     missing = 0
     for k, updates in enumerate(got["updates"]):
         kind = "ws" if k < n_ws else "sse"
-        seqs = [seq for seq, _, _ in updates]
+        seqs = [seq for seq, _, _, _ in updates]
         complete += seqs == want
         missing += len(set(want) - set(seqs))
-        for seq, _previous, t in updates:
+        for seq, _previous, t, t_user in updates:
             if seq in acked:
-                delays.append(t - acked[seq])
+                delays.append(t - left[seq])
+                from_ack.append(t - acked[seq])
                 from_tick.append(t - started[seq])
-                by_kind[kind].append(t - acked[seq])
+                in_client.append(t_user - left[seq])
+                by_kind[kind].append(t - left[seq])
+                by_seq[seq].append(t - left[seq])
     ticks = [p["acked"] - p["tick_start"] for p in published]
+    # per message: its first and last arrival; the spread between is the fan-out
+    first = [min(v) for v in by_seq.values() if v]
+    spread = [max(v) - min(v) for v in by_seq.values() if v]
     deliveries = clients * len(want)
     return {
         "clients": clients,
@@ -579,6 +634,15 @@ async def measure_push(
         "snapshots_after_first": sum(max(s - 1, 0) for s in got["snapshots"]),
         "latency_ms": percentiles(delays),
         "latency_from_tick_start_ms": percentiles(from_tick),
+        "latency_from_ack_ms": percentiles(from_ack),
+        "reference_missed": len(acked) - len(set(acked) & set(reference.left)),
+        "latency_in_client_process_ms": percentiles(in_client),
+        "first_arrival_ms": percentiles(first),
+        "per_message_ms": [  # sequence, first and last arrival
+            [seq, round(min(v) * 1e3, 2), round(max(v) * 1e3, 2)] for seq, v in by_seq.items() if v
+        ],
+        "fan_out_spread_ms": percentiles(spread),
+        "kernel_clock": got["kernel_clock"],
         "latency_ws_ms": percentiles(by_kind["ws"]),
         "latency_sse_ms": percentiles(by_kind["sse"]),
         "tick_ms": percentiles(ticks),
@@ -635,133 +699,373 @@ def _count(values: Iterable[object]) -> dict[str, int]:
 
 def _push_child(cfg: dict[str, Any]) -> None:
     _exit_with_parent()
-    asyncio.run(_push_clients(cfg))
+    PushClients(cfg).run()
 
 
-async def _push_clients(cfg: dict[str, Any]) -> None:
-    """Subprocess: the push clients, each connecting (at most 20 at a time,
-    or all at once for a storm) and reading its snapshot, then everything.
-    Prints ``READY <s>`` when all are past their snapshot, ``DELIVERED``
-    when each has every update (or nothing came for 5 s), then, after a
-    heartbeat interval and a half of quiet, writes what each received (and
-    which were cut, why) to ``cfg["out"]`` and prints ``RESULT``. A storm
-    prints only ``RESULT``: a second after every client has its snapshot or
-    was cut (or after 10 s)."""
-    import websockets
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # (Linux; Python does not name it)
+_HEAD = re.compile(rb'\{"type":"(\w+)"(?:,"sequence":(-?\d+))?(?:,"previous":(null|-?\d+))?')
 
-    host, token = cfg["host"], cfg["token"]
-    storm = bool(cfg.get("storm"))
-    n_ws = int(cfg["ws"])
-    total = n_ws + int(cfg["sse"])
-    wanted = int(cfg.get("messages", 0))
-    updates: list[list[tuple[int, int | None, float]]] = [[] for _ in range(total)]
-    snapshots = [0] * total
-    heartbeats = [0] * total
-    ended: dict[int, str] = {}
-    state = {"ready": 0, "done": 0, "last": 0.0}
-    changed = asyncio.Event()  # a client got its snapshot, got everything, or ended
-    gate = asyncio.Semaphore(total if storm else 20)
 
-    def on_message(k: int, raw: str | bytes, t: float) -> None:
-        m = orjson.loads(raw)
-        if m["type"] == "update":
-            updates[k].append((int(m["sequence"]), m.get("previous"), t))
-            state["last"] = time.monotonic()
-            if len(updates[k]) == wanted:
-                state["done"] += 1
-                changed.set()
-        elif m["type"] == "snapshot":
-            snapshots[k] += 1
-            if snapshots[k] == 1:
-                state["ready"] += 1
-                changed.set()
-        elif m["type"] == "heartbeat":
-            heartbeats[k] += 1
+def kernel_time(ancillary: list[tuple[int, int, bytes]]) -> float | None:
+    """The wall-clock time the kernel stamped on what ``recvmsg`` read last."""
+    for level, kind, value in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= 16:
+            sec, ns = struct.unpack("qq", value[:16])
+            return float(sec + ns * 1e-9)
+    return None
 
-    async def ws_client(k: int) -> None:
-        url = f"ws://{host}/v1/ws?access_token={token}"
-        async with contextlib.AsyncExitStack() as stack:
-            async with gate:  # held until the snapshot is in
-                ws = await stack.enter_async_context(
-                    websockets.connect(url, max_size=None, open_timeout=60)
-                )
-                on_message(k, await ws.recv(), time.time())
-            async for raw in ws:
-                on_message(k, raw, time.time())
 
-    async def sse_client(k: int, h: aiohttp.ClientSession) -> None:
-        async with contextlib.AsyncExitStack() as stack:
-            async with gate:
-                response = await stack.enter_async_context(
-                    h.get("/v1/stream", params={"access_token": token})
-                )
-                line = await response.content.readline()
-                while line and not line.startswith(b"data: "):
-                    line = await response.content.readline()
-                if line:
-                    on_message(k, line[6:], time.time())
-            async for line in response.content:
-                if line.startswith(b"data: "):
-                    on_message(k, line[6:], time.time())
+def _resp_array(buf: bytearray) -> tuple[int, list[bytes]] | None:
+    """The RESP array (of bulk strings and integers) ``buf`` starts with:
+    the bytes it takes and its items; None while incomplete."""
+    end = buf.find(b"\r\n")
+    if end < 0:
+        return None
+    if buf[:1] != b"*":
+        raise ValueError(f"not a RESP array: {bytes(buf[:40])!r}")
+    at, items = end + 2, []
+    for _ in range(int(buf[1:end])):
+        end = buf.find(b"\r\n", at)
+        if end < 0:
+            return None
+        if buf[at : at + 1] != b"$":
+            items.append(bytes(buf[at + 1 : end]))
+            at = end + 2
+            continue
+        start = end + 2
+        stop = start + int(buf[at + 1 : end])
+        if len(buf) < stop + 2:
+            return None
+        items.append(bytes(buf[start:stop]))
+        at = stop + 2
+    return at, items
 
-    async def one(k: int, h: aiohttp.ClientSession) -> None:
+
+class PublishClock:
+    """When each ranking message left Redis: a subscriber of the
+    publisher's channel beside the server's, on a raw socket read by a
+    thread, each arrival stamped by the kernel as the push clients' are;
+    by the message's ``seq``. Redis writes a message to all its
+    subscribers at once, so this is when the server's hub got it too."""
+
+    def __init__(self, client: aioredis.Redis, name: str) -> None:
+        kwargs = client.connection_pool.connection_kwargs
+        self.sock = socket.create_connection(
+            (kwargs.get("host", "127.0.0.1"), int(kwargs.get("port", 6379))), timeout=10
+        )
+        self.sock.settimeout(None)  # (quiet spells are no error)
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        words = ["SUBSCRIBE", name]
+        if kwargs.get("password"):
+            words = ["AUTH", *([kwargs["username"]] if kwargs.get("username") else [])]
+            words += [kwargs["password"]]
+            self.sock.sendall(_resp_command(words))
+            if not self.sock.recv(1024).startswith(b"+OK"):
+                raise RuntimeError("the reference subscriber could not AUTH")
+            words = ["SUBSCRIBE", name]
+        self.sock.sendall(_resp_command(words))
+        self.left: dict[int, float] = {}  # seq -> time the message left Redis
+        self.subscribed = threading.Event()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+        if not self.subscribed.wait(10):
+            raise RuntimeError("the reference subscriber got no confirmation")
+
+    def _read(self) -> None:
+        buf = bytearray()
+        while True:
+            try:
+                data, ancillary, _, _ = self.sock.recvmsg(1 << 20, socket.CMSG_SPACE(16))
+            except OSError:
+                return
+            if not data:
+                return
+            t = kernel_time(ancillary) or time.time()
+            buf += data
+            while (got := _resp_array(buf)) is not None:
+                used, items = got
+                del buf[:used]
+                if items[0] == b"subscribe":
+                    self.subscribed.set()
+                elif items[0] == b"message":
+                    self.left[int(orjson.loads(items[2])["seq"])] = t
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.thread.join(5)
+
+
+def _resp_command(words: Sequence[str]) -> bytes:
+    parts = [f"*{len(words)}\r\n".encode()]
+    for w in words:
+        b = w.encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(parts)
+
+
+class PushConnection:
+    """One push client on a raw non-blocking socket: the HTTP request, then
+    WebSocket frames (server frames are unmasked; pings are answered) or a
+    chunked event stream, cut into JSON messages."""
+
+    def __init__(self, k: int, websocket: bool, host: str, token: str) -> None:
+        self.k = k
+        self.websocket = websocket
+        name, port = host.split(":")
+        self.sock = socket.socket()
+        self.sock.setblocking(False)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            await (ws_client(k) if k < n_ws else sse_client(k, h))
-            ended[k] = "ended by the server"
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            ended[k] = type(exc).__name__
-        changed.set()
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            self.kernel_clock = True
+        except OSError:
+            self.kernel_clock = False
+        self.sock.connect_ex((name, int(port)))
+        path = f"/v1/{'ws' if websocket else 'stream'}?access_token={token}"
+        extra = (
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
+            "Sec-WebSocket-Version: 13\r\n"
+            if websocket
+            else "Accept: text/event-stream\r\n"
+        )
+        self.out = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode()
+        self.buf = bytearray()
+        self.body = bytearray()  # an event stream's data, unchunked
+        self.head_done = False
+        self.chunked = False
+        self.pieces: list[bytes] = []  # a fragmented WebSocket message so far
 
-    async def until(done: Callable[[], bool], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not done() and time.monotonic() < deadline:
-            changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), min(0.5, deadline - time.monotonic()))
+    def receive(self) -> tuple[list[bytes], float] | None:
+        """What arrived: the messages it completed and the time its last
+        byte reached this host's kernel (the wall clock: SO_TIMESTAMPNS);
+        None at the end of the stream (raises on errors)."""
+        data, ancillary, _, _ = self.sock.recvmsg(1 << 18, socket.CMSG_SPACE(16))
+        if not data:
+            return None
+        t = kernel_time(ancillary) or time.time()
+        self.buf += data
+        if not self.head_done:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return [], t
+            head = bytes(self.buf[:end]).decode("latin-1")
+            del self.buf[: end + 4]
+            status = head.split("\r\n", 1)[0]
+            if status.split(" ")[1:2] != (["101"] if self.websocket else ["200"]):
+                raise ConnectionRefusedError(f"handshake: {status}")
+            self.chunked = "transfer-encoding: chunked" in head.lower()
+            self.head_done = True
+        return (self._frames() if self.websocket else self._events()), t
 
-    def write(**extra: Any) -> None:
-        body = {"updates": updates, "snapshots": snapshots, "heartbeats": heartbeats}
-        Path(cfg["out"]).write_text(json.dumps({**body, "ended": ended, **extra}))
+    def _frames(self) -> list[bytes]:
+        out: list[bytes] = []
+        buf = self.buf
+        while len(buf) >= 2:
+            opcode, size, at = buf[0] & 0x0F, buf[1] & 0x7F, 2
+            if size == 126:
+                if len(buf) < 4:
+                    break
+                size, at = struct.unpack_from("!H", buf, 2)[0], 4
+            elif size == 127:
+                if len(buf) < 10:
+                    break
+                size, at = struct.unpack_from("!Q", buf, 2)[0], 10
+            if len(buf) < at + size:
+                break
+            payload = bytes(buf[at : at + size])
+            fin = buf[0] & 0x80
+            del buf[: at + size]
+            if opcode == 0x9:  # ping: a pong, masked as a client's frames are
+                mask = os.urandom(4)
+                masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+                self.sock.sendall(bytes([0x8A, 0x80 | len(payload)]) + mask + masked)
+            elif opcode == 0x8:
+                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+                raise ConnectionAbortedError(f"closed by the server ({code})")
+            elif opcode in (0x1, 0x2, 0x0):
+                self.pieces.append(payload)
+                if fin:
+                    out.append(b"".join(self.pieces))
+                    self.pieces.clear()
+        return out
+
+    def _events(self) -> list[bytes]:
+        if self.chunked:
+            buf = self.buf
+            while True:
+                line = buf.find(b"\r\n")
+                if line < 0:
+                    break
+                size = int(bytes(buf[:line]).split(b";")[0], 16)
+                if size == 0:
+                    raise ConnectionAbortedError("ended by the server")
+                if len(buf) < line + 2 + size + 2:
+                    break
+                self.body += buf[line + 2 : line + 2 + size]
+                del buf[: line + 2 + size + 2]
+        else:
+            self.body += self.buf
+            self.buf.clear()
+        out: list[bytes] = []
+        while (end := self.body.find(b"\n\n")) >= 0:
+            for field_ in bytes(self.body[:end]).split(b"\n"):
+                if field_.startswith(b"data: "):
+                    out.append(field_[6:])
+            del self.body[: end + 2]
+        return out
+
+
+class PushClients:
+    """Subprocess: the push clients, without asyncio or client libraries:
+    raw sockets on one epoll loop, so that the harness costs little CPU
+    beside the server's on this machine, and every message is timed by the
+    kernel's receive timestamp of its last byte (``SO_TIMESTAMPNS``), not by
+    when this process got round to it (that time is kept too, as
+    ``t_user``). Each client connects (at most 20 at a time, or all at once
+    for a storm) and reads its snapshot, then everything. Prints ``READY
+    <s>`` when all are past their snapshot, ``DELIVERED`` when each has
+    every update (or nothing came for 5 s), then, after a heartbeat interval
+    and a half of quiet, writes what each received (and which were cut,
+    why) to ``cfg["out"]`` and prints ``RESULT``. A storm prints only
+    ``RESULT``: a second after every client has its snapshot or was cut (or
+    after 10 s)."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.storm = bool(cfg.get("storm"))
+        self.n_ws = int(cfg["ws"])
+        self.total = self.n_ws + int(cfg["sse"])
+        self.wanted = int(cfg.get("messages", 0))
+        # per client: (sequence, previous, kernel receive time, this process's time)
+        self.updates: list[list[tuple[int, int | None, float, float]]] = [
+            [] for _ in range(self.total)
+        ]
+        self.snapshots = [0] * self.total
+        self.heartbeats = [0] * self.total
+        self.ended: dict[int, str] = {}
+        self.ready = 0
+        self.done = 0
+        self.last = 0.0
+        self.waiting = list(range(self.total - 1, -1, -1))  # not connected yet
+        self.handshaking = 0  # connected, snapshot not in yet
+        self.gate = self.total if self.storm else 20
+        self.selector = selectors.DefaultSelector()
+        self.kernel_clock = True
+
+    def on_message(self, k: int, raw: bytes, t: float) -> None:
+        head = _HEAD.match(raw)
+        kind = head.group(1).decode() if head else orjson.loads(raw)["type"]
+        if kind == "update":
+            if head is not None and head.group(2) is not None and head.group(3) is not None:
+                seq, prev = int(head.group(2)), head.group(3)
+                previous = None if prev == b"null" else int(prev)
+            else:
+                m = orjson.loads(raw)
+                seq, previous = int(m["sequence"]), m.get("previous")
+            self.updates[k].append((seq, previous, t, time.time()))
+            self.last = time.monotonic()
+            if len(self.updates[k]) == self.wanted:
+                self.done += 1
+        elif kind == "snapshot":
+            self.snapshots[k] += 1
+            if self.snapshots[k] == 1:
+                self.ready += 1
+                self.handshaking -= 1
+        elif kind == "heartbeat":
+            self.heartbeats[k] += 1
+
+    def end(self, c: PushConnection, reason: str) -> None:
+        if c.k not in self.ended:
+            self.ended[c.k] = reason
+            if not self.snapshots[c.k]:
+                self.handshaking -= 1
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(c.sock)
+        c.sock.close()
+
+    def open_more(self) -> None:
+        while self.waiting and self.handshaking < self.gate:
+            k = self.waiting.pop()
+            c = PushConnection(k, k < self.n_ws, self.cfg["host"], self.cfg["token"])
+            self.kernel_clock = self.kernel_clock and c.kernel_clock
+            self.handshaking += 1
+            self.selector.register(c.sock, selectors.EVENT_WRITE, c)
+
+    def pump(self, seconds: float, done: Callable[[], bool] = lambda: False) -> None:
+        """Serve the sockets for ``seconds`` or until ``done()``."""
+        deadline = time.monotonic() + seconds
+        while not done() and (left := deadline - time.monotonic()) > 0:
+            self.open_more()
+            for key, events in self.selector.select(min(left, 0.5)):
+                c: PushConnection = key.data
+                try:
+                    if events & selectors.EVENT_WRITE:  # connected: the request
+                        c.sock.sendall(c.out)
+                        self.selector.modify(c.sock, selectors.EVENT_READ, c)
+                        continue
+                    got = c.receive()
+                    if got is None:
+                        self.end(c, "ended by the server")
+                        continue
+                    messages, t = got
+                    for raw in messages:
+                        self.on_message(c.k, raw, t)
+                except (OSError, ValueError) as exc:
+                    self.end(
+                        c, str(exc) if isinstance(exc, ConnectionError) else type(exc).__name__
+                    )
+
+    def write(self, **extra: Any) -> None:
+        body = {
+            "updates": self.updates,
+            "snapshots": self.snapshots,
+            "heartbeats": self.heartbeats,
+            "ended": self.ended,
+            "kernel_clock": self.kernel_clock,
+        }
+        Path(self.cfg["out"]).write_text(json.dumps({**body, **extra}))
         os.write(1, b"RESULT\n")
 
-    def delivered() -> bool:
-        quiet = state["last"] > 0 and time.monotonic() - state["last"] > 5.0
-        return state["done"] >= total or quiet
+    def run(self) -> None:
+        started = time.monotonic()
 
-    started = time.monotonic()
-    async with aiohttp.ClientSession(
-        f"http://{host}",
-        connector=aiohttp.TCPConnector(limit=total),
-        timeout=aiohttp.ClientTimeout(total=None, sock_connect=60.0),
-        read_bufsize=1 << 20,
-    ) as h:
-        tasks = [asyncio.create_task(one(k, h)) for k in range(total)]
+        def all_in() -> bool:
+            return not self.waiting and self.ready + len(self.ended) >= self.total
+
         try:
-            await until(lambda: state["ready"] + len(ended) >= total, 10.0 if storm else 90.0)
-            if storm:
+            self.pump(10.0 if self.storm else 90.0, all_in)
+            if self.storm:
                 seconds = time.monotonic() - started
-                await asyncio.sleep(1.0)
-                write(seconds=round(seconds, 3))
+                self.pump(1.0)
+                self.write(seconds=round(seconds, 3))
                 return
-            if ended or state["ready"] < total:
+            if self.ended or self.ready < self.total:
                 raise RuntimeError(
-                    f"{state['ready']}/{total} clients got their snapshot; "
-                    f"cut: {_count(ended.values())}"
+                    f"{self.ready}/{self.total} clients got their snapshot; "
+                    f"cut: {_count(self.ended.values())}"
                 )
             os.write(1, f"READY {time.monotonic() - started:.3f}\n".encode())
-            await until(delivered, 600.0)
+            self.pump(
+                600.0,
+                lambda: (
+                    self.done >= self.total
+                    or (self.last > 0 and time.monotonic() - self.last > 5.0)
+                ),
+            )
             os.write(1, b"DELIVERED\n")
-            before = list(heartbeats)
-            quiet_s = float(cfg["heartbeat_s"]) * 1.5
-            await asyncio.sleep(quiet_s)
-            heartbeats[:] = [a - b for a, b in zip(heartbeats, before, strict=True)]
-            write(quiet_s=quiet_s)
+            before = list(self.heartbeats)
+            quiet_s = float(self.cfg["heartbeat_s"]) * 1.5
+            self.pump(quiet_s)
+            self.heartbeats[:] = [a - b for a, b in zip(self.heartbeats, before, strict=True)]
+            self.write(quiet_s=quiet_s)
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            for key in list(self.selector.get_map().values()):
+                key.fileobj.close()  # type: ignore[union-attr]
+            self.selector.close()
 
 
 # --------------------------------------------------------------------------- profile
@@ -773,11 +1077,15 @@ async def profiled(
     workdir: Path,
     name: str,
     job: Callable[[str, int], Awaitable[str]],
+    api_file: Path | None = None,
 ) -> str:
     """``job(base, pid)`` against a server under cProfile (not counted): what
     it says, then the server's top functions by own and by cumulative time."""
     path = workdir / f"profile-{name}.prof"
-    async with server(namespace, redis_url, workdir, profile_out=path) as (base, pid):
+    async with server(namespace, redis_url, workdir, profile_out=path, api_file=api_file) as (
+        base,
+        pid,
+    ):
         summary = await job(base, pid)
     log(f"profiled {name}: {summary}")
     text = io.StringIO()
@@ -843,7 +1151,7 @@ async def profile_all(
         "push": push,
     }
     return {
-        name: await profiled(NAMESPACE, args.redis_url, workdir, name, job)
+        name: await profiled(args.namespace, args.redis_url, workdir, name, job, args.server_api)
         for name, job in jobs.items()
     }
 
@@ -855,31 +1163,14 @@ def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
-def table(result: dict[str, Any]) -> str:
+def _http_rows(
+    result: dict[str, Any],
+    row: Callable[[str, dict[str, Any], str, str], list[str]],
+    ok: Callable[[bool], str],
+) -> list[list[str]]:
     t = TARGETS
-
-    def ok(good: bool) -> str:
-        return "ok" if good else "MISS"
-
-    def row(name: str, r: dict[str, Any], target: str, verdict: str) -> list[str]:
-        lat, cpu = r["latency_ms"], r["cpu"]
-        bad = sum(r["errors"].values())
-        return [
-            name,
-            f"{r['offered_per_s']:,.0f}" if "offered_per_s" in r else "closed",
-            f"{r['achieved_per_s']:,}",
-            _ms(lat["p50"]),
-            _ms(lat["p99"]),
-            _ms(lat["max"]),
-            f"{bad}/{r.get('unsent', 0)}",
-            f"{cpu['server_pct']}/{cpu['generator_pct']}/{cpu['redis_pct']}",
-            f"{cpu['redis_calls_per_request']}",
-            target,
-            verdict,
-        ]
-
     risk, hot = result["risk"], result["hotspots"]
-    rows = [
+    return [
         row("healthz open loop (stack floor)", result["floor"], "", ""),
         row(
             "risk open loop",
@@ -921,6 +1212,32 @@ def table(result: dict[str, Any]) -> str:
             "",
         ),
     ]
+
+
+def table(result: dict[str, Any]) -> str:
+    t = TARGETS
+
+    def ok(good: bool) -> str:
+        return "ok" if good else "MISS"
+
+    def row(name: str, r: dict[str, Any], target: str, verdict: str) -> list[str]:
+        lat, cpu = r["latency_ms"], r["cpu"]
+        bad = sum(r["errors"].values())
+        return [
+            name,
+            f"{r['offered_per_s']:,.0f}" if "offered_per_s" in r else "closed",
+            f"{r['achieved_per_s']:,}",
+            _ms(lat["p50"]),
+            _ms(lat["p99"]),
+            _ms(lat["max"]),
+            f"{bad}/{r.get('unsent', 0)}",
+            f"{cpu['server_pct']}/{cpu['generator_pct']}/{cpu['redis_pct']}",
+            f"{cpu['redis_calls_per_request']}",
+            target,
+            verdict,
+        ]
+
+    rows = _http_rows(result, row, ok) if "risk" in result else []
     p = result["push"]
     lat, cpu = p["latency_ms"], p["cpu"]
     rows.append(
@@ -991,18 +1308,28 @@ def table(result: dict[str, Any]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    if "risk" in result:
+        lag = {k: _ms(result[k]["lag_ms"]["p99"]) for k in ("floor", "risk", "hotspots")}
+        lines.append(
+            f"open loop: {result['config']['connections']} keep-alive connections, "
+            f"{result['config']['seconds']:g} s; latency from the due time; client start lag "
+            f"p99: floor {lag['floor']}, risk {lag['risk']}, hotspots {lag['hotspots']} ms; "
+            "redis cmd/req: whole Redis instance"
+        )
     lines.append(
-        f"open loop: {result['config']['connections']} keep-alive connections, "
-        f"{result['config']['seconds']:g} s; latency from the due time; client start lag p99: "
-        f"floor {_ms(result['floor']['lag_ms']['p99'])}, risk {_ms(risk['lag_ms']['p99'])}, "
-        f"hotspots {_ms(hot['lag_ms']['p99'])} ms; redis cmd/req: whole Redis instance"
-    )
-    lines.append(
-        "push: from PUBLISH acked; from tick start p99 "
+        "push: from the message leaving Redis (its arrival at a reference subscriber) to "
+        "its last byte in the client's kernel "
+        f"({'SO_TIMESTAMPNS' if p['kernel_clock'] else 'no kernel clock: read time'}); "
+        f"to read by the client process p99 {_ms(p['latency_in_client_process_ms']['p99'])} ms; "
+        f"from the tick's return (PUBLISH acked) p99 {_ms(p['latency_from_ack_ms']['p99'])} ms; "
+        "from tick start p99 "
         f"{_ms(p['latency_from_tick_start_ms']['p99'])} ms (tick p50 {_ms(p['tick_ms']['p50'])}"
         f" ms); ws p99 {_ms(p['latency_ws_ms']['p99'])}, "
         f"sse p99 {_ms(p['latency_sse_ms']['p99'])} ms; {p['clients_complete_in_order']}/"
-        f"{p['clients']} clients got every message in order; "
+        f"{p['clients']} clients got every message in order; per message, first arrival p50 "
+        f"{_ms(p['first_arrival_ms']['p50'])} ms, max {_ms(p['first_arrival_ms']['max'])} ms, "
+        f"first to last arrival p50 {_ms(p['fan_out_spread_ms']['p50'])} ms, max "
+        f"{_ms(p['fan_out_spread_ms']['max'])} ms; "
         f"{p['messages_with_changed_lists']}/{p['messages']} messages changed a top list "
         f"(median {p['message_bytes_median']:,} B, {p['events_per_batch']} events per batch); "
         f"'gen' = the push clients' process"
@@ -1055,11 +1382,68 @@ def code_version() -> str:
     return f"{head}{' + uncommitted streamer/ changes' if dirty else ''}"
 
 
+async def http_phases(
+    args: argparse.Namespace, client: aioredis.Redis, base: str, pid: int, risk: list[str]
+) -> dict[str, Any]:
+    """The HTTP measures (0-2 of the module's docstring), by name."""
+    result: dict[str, Any] = {}
+    loads: dict[str, tuple[list[str], str | None]] = {
+        "floor": (["/healthz"], None),
+        "risk": (risk, DISPATCH_TOKEN),
+        "hotspots": ([HOTSPOTS], DISPLAY_TOKEN),
+    }
+    # warm-up, as many clients as the open loop has connections: the
+    # server's Redis pool grows to its concurrency here, not during a
+    # measured run (new connections were risk's worst tail)
+    for paths, token in (loads["hotspots"], loads["risk"]):
+        await closed_loop(base, paths, token, clients=args.connections, seconds=1.0)
+    for name, (paths, token) in loads.items():
+        result[name] = await phase(
+            client,
+            pid,
+            name,
+            open_loop(
+                base,
+                paths,
+                token,
+                rate=args.rate,
+                seconds=args.seconds,
+                connections=args.connections,
+                drain_s=args.drain,
+            ),
+        )
+    result["risk_lower"] = await phase(
+        client,
+        pid,
+        f"risk at {args.lower_rate:g}/s",
+        open_loop(
+            base,
+            risk,
+            DISPATCH_TOKEN,
+            rate=args.lower_rate,
+            seconds=args.seconds / 2,
+            connections=args.connections,
+            drain_s=args.drain,
+        ),
+    )
+    for name in ("risk", "hotspots"):
+        paths, token = loads[name]
+        result[f"{name}_closed"] = await phase(
+            client,
+            pid,
+            f"{name} closed loop",
+            closed_loop(
+                base, paths, token, clients=args.closed_clients, seconds=args.closed_seconds
+            ),
+        )
+    return result
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     t_all = time.monotonic()
     rng = random.Random(20250101)
     client = aioredis.Redis.from_url(args.redis_url)
-    settings = settings_for(NAMESPACE, args.redis_url)
+    settings = settings_for(args.namespace, args.redis_url)
     store = app.store(settings, client)
     workdir = Path(tempfile.mkdtemp(prefix="hotspots-bench-api-"))
     main_task = asyncio.current_task()
@@ -1090,8 +1474,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "stack": stack(),
     }
     try:
-        await drop_namespace(client, NAMESPACE)
-        log(f"backfill {SAMPLE.name} into {{{NAMESPACE}}}")
+        await drop_namespace(client, args.namespace)
+        log(f"backfill {SAMPLE.name} into {{{args.namespace}}}")
         report = await app.backfill(
             settings, store, SAMPLE, load_profile("philadelphia"), now_s=time.time(), force=True
         )
@@ -1111,57 +1495,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             sample, settings, clock(), args.messages + profile_ticks, args.batch_events, rng
         )
         batches, extra = batches[: args.messages], batches[args.messages :]
-        async with server(NAMESPACE, args.redis_url, workdir) as (base, pid):
+        async with server(args.namespace, args.redis_url, workdir, api_file=args.server_api) as (
+            base,
+            pid,
+        ):
             log(f"server pid {pid} on {base}")
-            loads: dict[str, tuple[list[str], str | None]] = {
-                "floor": (["/healthz"], None),
-                "risk": (risk, DISPATCH_TOKEN),
-                "hotspots": ([HOTSPOTS], DISPLAY_TOKEN),
-            }
-            # warm-up, as many clients as the open loop has connections: the
-            # server's Redis pool grows to its concurrency here, not during a
-            # measured run (new connections were risk's worst tail)
-            for paths, token in (loads["hotspots"], loads["risk"]):
-                await closed_loop(base, paths, token, clients=args.connections, seconds=1.0)
-            for name, (paths, token) in loads.items():
-                result[name] = await phase(
-                    client,
-                    pid,
-                    name,
-                    open_loop(
-                        base,
-                        paths,
-                        token,
-                        rate=args.rate,
-                        seconds=args.seconds,
-                        connections=args.connections,
-                        drain_s=args.drain,
-                    ),
-                )
-            result["risk_lower"] = await phase(
-                client,
-                pid,
-                f"risk at {args.lower_rate:g}/s",
-                open_loop(
-                    base,
-                    risk,
-                    DISPATCH_TOKEN,
-                    rate=args.lower_rate,
-                    seconds=args.seconds / 2,
-                    connections=args.connections,
-                    drain_s=args.drain,
-                ),
-            )
-            for name in ("risk", "hotspots"):
-                paths, token = loads[name]
-                result[f"{name}_closed"] = await phase(
-                    client,
-                    pid,
-                    f"{name} closed loop",
-                    closed_loop(
-                        base, paths, token, clients=args.closed_clients, seconds=args.closed_seconds
-                    ),
-                )
+            if not args.push_only:
+                result.update(await http_phases(args, client, base, pid, risk))
             result["push"] = await measure_push(
                 client,
                 store,
@@ -1188,7 +1528,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         raise
     finally:
         with contextlib.suppress(Exception):
-            await drop_namespace(client, NAMESPACE)
+            await drop_namespace(client, args.namespace)
         await client.aclose()
         if failed:
             log(f"logs kept in {workdir}")
@@ -1221,7 +1561,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--interval", type=float, default=0.2, help="push: seconds between ticks")
     parser.add_argument("--batch-events", type=int, default=100, help="push: events per tick")
     parser.add_argument("--redis-url", default=REDIS_URL)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--namespace", default=NAMESPACE, help="Redis namespace (dropped before and after)"
+    )
+    parser.add_argument(
+        "--push-only", action="store_true", help="only push and the connection storm"
+    )
+    parser.add_argument(
+        "--server-api",
+        type=Path,
+        help="serve build() of this copy of streamer/api.py (before/after comparisons)",
+    )
+    parser.add_argument("--out", type=Path, help=f"default {RESULTS} ({PUSH_RESULTS} push-only)")
     parser.add_argument(
         "--profile", action="store_true", help="then each endpoint under cProfile (not counted)"
     )
@@ -1231,6 +1582,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("rates, durations and counts must be positive")
     if not 0.0 <= args.sse_share <= 1.0:
         parser.error("--sse-share is between 0 and 1")
+    if args.out is None:
+        args.out = PUSH_RESULTS if args.push_only else RESULTS
     return args
 
 

@@ -105,12 +105,56 @@ class Metrics:
         )
 
 
+Send = Callable[[dict[str, Any]], Awaitable[None]]  # an ASGI send
+
+
+def ws_event(body: bytes) -> dict[str, Any]:
+    """A JSON message as the ASGI event a WebSocket sends it with."""
+    return {"type": "websocket.send", "text": body.decode()}
+
+
+def sse_event(body: bytes) -> dict[str, Any]:
+    """A JSON message as the ASGI event an event stream sends it with."""
+    return {"type": "http.response.body", "body": b"data: " + body + b"\n\n", "more_body": True}
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """One message for every push client, encoded once: the same ASGI
+    events go to each of them (uvicorn and the middleware in front of the
+    push routes only read body events; one that rewrote them, such as a
+    GZip middleware, would need copies). ``resync`` and ``heartbeat`` are
+    only marks: each client sends its own."""
+
+    type: str
+    sequence: int  # an update's; -1 for other kinds
+    ws: dict[str, Any]
+    sse: dict[str, Any]
+
+    @classmethod
+    def of(cls, message: dict[str, Any]) -> Notice:
+        body = orjson.dumps(message)
+        sequence = int(message["sequence"]) if message["type"] == "update" else -1
+        return cls(message["type"], sequence, ws_event(body), sse_event(body))
+
+    @classmethod
+    def mark(cls, kind: str) -> Notice:
+        return cls(kind, -1, {}, {})
+
+
+RESYNC = Notice.mark("resync")
+HEARTBEAT = Notice.mark("heartbeat")
+
+
 @dataclass(eq=False)
 class Client:
-    """One push connection: a bounded queue the hub fills."""
+    """One push connection: a bounded queue the hub fills, and when its
+    next heartbeat is due (monotonic seconds) with the timer that checks."""
 
-    queue: asyncio.Queue[dict[str, Any]]
+    queue: asyncio.Queue[Notice]
     dropped: asyncio.Event = field(default_factory=asyncio.Event)
+    due_s: float = 0.0
+    timer: asyncio.TimerHandle | None = None
 
 
 async def first_of(*jobs: Awaitable[Any]) -> None:
@@ -151,10 +195,10 @@ class PushResponse(Response):
     """Server-Sent Events for one hub client, ended when the client goes
     away or falls behind (then the connection is cut, not drained)."""
 
-    def __init__(self, hub: Hub, follow: Callable[[Client], AsyncIterator[dict[str, Any]]]) -> None:
+    def __init__(self, hub: Hub, relay: Callable[[Client, Send, bool], Awaitable[None]]) -> None:
         super().__init__(media_type="text/event-stream")
         self.hub = hub
-        self.follow = follow
+        self.relay = relay
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await send(
@@ -170,16 +214,11 @@ class PushResponse(Response):
         )
         client = self.hub.join()
 
-        async def pump() -> None:
-            async for message in self.follow(client):
-                body = b"data: " + orjson.dumps(message) + b"\n\n"
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-
         async def gone() -> None:
             while (await receive())["type"] != "http.disconnect":
                 pass
 
-        await first_of(pump(), gone(), client.dropped.wait())
+        await first_of(self.relay(client, send, False), gone(), client.dropped.wait())
         self.hub.leave(client)
         if not client.dropped.is_set():
             with contextlib.suppress(Exception):
@@ -216,15 +255,20 @@ class Hub:
     def leave(self, client: Client) -> None:
         self.clients.discard(client)
 
-    def broadcast(self, message: dict[str, Any]) -> None:
+    def offer(self, client: Client, notice: Notice) -> None:
+        """Queues the notice for the client, or drops the client when its
+        queue is full."""
+        try:
+            client.queue.put_nowait(notice)
+        except asyncio.QueueFull:
+            self.clients.discard(client)
+            client.dropped.set()
+            self.metrics.dropped.inc()
+            log.info("push_client_dropped reason=queue_full size=%d", self.client_queue)
+
+    def broadcast(self, notice: Notice) -> None:
         for client in list(self.clients):
-            try:
-                client.queue.put_nowait(message)
-            except asyncio.QueueFull:
-                self.clients.discard(client)
-                client.dropped.set()
-                self.metrics.dropped.inc()
-                log.info("push_client_dropped reason=queue_full size=%d", self.client_queue)
+            self.offer(client, notice)
 
     async def _listen(self) -> None:
         ranking = channel(self.store)
@@ -236,7 +280,7 @@ class Hub:
                 # (re)subscribed: whatever was published meanwhile is lost to
                 # us, so clients must re-sync from a fresh snapshot, which
                 # also carries the open alerts.
-                self.broadcast({"type": "resync"})
+                self.broadcast(RESYNC)
                 async for raw in pubsub.listen():
                     if raw.get("type") != "message":
                         continue
@@ -244,15 +288,14 @@ class Hub:
                         self._alert(raw["data"])
                         continue
                     body = orjson.loads(raw["data"])
-                    self.broadcast(
-                        {
-                            "type": "update",
-                            "sequence": int(body["seq"]),
-                            "previous": body.get("previous"),
-                            "at": body["at"],
-                            "lists": body["lists"],
-                        }
-                    )
+                    update = {
+                        "type": "update",
+                        "sequence": int(body["seq"]),
+                        "previous": body.get("previous"),
+                        "at": body["at"],
+                        "lists": body["lists"],
+                    }
+                    self.broadcast(Notice.of(update))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis gone: wait and subscribe again
@@ -272,7 +315,7 @@ class Hub:
         if not isinstance(message, dict) or message.get("type") != "alert":
             log.warning("alert_notice_ignored reason=not_an_alert_message size=%d", len(data))
             return
-        self.broadcast(message)
+        self.broadcast(Notice.of(message))
 
 
 @dataclass
@@ -809,7 +852,7 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
     async def stream() -> Response:
         """Server-Sent Events: a snapshot (rankings and open alerts), then
         every ranking change and alert notice, with heartbeats."""
-        return PushResponse(hub, follow)
+        return PushResponse(hub, relay)
 
     @app.websocket("/v1/ws")
     async def websocket(ws: WebSocket) -> None:
@@ -824,84 +867,96 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
         await ws.accept()
         client = hub.join()
 
-        async def pump() -> None:
-            async for message in follow(client):
-                await ws.send_text(orjson.dumps(message).decode())
-
         async def listen() -> None:
             with contextlib.suppress(WebSocketDisconnect):
                 while True:
                     await ws.receive_text()  # (nothing is expected from clients)
 
-        await first_of(pump(), listen(), client.dropped.wait())
+        await first_of(relay(client, ws.send, True), listen(), client.dropped.wait())
         hub.leave(client)
         if client.dropped.is_set():
             # fell behind: cut it off (a close frame could wait on its full buffer)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(code=1013), 1.0)
 
-    async def follow(client: Client) -> AsyncIterator[dict[str, Any]]:
-        """One client's messages. It joined the hub before the snapshot is
-        read, so nothing published in between is missed; updates the
-        snapshot already holds are skipped. Alert notices are not sequenced:
-        each is passed on (one the snapshot already reflects is harmless, as
-        clients apply notices by alert id, in order)."""
+    async def relay(client: Client, send: Send, websocket: bool) -> None:
+        """Sends one client its messages, in order. It joined the hub
+        before the snapshot is read, so nothing published in between is
+        missed; updates the snapshot already holds are skipped. Alert
+        notices are not sequenced: each is passed on (one the snapshot
+        already reflects is harmless, as clients apply notices by alert id,
+        in order). Per message this is one wake-up and one ``send`` of the
+        event the hub encoded for everyone: 500 clients share one loop."""
+        encode = ws_event if websocket else sse_event
+        heartbeat_s = api.settings.api.heartbeat
+        loop = asyncio.get_running_loop()
+
+        def check_due() -> None:
+            # heartbeats are due after a quiet spell of the rankings: alert
+            # notices say nothing of the pipeline's pulse and do not put them
+            # off. One timer a client, re-armed per heartbeat, not per message.
+            client.timer = None
+            wait_s = client.due_s - time.monotonic()
+            if wait_s > 0:
+                client.timer = loop.call_later(wait_s, check_due)
+            else:
+                hub.offer(client, HEARTBEAT)  # (its queue full: the client fell behind)
+
+        async def resync() -> int:
+            snap = await snapshot()
+            await send(encode(orjson.dumps(snap)))
+            client.due_s = time.monotonic() + heartbeat_s
+            return int(snap["sequence"])
+
         metrics.push_clients.labels("all").inc()
         try:
-            snap = await snapshot()
-            yield snap
-            seen = snap["sequence"]
-            heartbeat = api.settings.api.heartbeat
-            # heartbeats are due after a quiet spell of the rankings: alert
-            # notices say nothing of the pipeline's pulse and do not put them off
-            due = time.monotonic() + heartbeat
+            seen = await resync()
+            client.timer = loop.call_later(heartbeat_s, check_due)
             while not client.dropped.is_set():
-                try:
-                    wait_s = max(due - time.monotonic(), 0.0)
-                    message = await asyncio.wait_for(client.queue.get(), wait_s)
-                except TimeoutError:
-                    if client.dropped.is_set():
-                        break
-                    yield {
-                        "type": "heartbeat",
-                        "sequence": seen,
-                        "at": await api.now(),
-                        "pipeline_age_s": await pipeline_age(),
-                    }
-                    due = time.monotonic() + heartbeat
-                    continue
-                if message["type"] == "alert":
+                notice = await client.queue.get()
+                if notice.sequence > seen:  # an update the client has not seen
+                    seen = notice.sequence
                     metrics.sent.inc()
-                    yield message
-                    continue
-                if message["type"] == "resync":
-                    snap = await snapshot()
-                    seen = snap["sequence"]
-                    yield snap
-                    due = time.monotonic() + heartbeat
-                    continue
-                if message["sequence"] <= seen:
-                    continue
-                seen = message["sequence"]
-                metrics.sent.inc()
-                yield message
-                due = time.monotonic() + heartbeat
+                    await send(notice.ws if websocket else notice.sse)
+                    client.due_s = time.monotonic() + heartbeat_s
+                elif notice.type == "alert":
+                    metrics.sent.inc()
+                    await send(notice.ws if websocket else notice.sse)
+                elif notice.type == "resync":
+                    seen = await resync()
+                elif notice.type == "heartbeat":
+                    if time.monotonic() >= client.due_s:  # (not put off since it was queued)
+                        beat = {
+                            "type": "heartbeat",
+                            "sequence": seen,
+                            "at": await api.now(),
+                            "pipeline_age_s": await pipeline_age(),
+                        }
+                        await send(encode(orjson.dumps(beat)))
+                        client.due_s = time.monotonic() + heartbeat_s
+                    check_due()
         finally:
+            if client.timer is not None:
+                client.timer.cancel()
             hub.leave(client)
             metrics.push_clients.labels("all").dec()
 
-    pulse: dict[str, float | None] = {"read_at": 0.0, "tick_at": None}
+    pulse_read_at = -math.inf
+    pulse_reading: asyncio.Future[Any] | None = None  # the raw tick_at
 
     async def pipeline_age() -> float | None:
         """Seconds since the publisher last ticked (None: it never did); the
-        pulse is read at most once a second for all clients."""
+        pulse is read at most once a second, one read for all clients (the
+        heartbeats of hundreds fall due together)."""
+        nonlocal pulse_read_at, pulse_reading
         now = time.time()
-        if now - (pulse["read_at"] or 0.0) >= 1.0:
-            raw = await store.client.hget(store.key("published"), "tick_at")
-            pulse["tick_at"] = float(raw) if raw is not None else None
-            pulse["read_at"] = now
-        tick_at = pulse["tick_at"]
-        return max(now - tick_at, 0.0) if tick_at is not None else None
+        if pulse_reading is None or now - pulse_read_at >= 1.0:
+            pulse_read_at = now
+            pulse_reading = asyncio.ensure_future(
+                store.client.hget(store.key("published"), "tick_at")
+            )
+        raw = await asyncio.shield(pulse_reading)
+        return max(now - float(raw), 0.0) if raw is not None else None
 
     async def snapshot() -> dict[str, Any]:
         raw = await store.client.hgetall(store.key("published"))
@@ -1190,6 +1245,14 @@ class _RedactTokens(logging.Filter):
 _TOKEN_IN_URL = re.compile(r"(access_token=)[^&\s\"']+")
 
 
+# uvicorn's options for this app (``serve`` and bench.api run it with them)
+SERVER_OPTIONS: dict[str, Any] = {
+    "access_log": False,
+    "timeout_graceful_shutdown": 5,  # push clients never end by themselves
+    "ws_per_message_deflate": False,  # compressing each update per client cost ~40 % of push CPU
+}
+
+
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
     """Run the API until interrupted (``hotspots serve``)."""
     import uvicorn
@@ -1200,10 +1263,8 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
         host=host or settings.api.host,
         port=port if port is not None else settings.api.port,
         log_level="info",
-        access_log=False,
-        timeout_graceful_shutdown=5,  # push clients never end by themselves
-        ws_per_message_deflate=False,  # compressing each update per client cost ~40 % of push CPU
+        **SERVER_OPTIONS,
     )
 
 
-__all__ = ["build", "serve", "token_digest"]
+__all__ = ["SERVER_OPTIONS", "build", "serve", "token_digest"]

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
-from itertools import chain
+from itertools import chain, groupby
 from typing import Any
 
 import numpy as np
@@ -311,10 +311,11 @@ class Store:
         if rows is not None and len(rows):
             if positions is None or len(positions) != len(ops):
                 raise ValueError("rows need the position of every op")
-            uses.update(rows.ids)
-            if len(uses) == len(rows.ids) + sum(o.op != "n" for o in ops):  # no id twice
+            distinct = set(rows.ids)
+            if len(distinct) == len(rows.ids) and distinct.isdisjoint(uses):  # no id twice
                 row_fast = np.ones(len(rows), dtype=np.bool_)
             else:
+                uses.update(rows.ids)
                 row_fast = np.fromiter((uses[i] == 1 for i in rows.ids), np.bool_, len(rows))
             times += [float(rows.batch.t_s.min()), float(rows.batch.t_s.max())]
             fast: set[int] = set()
@@ -432,13 +433,14 @@ class Store:
             slow_args += _slow_args(o)
         picked = rows if fast.all() else rows.take(fast)
         spans: dict[str, list[int]] = {}
-        if len(picked):
-            offsets = picked.offsets
-            sources = np.array(picked.sources, dtype=object)
-            for src in dict.fromkeys(picked.sources):
-                if src:
-                    mine = offsets[sources == src]
-                    spans[src] = [int(mine.min()), int(mine.max())]
+        start = 0
+        for src, run in groupby(picked.sources):  # runs of one partition
+            end = start + len(list(run))
+            if src:
+                lo, hi = int(picked.offsets[start:end].min()), int(picked.offsets[start:end].max())
+                span = spans.setdefault(src, [lo, hi])
+                span[0], span[1] = min(span[0], lo), max(span[1], hi)
+            start = end
         prefix = plan.day + SEP
         return self._args(
             plan,

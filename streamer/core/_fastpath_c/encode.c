@@ -97,7 +97,7 @@ fastpath_encode_cells(PyObject *module, PyObject *args)
     Py_buffer views[6] = {{0}};
     PyObject *half_lives = NULL, *landmarks = NULL, *out = NULL, *cells_out = NULL,
              *used_f = NULL, *used_c = NULL;
-    double *terms = NULL, *label_sums = NULL, *hour_sums = NULL;
+    double *terms = NULL, *pow2 = NULL, *label_sums = NULL, *hour_sums = NULL;
     CellRow *order = NULL, *order_tmp = NULL;
     Py_ssize_t *label_of_family = NULL, *label_of_category = NULL, *label_count = NULL,
                *touched = NULL;
@@ -189,23 +189,30 @@ fastpath_encode_cells(PyObject *module, PyObject *args)
     }
     /* decay.terms, row by row: ldexp(w * pow(2, x - floor(x)), floor(x) - landmark) */
     terms = PyMem_Malloc((m ? m : 1) * nh * sizeof(double));
+    pow2 = PyMem_Malloc((nh ? nh : 1) * sizeof(double));
     order = PyMem_Malloc((m ? m : 1) * sizeof(CellRow));
     order_tmp = PyMem_Malloc((m ? m : 1) * sizeof(CellRow));
     label_sums = PyMem_Calloc((n_labels + 1) * nh, sizeof(double));
     label_count = PyMem_Calloc(n_labels + 1, sizeof(Py_ssize_t));
     touched = PyMem_Malloc((n_labels + 1) * sizeof(Py_ssize_t));
     hour_sums = PyMem_Calloc(168, sizeof(double));
-    if (!terms || !order || !order_tmp || !label_sums || !label_count || !touched || !hour_sums) {
+    if (!terms || !pow2 || !order || !order_tmp || !label_sums || !label_count || !touched || !hour_sums) {
         PyErr_NoMemory();
         goto done;
     }
     for (Py_ssize_t r = 0; r < m; r++) {
+        /* rows of one instant (time-ordered input repeats them) share the
+         * pow() calls: the same values, so the same terms bit for bit */
+        int same_time = r > 0 && t_s[r] == t_s[r - 1];
         for (Py_ssize_t k = 0; k < nh; k++) {
             double x = t_s[r] / half[k];
             double n_whole = floor(x);
             double e = n_whole - (double)marks[k];
             int exponent = e > 100000.0 ? 100000 : e < -100000.0 ? -100000 : (int)e;
-            terms[r * nh + k] = ldexp(weight[r] * libm_pow(2.0, x - n_whole), exponent);
+            if (!same_time) {
+                pow2[k] = libm_pow(2.0, x - n_whole);
+            }
+            terms[r * nh + k] = ldexp(weight[r] * pow2[k], exponent);
         }
     }
     cells_out = PyList_New(0);
@@ -353,6 +360,7 @@ done:
     Py_XDECREF(used_f);
     Py_XDECREF(used_c);
     PyMem_Free(terms);
+    PyMem_Free(pow2);
     PyMem_Free(order);
     PyMem_Free(order_tmp);
     PyMem_Free(label_sums);

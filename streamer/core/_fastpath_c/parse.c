@@ -828,7 +828,7 @@ put_hex(char *out, uint64_t x)
     return n;
 }
 
-/* str(x) of a small non-negative int; returns the length. */
+/* str(x) of a non-negative int; returns the length. */
 static int
 put_small_int(char *out, long x)
 {
@@ -849,19 +849,33 @@ static PyObject *
 packed_of(double t_s, Weighing *w, long how, const uint64_t *cells, int n_res)
 {
     char head[64], tail[32 + 17 * MAX_RESOLUTIONS];
-    char *t_repr = PyOS_double_to_string(t_s, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
-    if (t_repr == NULL) {
-        return NULL;
-    }
     Py_ssize_t w_len = PyUnicode_GET_LENGTH(w->weight_repr);
-    size_t t_len = strlen(t_repr);
-    if (t_len + (size_t)w_len + 2 > sizeof(head)) {
+    size_t t_len;
+    if (t_s > 0.0 && t_s < 1e15 && t_s == floor(t_s)) {
+        /* most records carry whole seconds: repr() of a whole double below
+         * 1e16 is its integer digits and ".0" (no dtoa needed) */
+        t_len = (size_t)put_small_int(head, (long)t_s);
+        head[t_len++] = '.';
+        head[t_len++] = '0';
+    }
+    else {
+        char *t_repr = PyOS_double_to_string(t_s, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+        if (t_repr == NULL) {
+            return NULL;
+        }
+        t_len = strlen(t_repr);
+        if (t_len + (size_t)w_len + 2 > sizeof(head)) {
+            PyMem_Free(t_repr);
+            PyErr_SetString(PyExc_ValueError, "float repr too long");
+            return NULL;
+        }
+        memcpy(head, t_repr, t_len);
         PyMem_Free(t_repr);
+    }
+    if (t_len + (size_t)w_len + 2 > sizeof(head)) {
         PyErr_SetString(PyExc_ValueError, "float repr too long");
         return NULL;
     }
-    memcpy(head, t_repr, t_len);
-    PyMem_Free(t_repr);
     head[t_len] = SEP;
     memcpy(head + t_len + 1, PyUnicode_1BYTE_DATA(w->weight_repr), (size_t)w_len);
     size_t head_len = t_len + 1 + (size_t)w_len;

@@ -22,9 +22,10 @@ import numpy as np
 
 from streamer.adapters.files import SourceProfile, concat_columns, read_columns, standing
 from streamer.adapters.store import Store, StoreOp
-from streamer.core.aggregate import Batch, encode_cells, hours_of_week
+from streamer.core.aggregate import Batch, hours_of_week
 from streamer.core.cells import cells_of_many
 from streamer.core.events import EventRules
+from streamer.core.fastpath import encode_cells
 from streamer.core.scoring import Contribution, Scorer, clean_label
 
 

@@ -87,12 +87,11 @@ def cells_of_many(
         return np.zeros((0, len(resolutions)), dtype=np.uint64)
     # complex numbers compare exactly on both parts and sort fast
     unique, inverse = np.unique(lat_deg + 1j * lon_deg, return_inverse=True)
-    to_int = h3.str_to_int
-    to_cell = h3.latlng_to_cell
+    to_cell = _h3int.latlng_to_cell  # the integer API: no hex round trip
     points = list(zip(unique.real.tolist(), unique.imag.tolist(), strict=True))
     columns = [
         np.fromiter(
-            (to_int(to_cell(lat, lon, r)) for lat, lon in points),
+            (to_cell(lat, lon, r) for lat, lon in points),
             dtype=np.uint64,
             count=len(points),
         )

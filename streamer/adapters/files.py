@@ -260,12 +260,36 @@ def standing(cols: Columns, rules: EventRules, *, now_s: float) -> Standing:
     is_cancel = cols.ops == "cancel"
     rejected = Counter(r for r in reasons[~is_cancel] if r is not None)
     candidates = np.flatnonzero(keep | is_cancel)
-    ids = cols.ids[candidates].tolist()
-    last_row = dict(zip(ids, candidates.tolist(), strict=True))  # later rows overwrite
-    last = np.fromiter(last_row.values(), dtype=np.int64, count=len(last_row))
-    last.sort()
+    last = _last_of_each_id(cols.ids[candidates], candidates)
     rows: npt.NDArray[np.int64] = last[~is_cancel[last]]
-    return Standing(rows, rejected, len(ids) - len(last_row), int(last.size - rows.size))
+    return Standing(rows, rejected, candidates.size - last.size, int(last.size - rows.size))
+
+
+def _last_of_each_id(
+    ids: npt.NDArray[np.object_], rows: npt.NDArray[np.int64]
+) -> npt.NDArray[np.int64]:
+    """Of ``rows`` (ascending, their ids ``ids``), the last row of each id,
+    ascending. Ids of one type are numbered by Arrow (a Python dict of 1.5 M
+    ids took most of a second); mixed ones (ints beside strings: Python's
+    equality, not Arrow's, decides) go through a dict."""
+    try:
+        column = pa.array(ids)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+        column = None
+    if (
+        column is not None
+        and column.null_count == 0
+        and (pa.types.is_string(column.type) or pa.types.is_integer(column.type))
+    ):
+        codes = pc.dictionary_encode(column).indices.to_numpy(zero_copy_only=False)
+        # the first of each code in the reversed rows is the last in file order
+        _, first_reversed = np.unique(codes[::-1], return_index=True)
+        last: npt.NDArray[np.int64] = rows[rows.size - 1 - first_reversed]
+    else:
+        by_id = dict(zip(ids.tolist(), rows.tolist(), strict=True))  # later rows overwrite
+        last = np.fromiter(by_id.values(), dtype=np.int64, count=len(by_id))
+    last.sort()
+    return last
 
 
 def standing_rows(cols: Columns, rules: EventRules, *, now_s: float) -> npt.NDArray[np.int64]:

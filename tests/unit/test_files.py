@@ -14,7 +14,10 @@ import orjson
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from streamer.adapters import files
 from streamer.adapters.files import (
     Columns,
     SourceProfile,
@@ -436,3 +439,26 @@ def test_every_shared_data_category_has_a_rule() -> None:
         table = tomllib.load(handle)["categories"]
     assert len(names) == 32
     assert names <= set(table), sorted(names - set(table))
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(["a", "b", "c", "é", ""]),
+            st.integers(min_value=-3, max_value=3),
+            st.integers(min_value=2**63, max_value=2**64),
+            st.none(),
+        ),
+        max_size=60,
+    ),
+    st.booleans(),
+)
+def test_the_last_row_of_each_id_as_a_dict_would_keep_it(ids: list[object], one_type: bool) -> None:
+    if one_type:
+        ids = [str(i) for i in ids]
+    rows = np.arange(len(ids), dtype=np.int64) * 3 + 5
+    by_id = dict(zip(ids, rows.tolist(), strict=True))
+    want = sorted(by_id.values())
+    column = np.empty(len(ids), dtype=object)
+    column[:] = ids
+    assert files._last_of_each_id(column, rows).tolist() == want

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -159,10 +158,6 @@ class Prepared:
             self.newest_event_s = t
 
 
-_TOPIC = attrgetter("topic")
-_PARTITION = attrgetter("partition")
-
-
 def prepare(
     messages: Sequence[Message],
     rules: EventRules,
@@ -172,16 +167,9 @@ def prepare(
     fast: FastParser | None = None,
 ) -> Prepared:
     """Parse, validate and weigh a batch. Never raises for bad input."""
-    topics = set(map(_TOPIC, messages))
-    if len(topics) == 1:  # the usual batch: no tuple per message
-        topic = topics.pop()
-        names = {p: f"{topic}:{p}" for p in set(map(_PARTITION, messages))}
-        sources = list(map(names.__getitem__, map(_PARTITION, messages)))
-    else:
-        sources = [f"{m.topic}:{m.partition}" for m in messages]
     return prepare_values(
         [m.value for m in messages],
-        sources,
+        [f"{m.topic}:{m.partition}" for m in messages],
         [m.offset for m in messages],
         messages.__getitem__,
         rules,

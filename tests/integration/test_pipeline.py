@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streamer import app
 from streamer.adapters.broker import LocalBroker
@@ -92,6 +93,46 @@ async def test_redelivery_after_lost_commit_changes_nothing(
     assert await second.store.seq() == seq
     alive = oracle.live(ops)
     await assert_matches_oracle(second.store, alive, max(r.t_s for r in alive.values()))
+
+
+async def test_a_stopped_worker_has_committed_what_the_store_applied(
+    broker: LocalBroker,
+    client: aioredis.Redis,
+    namespace: str,
+    redis_url: str,
+    rows: list[oracle.Row],
+) -> None:
+    """Commits run beside the next batch's store write, not in its path: on
+    stop, every batch the store holds is committed all the same."""
+    settings = settings_for(namespace, broker.bootstrap, redis_url)
+    app.ensure_topics(settings)
+    topic = settings.kafka.incidents_topic
+    ends = publish(broker.bootstrap, topic, [("upsert", r) for r in rows[:3000]]).last_offsets
+    worker = consumer_for(settings, client)
+    commit = worker._commit
+
+    async def slow_commit(offsets: dict[TopicPartition, int]) -> None:
+        await asyncio.sleep(0.5)  # a slow broker: stop comes before the commit ends
+        await commit(offsets)
+
+    worker._commit = slow_commit  # type: ignore[method-assign]
+    async with running(worker):
+        await wait_applied(worker.store, ends)
+    assert worker.batches > 1
+    applied = {
+        k.decode(): int(v) for k, v in (await client.hgetall(f"{{{namespace}}}:offsets")).items()
+    }
+    assert applied == ends
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=broker.bootstrap, group_id=settings.kafka.group, enable_auto_commit=False
+    )
+    await reader.start()
+    try:
+        for source, last in ends.items():
+            partition = int(source.rsplit(":", 1)[1])
+            assert await reader.committed(TopicPartition(topic, partition)) == last + 1
+    finally:
+        await reader.stop()
 
 
 async def test_seek_on_assignment_skips_what_the_store_applied(

@@ -269,16 +269,12 @@ def build(
 
     @fapp.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
-        ok = await _probe(store) and consumer.kafka_ok
-        metrics.ready.set(1 if ok else 0)
-        body = {"ready": ok, "redis": consumer.store_ok, "kafka": consumer.kafka_ok}
+        ok = await consumer.check_health(timeout_s=1.0)
+        body = {
+            "ready": ok,
+            "redis": consumer.store_ok and consumer.redis_ok,
+            "kafka": consumer.kafka_ok,
+        }
         return web.json(body, status=200 if ok else 503)
 
     return fapp, consumer, metrics
-
-
-async def _probe(store: Store) -> bool:
-    try:
-        return bool(await asyncio.wait_for(store.client.ping(), timeout=1.0))
-    except Exception:
-        return False

@@ -58,6 +58,10 @@ class ConsumerOptions:
     # How long the broker may hold a fetch for more data: short, for latency
     # (Tansu holds a fetch for the whole wait when data trickles in).
     fetch_max_wait_ms: int = 20
+    # how often Kafka (a metadata request) and Redis (PING) are asked whether
+    # they answer, for readiness: an idle worker, or one whose client retries
+    # a lost broker quietly, learns of an outage no other way
+    health_interval_s: float = 5.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -124,7 +128,8 @@ class BatchConsumer:
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.stopping = asyncio.Event()
-        self.store_ok = True
+        self.store_ok = True  # the last store write went through (or none failed)
+        self.redis_ok = True  # Redis answered the last health check
         self._store_failures = 0
         self.kafka_ok = False
         self.batches = 0
@@ -214,8 +219,16 @@ class BatchConsumer:
         # longer walks it (it paused the loop ~70 ms, a latency tail).
         gc.collect()
         gc.freeze()
+        watch = asyncio.ensure_future(self._watch_health())
+        try:
+            await self._consume(self.options.max_records)
+        finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+
+    async def _consume(self, limit: int) -> None:
         in_flight: asyncio.Future[None] | None = None
-        limit = self.options.max_records
         while not self.stopping.is_set():
             batch = await self._poll(self.options.poll_timeout_ms, limit)
             if batch is None:
@@ -261,7 +274,8 @@ class BatchConsumer:
             batch: dict[TopicPartition, list[Any]] = await self.consumer.getmany(
                 timeout_ms=timeout_ms, max_records=max_records
             )
-            self.kafka_ok = True
+            if batch:
+                self.kafka_ok = True  # (an empty poll says nothing: the client retries quietly)
             return self._past_applied(batch) if self.applied_floor else batch
         except KafkaError as exc:
             self.kafka_ok = False
@@ -449,7 +463,7 @@ class BatchConsumer:
             log.info("store_recovered after_failures=%d", self._store_failures)
         self.store_ok = True
         self._store_failures = 0
-        self.metrics.ready.set(1 if self.kafka_ok else 0)
+        self.metrics.ready.set(1 if self.ready() else 0)
 
     async def _store_down(self, exc: BaseException) -> None:
         if self.store_ok:
@@ -463,7 +477,37 @@ class BatchConsumer:
         await asyncio.sleep(delay)
 
     def ready(self) -> bool:
-        return self.store_ok and self.kafka_ok
+        return self.store_ok and self.redis_ok and self.kafka_ok
+
+    async def check_health(self, timeout_s: float = 2.0) -> bool:
+        """Ask Kafka (metadata) and Redis (PING) whether they answer, within
+        ``timeout_s`` each; sets the readiness gauge and returns readiness."""
+
+        async def answers(request: Any) -> bool:
+            try:
+                await asyncio.wait_for(request, timeout_s)
+                return True
+            except Exception:
+                return False
+
+        kafka = self.consumer is not None and await answers(self.consumer.topics())
+        redis_ok = await answers(self.store.client.ping())
+        if kafka != self.kafka_ok or redis_ok != self.redis_ok:
+            log.log(
+                logging.INFO if kafka and redis_ok else logging.WARNING,
+                "health kafka=%s redis=%s",
+                "up" if kafka else "down",
+                "up" if redis_ok else "down",
+            )
+        self.kafka_ok, self.redis_ok = kafka, redis_ok
+        self.metrics.ready.set(1 if self.ready() else 0)
+        return self.ready()
+
+    async def _watch_health(self) -> None:
+        while not self.stopping.is_set():
+            await self.check_health()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), self.options.health_interval_s)
 
 
 __all__ = ["BatchConsumer", "ConsumerOptions", "message_of"]

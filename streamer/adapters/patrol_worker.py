@@ -73,7 +73,8 @@ class PingConsumer(BatchConsumer):
                     return  # not committed: redelivered, and harmless
             finally:
                 self.metrics.store_seconds.observe(time.monotonic() - t0)
-        await self._commit(batch)
+        self._commit_later(batch)
+        await self.flush_commits()
         self.metrics.pings.labels("accepted").inc(len(pings))
         self.metrics.pings.labels("dead_letter").inc(len(dead))
         self.metrics.batch_seconds.observe(time.monotonic() - started)

@@ -4,13 +4,14 @@ Redis restarted mid-stream. The final state must equal the oracle."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import shutil
 import signal
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -245,6 +246,64 @@ async def test_redis_restarted_mid_stream_is_waited_out(
             await assert_matches_oracle(worker.store, alive, max(r.t_s for r in alive.values()))
             assert worker.metrics.store_errors._value.get() > 0
     finally:
+        await client.aclose()
+        server.terminate()
+        server.wait(timeout=10)
+
+
+async def _until(check: Callable[[], bool], timeout_s: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not check() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return check()
+
+
+async def _stays(check: Callable[[], bool], seconds: float = 1.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not check():
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+async def test_readiness_follows_an_outage_of_either_while_idle(
+    namespace: str, own_redis: tuple[str, int, Path], tmp_path: Path
+) -> None:
+    """An idle worker sees no failing write or poll: its health checks still
+    drop readiness (and the gauge) while Redis or Kafka is down, and raise
+    it again when Redis is back, no batch needed."""
+    binary, port, data = own_redis
+    server = start_redis(binary, port, data)
+    own_broker = LocalBroker(log_dir=tmp_path / "tansu").start()
+    url = f"redis://127.0.0.1:{port}/0"
+    settings = settings_for(namespace, own_broker.bootstrap, url)
+    app.ensure_topics(settings)
+    client = aioredis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    worker = consumer_for(settings, client)
+    worker.options = dataclasses.replace(worker.options, health_interval_s=0.2)
+    gauge = worker.metrics.ready
+    try:
+        async with running(worker):
+            assert await _until(lambda: worker.ready() and gauge._value.get() == 1)
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=10)
+            assert await _until(lambda: not worker.ready()), "Redis down: not ready"
+            assert await _stays(lambda: not worker.ready())
+            assert gauge._value.get() == 0 and not worker.redis_ok and worker.kafka_ok
+            server = start_redis(binary, port, data)
+            assert await _until(lambda: worker.ready()), "Redis back: ready, with no batch"
+            assert gauge._value.get() == 1 and worker.batches == 0
+            own_broker.stop()
+            assert await _until(lambda: not worker.ready()), "Kafka down: not ready"
+            assert await _stays(lambda: not worker.ready())
+            assert gauge._value.get() == 0 and not worker.kafka_ok and worker.redis_ok
+            # a broker on the same port again (Tansu keeps topics in memory: a
+            # new, empty one), so that the worker can also leave its group
+            own_broker = LocalBroker(log_dir=tmp_path / "tansu2", port=own_broker.port).start()
+            assert await _until(lambda: worker.ready()), "Kafka back: ready"
+    finally:
+        own_broker.stop()
         await client.aclose()
         server.terminate()
         server.wait(timeout=10)

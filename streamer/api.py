@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import heapq
 import hmac
@@ -22,6 +23,7 @@ import logging
 import math
 import re
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -42,8 +44,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.utils import HIREDIS_AVAILABLE
 from starlette.websockets import WebSocketDisconnect
 
 from streamer import app as wiring
@@ -103,6 +108,14 @@ class Metrics:
         self.sent = Counter(
             "hotspots_push_messages_total", "push messages sent", registry=self.registry
         )
+        self._timers: dict[str, Callable[[float], None]] = {}
+
+    def request_took(self, route: str, seconds: float) -> None:
+        """Counts a request of ``route`` (its path pattern) that took ``seconds``."""
+        timer = self._timers.get(route)
+        if timer is None:  # (labels() locks and hashes: once per route)
+            timer = self._timers[route] = self.latency.labels(route).observe
+        timer(seconds)
 
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]  # an ASGI send
@@ -188,7 +201,61 @@ class Timing:
             await self.app(scope, receive, send)
         finally:
             name = getattr(scope.get("route"), "path", "other")
-            self.metrics.latency.labels(name).observe(time.perf_counter() - started)
+            self.metrics.request_took(name, time.perf_counter() - started)
+
+
+Answer = Callable[[Any], Awaitable[Response | None]]  # an ASGI scope -> a response or None
+
+
+class LaneApp(FastAPI):
+    """FastAPI, with a fast lane for the busiest reads (``/v1/risk`` and
+    ``/v1/hotspots``): their usual request is answered here, before FastAPI's
+    per-request work (its middleware stack, routing through every route, a
+    request object, solving the token dependency and each query parameter
+    through pydantic: more than half the CPU of such a request).
+
+    A lane's answer returns None for anything unusual (a missing or refused
+    token, a parameter it does not know, a value it cannot read exactly as
+    FastAPI would), and the lane leaves alone requests with an ``Origin``
+    (browsers' cross-origin calls: CORS adds its headers) or a root path:
+    those go the general way, which answers them as before. So does a
+    request whose answer raised (say an unknown horizon: the route raises the
+    same error again, through FastAPI's handlers), except that a store that
+    is down gets its 503 at once. Lane requests are timed under their
+    route, as the general way's."""
+
+    def __init__(self, metrics: Metrics, **options: Any) -> None:
+        super().__init__(**options)
+        self.metrics = metrics
+        self.lanes: dict[str, Answer] = {}
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        answer = self.lanes.get(scope["path"]) if scope["type"] == "http" else None
+        if (
+            answer is None
+            or scope["method"] != "GET"
+            or scope.get("root_path")
+            or any(key == b"origin" for key, _ in scope["headers"])
+        ):
+            await super().__call__(scope, receive, send)
+            return
+        started = time.perf_counter()
+        timed = True
+        try:
+            try:
+                response = await answer(scope)
+            except STORE_DOWN:
+                response = store_unavailable()
+            except Exception:  # the general way raises it again, through FastAPI's handlers
+                response = None
+            if response is None:
+                timed = False  # (the general way times it)
+                await super().__call__(scope, receive, send)
+            else:
+                await response(scope, receive, send)
+        finally:
+            if timed:
+                self.metrics.request_took(scope["path"], time.perf_counter() - started)
 
 
 class PushResponse(Response):
@@ -318,6 +385,21 @@ class Hub:
         self.broadcast(Notice.of(message))
 
 
+@dataclass(slots=True)
+class Listing:
+    """A ``/v1/hotspots`` answer for one query and sequence number, made at
+    ``at_s``: its items (scores decayed to ``at_s``), the ranking's total,
+    each item's hexagon encoded once (a third of the encoding's work), and,
+    once a JSON request came at ``at_s`` itself (the event clock moves by
+    steps), the JSON answer for that instant."""
+
+    at_s: float
+    items: list[dict[str, Any]]
+    total: float
+    polygons: list[orjson.Fragment]
+    body: bytes | None = None
+
+
 @dataclass
 class Api:
     """What the routes share."""
@@ -330,11 +412,10 @@ class Api:
     boundary: bytes
     clock: EngineClock
     _totals: dict[tuple[str, int, int], float] = field(default_factory=dict)
-    # /v1/hotspots answers per query and sequence number: (at, items, total)
-    _lists: dict[tuple[Any, ...], tuple[float, list[dict[str, Any]], float]] = field(
-        default_factory=dict
-    )
+    # /v1/hotspots answers per query and sequence number
+    _lists: dict[tuple[Any, ...], Listing] = field(default_factory=dict)
     _clock_read: float = -1.0
+    _seq_command: bytes | None = None
     _clock_reading: asyncio.Future[float] | None = None
 
     async def now(self) -> float:
@@ -353,7 +434,28 @@ class Api:
         return self.clock()
 
     async def sequence(self) -> int:
-        return await self.store.seq()
+        """The store's sequence number (:meth:`Store.seq`), its command packed
+        once and sent on a pooled connection as the store sends its scripts:
+        redis-py's way through a command took more CPU than the rest of a
+        kept ``/v1/hotspots`` answer. (A cluster client goes its own way.)"""
+        client = self.store.client
+        if isinstance(client, RedisCluster):
+            return await self.store.seq()
+        if self._seq_command is None:
+            self._seq_command = resp_command(b"HGET", self.store.key("meta").encode(), b"seq")
+        pool = client.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await conn.send_packed_command(self._seq_command)
+            raw = await conn.read_response()
+        except ResponseError:
+            raise
+        except BaseException:
+            await conn.disconnect()  # a reply may still be on its way
+            raise
+        finally:
+            await pool.release(conn)
+        return int(raw or 0)
 
     async def total(self, horizon: str, resolution: int, seq: int, at_s: float) -> float:
         """Sum of the ranking's stored scores (cached per sequence number),
@@ -373,7 +475,14 @@ class Api:
 
 
 def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
-    """The ASGI app for ``settings`` (tests pass their own Redis client)."""
+    """The ASGI app for ``settings`` (tests pass their own Redis client).
+
+    An app that makes its own client is the whole of its process (``serve``,
+    bench.api): at startup it takes what was built so far out of the garbage
+    collector's rounds (:func:`gc.freeze`). Those objects live as long as the
+    server, and a full collection that walked them (about 120 k) stopped every
+    request for 60-80 ms about every ten seconds at 1,000 requests/s, the
+    worst of the latency tail."""
     own_client = client is None
     # push clients and requests share the pool: room for many, waiting when full
     store = wiring.store(settings, client or wiring.redis_client(settings, max_connections=512))
@@ -392,6 +501,9 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if own_client:
+            gc.collect()
+            gc.freeze()
         hub.start()
         try:
             yield
@@ -400,7 +512,8 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
             if own_client:
                 await store.client.aclose()
 
-    app = FastAPI(
+    app = LaneApp(
+        metrics,
         title="hotspots",
         version="1",
         summary="Real-time hot spots: rankings, cells, dispatch risk, alerts, live push",
@@ -415,11 +528,11 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
             allow_headers=["Authorization"],
         )
 
-    async def store_unavailable(request: Request, exc: Exception) -> Response:
-        return JSONResponse({"error": "store unavailable"}, status_code=503)
+    async def store_down(request: Request, exc: Exception) -> Response:
+        return store_unavailable()
 
     for error in STORE_DOWN:
-        app.add_exception_handler(error, store_unavailable)
+        app.add_exception_handler(error, store_down)
     app.add_middleware(Timing, metrics=metrics)
 
     def caller_of(token: str | None) -> Caller | None:
@@ -431,18 +544,12 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
                 return caller
         return None
 
-    def bearer(request: Request) -> str | None:
-        header = request.headers.get("authorization", "")
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer" and value:
-            return value.strip()
-        return request.query_params.get("access_token")
-
     def allow(roles: frozenset[str]) -> Callable[[Request], Awaitable[Caller]]:
         # async, though it awaits nothing: FastAPI runs a plain def dependency
         # in its thread pool, a thread hop on every request
         async def check(request: Request) -> Caller:
-            caller = caller_of(bearer(request))
+            header = request.headers.get("authorization", "")
+            caller = caller_of(bearer(header, request.query_params.get("access_token")))
             if caller is None:
                 raise HTTPException(401, headers={"WWW-Authenticate": "Bearer"})
             if caller.role not in roles:
@@ -519,38 +626,63 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
 
     @app.get("/v1/hotspots", dependencies=[anyone])
     async def hotspots(
-        horizon: str = Query("week", description="a configured horizon name"),
-        resolution: int = Query(9, description="a configured H3 resolution"),
-        limit: int = Query(20, ge=1, le=1000),
+        horizon: str = Query(HOTSPOTS_DEFAULT.horizon, description="a configured horizon name"),
+        resolution: int = Query(
+            HOTSPOTS_DEFAULT.resolution, description="a configured H3 resolution"
+        ),
+        limit: int = Query(HOTSPOTS_DEFAULT.limit, ge=1, le=MAX_LIMIT),
         family: str | None = Query(None, description="rank by this family's score"),
         bbox: str | None = Query(None, description="min_lon,min_lat,max_lon,max_lat"),
-        format: str = Query("json", pattern="^(json|geojson)$"),
+        format: str = Query(HOTSPOTS_DEFAULT.format, pattern="^(json|geojson)$"),
     ) -> Response:
         """Ranked hot spot cells, scores decayed to now."""
+        return await hotspots_answer(
+            HotspotsQuery(horizon, resolution, limit, family, bbox, format)
+        )
+
+    async def hotspots_fast(scope: Any) -> Response | None:
+        """``/v1/hotspots`` in the fast lane (:class:`LaneApp`), or None."""
+        query = query_of(scope)
+        caller = caller_of(bearer(header_of(scope, b"authorization"), query.get("access_token")))
+        if caller is None or caller.role not in ANY_ROLE:
+            return None
+        asked = HotspotsQuery.read(query)
+        return None if asked is None else await hotspots_answer(asked)
+
+    async def hotspots_answer(q: HotspotsQuery) -> Response:
+        horizon, resolution, limit, family = q.horizon, q.resolution, q.limit, q.family
         check_grid(horizon, resolution)
-        box = parse_bbox(bbox)
+        box = parse_bbox(q.bbox)
         at_s = await api.now()
         seq = await api.sequence()
         # Until the store changes (seq), the list, its shares, trends, counts
         # and peak hours stay as they are, and every score decays by one
         # factor: the answer is kept per query and seq, and rescaled.
         key = (horizon, resolution, limit, family, box, seq)
-        cached = api._lists.get(key)
-        if cached is None:
-            cached = await hotspot_items(horizon, resolution, limit, family, box, at_s, seq)
+        kept = api._lists.get(key)
+        if kept is None:
+            at_ref, template, total_ref = await hotspot_items(
+                horizon, resolution, limit, family, box, at_s, seq
+            )
+            polygons = [orjson.Fragment(orjson.dumps(item["polygon"])) for item in template]
+            kept = Listing(at_ref, template, total_ref, polygons)
             if len(api._lists) > 256:
                 api._lists.clear()
-            api._lists[key] = cached
-        at_ref, template, total_ref = cached
-        factor = 2.0 ** (-(at_s - at_ref) / store.horizons[horizon])
-        total = total_ref * factor
+            api._lists[key] = kept
+        as_json = q.format == "json"
+        if as_json and at_s == kept.at_s and kept.body is not None:
+            # the same query, sequence number and instant: the same answer
+            return Response(kept.body, media_type="application/json")
+        factor = 2.0 ** (-(at_s - kept.at_s) / store.horizons[horizon])
+        total = kept.total * factor
         items = [
             {
                 **item,
                 "score": item["score"] * factor,
                 "families": {f: v * factor for f, v in item["families"].items()},
+                "polygon": encoded if as_json else item["polygon"],
             }
-            for item in template
+            for item, encoded in zip(kept.items, kept.polygons, strict=True)
         ]
         body = {
             "sequence": seq,
@@ -561,13 +693,16 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
             "total": total,
             "hotspots": items,
         }
-        if format == "geojson":
+        if not as_json:
             for item in items:
                 families = item.pop("families")
                 item.update({f"family_{k}": v for k, v in families.items()})
                 item["peak_hours"] = ",".join(map(str, item["peak_hours"]))
             return geojson_of(items, horizon=horizon, sequence=seq)
-        return Response(orjson.dumps(body), media_type="application/json")
+        content = orjson.dumps(body)
+        if at_s == kept.at_s:  # (factor 1.0 exactly: x * 1.0 == x)
+            kept.body = content
+        return Response(content, media_type="application/json")
 
     async def hotspot_items(
         horizon: str,
@@ -701,23 +836,40 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
     ) -> Response:
         """For dispatch: the location's cell at each resolution and its rank,
         percentile and hot-spot status (in the top ``publish.top_n``) per horizon."""
+        return await risk_answer(lat, lon)
+
+    async def risk_fast(scope: Any) -> Response | None:
+        """``/v1/risk`` in the fast lane (:class:`LaneApp`), or None."""
+        query = query_of(scope)
+        caller = caller_of(bearer(header_of(scope, b"authorization"), query.get("access_token")))
+        if caller is None or caller.role not in DISPATCH or not query.keys() <= RISK_PARAMS:
+            return None
+        lat = decimal_in(query.get("lat"), 90.0)
+        lon = decimal_in(query.get("lon"), 180.0)
+        return None if lat is None or lon is None else await risk_answer(lat, lon)
+
+    async def risk_answer(lat: float, lon: float) -> Response:
         at_s = await api.now()
         cells = [cell_hex(cell_of(lat, lon, r)) for r in store.resolutions]
         pairs = list(zip(store.resolutions, cells, strict=True))
         seq, landmarks, rows = await store.positions(pairs)
         top_n = api.settings.publish.top_n
+        factors = {
+            n: decay.decay_factor(at_s, store.horizons[n], k)
+            for n, k in landmarks.items()
+            if k is not None
+        }
         out = []
         for res, c, per in zip(store.resolutions, cells, rows, strict=True):
             horizons: dict[str, Any] = {}
             for n, found in per.items():
-                k = landmarks[n]
-                if found is None or k is None:
+                if found is None or n not in factors:
                     horizons[n] = {"rank": None, "score": 0.0, "percentile": 0.0, "hotspot": False}
                     continue
                 rank, stored, size = found
                 horizons[n] = {
                     "rank": rank + 1,
-                    "score": stored * decay.decay_factor(at_s, store.horizons[n], k),
+                    "score": stored * factors[n],
                     "percentile": 100.0 * (1.0 - rank / max(size, 1)),
                     "hotspot": rank < top_n,
                 }
@@ -1063,11 +1215,126 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
         scored.sort(key=lambda x: (-x[0], x[1]))
         return scored
 
+    app.lanes.update({"/v1/risk": risk_fast, "/v1/hotspots": hotspots_fast})
     return app
 
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def resp_command(*words: bytes) -> bytes:
+    """A command in the Redis protocol (an array of bulk strings).
+
+    >>> resp_command(b"HGET", b"{p}:meta", b"seq")
+    b'*3\\r\\n$4\\r\\nHGET\\r\\n$8\\r\\n{p}:meta\\r\\n$3\\r\\nseq\\r\\n'
+    """
+    return b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in words)
+
+
+def store_unavailable() -> Response:
+    """The answer of any route while Redis cannot be reached."""
+    return JSONResponse({"error": "store unavailable"}, status_code=503)
+
+
+def bearer(header: str, query_token: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer TOKEN`` header, else the
+    ``access_token`` query parameter's.
+
+    >>> bearer("Bearer abc ", None), bearer("bearer", "q"), bearer("", None)
+    ('abc', 'q', None)
+    """
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value:
+        return value.strip()
+    return query_token
+
+
+def query_of(scope: Any) -> dict[str, str]:
+    """A request's query parameters as Starlette reads them (the last of a
+    repeated one wins, as in ``request.query_params.get``)."""
+    text = scope["query_string"].decode("latin-1")
+    return dict(urllib.parse.parse_qsl(text, keep_blank_values=True))
+
+
+def header_of(scope: Any, name: bytes) -> str:
+    """A request header (lower-case ``name``) as Starlette reads it: the
+    first one, or "" when absent."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return ""
+
+
+# values FastAPI would read the same way: plain decimals and whole numbers only
+_DECIMAL = re.compile(r"-?[0-9]{1,3}(?:\.[0-9]{1,20})?")
+_WHOLE = re.compile(r"0|[1-9][0-9]{0,5}")
+
+
+def decimal_in(text: str | None, bound: float) -> float | None:
+    """A plain decimal number within ``[-bound, bound]``, else None.
+
+    >>> decimal_in("39.952583", 90), decimal_in("-75.2", 180), decimal_in("91", 90)
+    (39.952583, -75.2, None)
+    >>> decimal_in("1e1", 90), decimal_in(" 1", 90), decimal_in(None, 90)
+    (None, None, None)
+    """
+    if text is None or _DECIMAL.fullmatch(text) is None:
+        return None
+    value = float(text)
+    return value if -bound <= value <= bound else None
+
+
+def whole(text: str | None, default: int) -> int | None:
+    """A whole number written plainly (``default`` when absent), else None.
+
+    >>> whole("9", 0), whole(None, 20), whole("09", 0), whole("-1", 0), whole("", 0)
+    (9, 20, None, None, None)
+    """
+    if text is None:
+        return default
+    return int(text) if _WHOLE.fullmatch(text) is not None else None
+
+
+MAX_LIMIT = 1000
+RISK_PARAMS = frozenset({"lat", "lon", "access_token"})
+HOTSPOTS_PARAMS = frozenset(
+    {"horizon", "resolution", "limit", "family", "bbox", "format", "access_token"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HotspotsQuery:
+    """``/v1/hotspots``'s parameters."""
+
+    horizon: str = "week"
+    resolution: int = 9
+    limit: int = 20
+    family: str | None = None
+    bbox: str | None = None
+    format: str = "json"
+
+    @staticmethod
+    def read(query: dict[str, str]) -> HotspotsQuery | None:
+        """The parameters as FastAPI reads them, or None when one is unknown
+        or not plainly valid (FastAPI answers those, with its messages)."""
+        if not query.keys() <= HOTSPOTS_PARAMS:
+            return None
+        d = HOTSPOTS_DEFAULT
+        resolution = whole(query.get("resolution"), d.resolution)
+        limit = whole(query.get("limit"), d.limit)
+        format = query.get("format", d.format)
+        if resolution is None or limit is None or not 1 <= limit <= MAX_LIMIT:
+            return None
+        if format not in ("json", "geojson"):
+            return None
+        horizon = query.get("horizon", d.horizon)
+        return HotspotsQuery(
+            horizon, resolution, limit, query.get("family"), query.get("bbox"), format
+        )
+
+
+HOTSPOTS_DEFAULT = HotspotsQuery()
 
 
 async def read_alerts(
@@ -1245,8 +1512,13 @@ class _RedactTokens(logging.Filter):
 _TOKEN_IN_URL = re.compile(r"(access_token=)[^&\s\"']+")
 
 
-# uvicorn's options for this app (``serve`` and bench.api run it with them)
+# uvicorn's options for this app (``serve`` and bench.api run it with them).
+# The event loop and HTTP parser are named, not "auto": uvloop and httptools
+# are dependencies, and without them a request takes 1.3-1.7 times the CPU
+# (bench.api), so a broken install fails at start instead of running slow.
 SERVER_OPTIONS: dict[str, Any] = {
+    "loop": "uvloop",
+    "http": "httptools",
     "access_log": False,
     "timeout_graceful_shutdown": 5,  # push clients never end by themselves
     "ws_per_message_deflate": False,  # compressing each update per client cost ~40 % of push CPU
@@ -1258,6 +1530,8 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     import uvicorn
 
     logging.getLogger("uvicorn.error").addFilter(_RedactTokens())
+    if not HIREDIS_AVAILABLE:  # (redis-py falls back to its own parser without a word)
+        log.warning("redis_parser=python reason=hiredis_not_installed (more CPU per reply)")
     uvicorn.run(
         build(settings),
         host=host or settings.api.host,

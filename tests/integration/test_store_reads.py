@@ -98,8 +98,13 @@ async def test_prune_removes_only_what_decayed_to_nothing(
     newest = max(r.t_s for r in rows[:3000])
     later = newest + 40 * 86400  # 40 days on: day scores are ~1e-12 of what they were
     before_year = await store.top("year", 10, 10**6, later)
+    seq = await store.seq()
     removed, deleted = await store.prune(later)
     assert removed > 0 and deleted == 0  # nothing is dead over a year's half-life
+    # rankings changed (sizes, ranks, totals): readers' caches keyed by seq must see it
+    assert await store.seq() == seq + 1
+    assert await store.prune(later) == (0, 0)
+    assert await store.seq() == seq + 1  # nothing changed: seq stays
     assert await store.top("day", 10, 10, later) == []
     assert await client.zcard(store.key("rank", "day", 10)) == 0
     assert await store.top("year", 10, 10**6, later) == before_year

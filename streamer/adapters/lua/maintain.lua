@@ -38,7 +38,8 @@ if op == 'prune' then
       end
     end
   end
-  if deleted > 0 then redis.call('HINCRBY', META, 'seq', 1) end
+  -- (a ranking that lost entries changed: sizes, ranks, totals; readers cache by seq)
+  if removed > 0 then redis.call('HINCRBY', META, 'seq', 1) end
   return {removed, deleted}
 elseif op == 'rebase' then
   -- Multiply every stored number of a horizon by 2^(k_old - k_new): exact.

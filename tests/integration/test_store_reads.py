@@ -176,3 +176,29 @@ async def test_backfill_of_native_json_lines(
     got = await store.top("week", 9, 10, at_s)
     assert [g.cell for g in got] == [c for c, _ in best]
     assert [g.score for g in got] == pytest.approx([s for _, s in best], rel=1e-9)
+
+
+async def test_positions_of_ranked_and_unranked_cells(
+    client: aioredis.Redis, namespace: str, rows: list[oracle.Row]
+) -> None:
+    store = await loaded(client, namespace, rows[:3000])
+    at_s = max(r.t_s for r in rows[:3000])
+    ranked = {n: await store.top(n, 9, 10**6, at_s) for n in store.names}
+    some = [r.cell for r in ranked["year"][:: max(len(ranked["year"]) // 5, 1)]]
+    nowhere = h3.latlng_to_cell(0.5, 0.5, 9)  # no event there
+    seq, landmarks, rows_out = await store.positions([(9, c) for c in [*some, nowhere]])
+    assert seq == await store.seq()
+    assert landmarks == await store.landmarks()
+    for cell, per in zip([*some, nowhere], rows_out, strict=True):
+        for n in store.names:
+            order = [r.cell for r in ranked[n]]
+            size = await client.zcard(store.key("rank", n, 9))
+            stored = await client.zscore(store.key("rank", n, 9), cell)
+            if stored is None:
+                assert per[n] is None
+            else:
+                rank, score, n_cells = per[n]  # type: ignore[misc]
+                assert (score, n_cells) == (stored, size)
+                if cell in order:  # (top leaves out what is below prune_below)
+                    assert rank == order.index(cell)
+    assert all(v is None for v in rows_out[-1].values())

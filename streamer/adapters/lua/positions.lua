@@ -6,17 +6,26 @@
 local P = KEYS[1]
 local nh = tonumber(ARGV[1])
 local meta = P .. ':meta'
-local out = {redis.call('HGET', meta, 'seq') or '0'}
-for i = 1, nh do
-  out[#out + 1] = redis.call('HGET', meta, 'k:' .. ARGV[1 + i]) or ''
-end
+-- (an unranked cell's size is not read: 0)
+local fields = {'seq'}
+for i = 1, nh do fields[i + 1] = 'k:' .. ARGV[1 + i] end
+local head = redis.call('HMGET', meta, unpack(fields))
+local out = {head[1] or '0'}
+for i = 1, nh do out[i + 1] = head[i + 1] or '' end
 for j = 2 + nh, #ARGV, 2 do
   local res, cell = ARGV[j], ARGV[j + 1]
   for i = 1, nh do
     local key = P .. ':rank:' .. ARGV[1 + i] .. ':' .. res
-    out[#out + 1] = redis.call('ZREVRANK', key, cell) or -1
-    out[#out + 1] = redis.call('ZSCORE', key, cell) or ''
-    out[#out + 1] = redis.call('ZCARD', key)
+    local score = redis.call('ZSCORE', key, cell)
+    if score then
+      out[#out + 1] = redis.call('ZREVRANK', key, cell)
+      out[#out + 1] = score
+      out[#out + 1] = redis.call('ZCARD', key)
+    else
+      out[#out + 1] = -1
+      out[#out + 1] = ''
+      out[#out + 1] = 0
+    end
   end
 end
 return out

@@ -24,7 +24,7 @@ import math
 import re
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from importlib import resources
@@ -715,23 +715,40 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
     ) -> tuple[float, list[dict[str, Any]], float]:
         """``/v1/hotspots``'s items and the ranking's total, decayed to ``at_s``."""
         filtered = box is not None or api.settings.api.min_count > 0
-        rows = await ranked(horizon, resolution, family, at_s, seq, limit, filtered)
-        picked: list[tuple[Ranked, CellDetails]] = []
-        step = max(limit * 2, 50)
-        for start in range(0, len(rows), step):
-            chunk = rows[start : start + step]
-            if box is not None:
-                chunk = [r for r in chunk if in_box(r.cell, box)]
-            details = await store.cells([r.cell for r in chunk], at_s)
-            for r in chunk:
-                d = details.get(r.cell)
-                if d is None or d.count < api.settings.api.min_count:
-                    continue
-                picked.append((r, d))
-                if len(picked) >= limit:
+        min_count = api.settings.api.min_count
+
+        async def whole() -> AsyncGenerator[list[Ranked], None]:
+            rows = await ranked(horizon, resolution, family, at_s, seq, limit, filtered)
+            step = max(limit * 2, 50)
+            for start in range(0, len(rows), step):
+                yield rows[start : start + step]
+
+        async def pick(
+            chunks: AsyncGenerator[list[Ranked], None],
+        ) -> list[tuple[Ranked, CellDetails]]:
+            picked: list[tuple[Ranked, CellDetails]] = []
+            async with contextlib.aclosing(chunks):
+                async for rows in chunks:
+                    chunk = rows if box is None else [r for r in rows if in_box(r.cell, box)]
+                    details = await store.cells([r.cell for r in chunk], at_s)
+                    for r in chunk:
+                        d = details.get(r.cell)
+                        if d is not None and d.count >= min_count:
+                            picked.append((r, d))
+                            if len(picked) >= limit:
+                                return picked
+            return picked
+
+        picked: list[tuple[Ranked, CellDetails]] | None = None
+        if family is None and filtered:
+            # down the ranking page by page until enough are picked, rather
+            # than all of it (0.9 s at 175 k cells); again if it moved meanwhile
+            for _ in range(3):
+                with contextlib.suppress(RankingMoved):
+                    picked = await pick(pages(store, horizon, resolution, at_s, limit))
                     break
-            if len(picked) >= limit:
-                break
+        if picked is None:
+            picked = await pick(whole())
         total = await api.total(horizon, resolution, seq, at_s)
         shorter = shorter_horizon(horizon)
         trend: dict[str, float | None] = {}
@@ -1221,6 +1238,31 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RankingMoved(Exception):
+    """The store changed while a ranking was read page by page."""
+
+
+async def pages(
+    store: Store, horizon: str, resolution: int, at_s: float, limit: int
+) -> AsyncGenerator[list[Ranked], None]:
+    """A ranking best first, in pages that grow fourfold (from ``4 * limit``,
+    at least 100), all of one snapshot: :class:`RankingMoved` when the store
+    changed in between."""
+    start, count, first = 0, max(4 * limit, 100), None
+    while True:
+        seq, page = await store.top_page(horizon, resolution, start, count, at_s)
+        if first is None:
+            first = seq
+        elif seq != first:
+            raise RankingMoved
+        if page:
+            yield page
+        if len(page) < count:  # the end, or the tail below prune_below
+            return
+        start += count
+        count *= 4
 
 
 def resp_command(*words: bytes) -> bytes:

@@ -561,22 +561,37 @@ class Store:
         """The ``k`` best cells, scores decayed to ``at_s``. Cells whose score
         has decayed below ``prune_below`` are not listed (they are noise, and
         leave the ranking at the next prune)."""
+        return (await self.top_page(horizon, resolution, 0, k, at_s))[1]
+
+    async def top_page(
+        self, horizon: str, resolution: int, start: int, count: int, at_s: float
+    ) -> tuple[int, list[Ranked]]:
+        """Ranks ``start + 1`` to ``start + count`` of :meth:`top` (fewer at
+        the ranking's end, or where scores fall below ``prune_below``), and
+        the sequence number they are a snapshot of (a reader paging through a
+        ranking can tell whether it moved in between)."""
         self._check(horizon, resolution)
         # one transaction: the landmark and the scores it scales are a snapshot
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hget(self.key("meta"), f"k:{horizon}")
-            pipe.zrevrange(self.key("rank", horizon, resolution), 0, max(k, 1) - 1, withscores=True)
-            landmark_raw, rows = await pipe.execute()
+            pipe.hmget(self.key("meta"), [f"k:{horizon}", "seq"])
+            pipe.zrevrange(
+                self.key("rank", horizon, resolution),
+                start,
+                start + max(count, 1) - 1,
+                withscores=True,
+            )
+            (landmark_raw, seq_raw), rows = await pipe.execute()
+        seq = int(seq_raw or 0)
         if landmark_raw is None:
-            return []
+            return seq, []
         landmark = int(landmark_raw)
         half_life = self.horizons[horizon]
         floor = decay.stored_threshold(self.prune_below, at_s, half_life, landmark)
         factor = decay.decay_factor(at_s, half_life, landmark)
         # best first, so the cells below the floor are a tail
-        return [
-            Ranked(_text(cell), i + 1, score * factor)
-            for i, (cell, score) in enumerate(rows[:k])
+        return seq, [
+            Ranked(_text(cell), start + i + 1, score * factor)
+            for i, (cell, score) in enumerate(rows[:count])
             if score >= floor
         ]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -176,6 +177,17 @@ async def test_hotspots_match_the_oracle(
         for item in boxed:
             c_lat, c_lon = h3.cell_to_latlng(item["cell"])
             assert abs(c_lat - lat) <= 0.01 and abs(c_lon - lon) <= 0.01
+        # the first 20 of the whole ranking inside the box (the API reads it
+        # page by page, 100 then 400 ranks...: this box's 20th is far down)
+        inside = [
+            c
+            for c, _ in sorted(want.items(), key=lambda kv: -kv[1])
+            if abs(h3.cell_to_latlng(c)[0] - lat) <= 0.01
+            and abs(h3.cell_to_latlng(c)[1] - lon) <= 0.01
+        ]
+        assert len(boxed) == 20 and [i["cell"] for i in boxed] == inside[:20]
+        ranks = [c for c, _ in sorted(want.items(), key=lambda kv: -kv[1])]
+        assert ranks.index(inside[19]) >= 100, "the box should need more than one page"
 
         # by family: ranked by that family's score (each cell's own breakdown)
         family = max(items[0]["families"], key=items[0]["families"].get)
@@ -612,3 +624,22 @@ async def test_first_concurrent_requests_all_see_the_event_clock(
             *(h.get("/v1/hotspots", headers=auth(DISPLAY)) for _ in range(8))
         )
         assert [r.json()["at"] for r in got] == [event_s] * 8
+
+
+async def test_a_ranking_read_page_by_page_notices_a_write_in_between(
+    client: aioredis.Redis, namespace: str, redis_url: str, rows: list[oracle.Row]
+) -> None:
+    settings = settings_for(namespace, redis_url)
+    now_s = await filled(settings, client, rows)
+    store = app.store(settings, client)
+    whole = await store.top("week", 9, 10**6, now_s)
+    paged = api_module.pages(store, "week", 9, now_s, 1)  # pages of 100, 400, ...
+    got = [r async for page in paged for r in page]
+    assert got == whole and len(whole) > 100
+    paged = api_module.pages(store, "week", 9, now_s, 1)
+    first = await anext(paged)
+    assert first == whole[:100]
+    new = dataclasses.replace(rows[0], id="written-in-between")
+    await store.apply([to_op(app.scorer(settings), "upsert", new)], now_s=now_s)
+    with pytest.raises(api_module.RankingMoved):
+        await anext(paged)

@@ -44,9 +44,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.utils import HIREDIS_AVAILABLE
 from starlette.websockets import WebSocketDisconnect
@@ -415,7 +413,6 @@ class Api:
     # /v1/hotspots answers per query and sequence number
     _lists: dict[tuple[Any, ...], Listing] = field(default_factory=dict)
     _clock_read: float = -1.0
-    _seq_command: bytes | None = None
     _clock_reading: asyncio.Future[float] | None = None
 
     async def now(self) -> float:
@@ -434,28 +431,7 @@ class Api:
         return self.clock()
 
     async def sequence(self) -> int:
-        """The store's sequence number (:meth:`Store.seq`), its command packed
-        once and sent on a pooled connection as the store sends its scripts:
-        redis-py's way through a command took more CPU than the rest of a
-        kept ``/v1/hotspots`` answer. (A cluster client goes its own way.)"""
-        client = self.store.client
-        if isinstance(client, RedisCluster):
-            return await self.store.seq()
-        if self._seq_command is None:
-            self._seq_command = resp_command(b"HGET", self.store.key("meta").encode(), b"seq")
-        pool = client.connection_pool
-        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            await conn.send_packed_command(self._seq_command)
-            raw = await conn.read_response()
-        except ResponseError:
-            raise
-        except BaseException:
-            await conn.disconnect()  # a reply may still be on its way
-            raise
-        finally:
-            await pool.release(conn)
-        return int(raw or 0)
+        return await self.store.seq()
 
     async def total(self, horizon: str, resolution: int, seq: int, at_s: float) -> float:
         """Sum of the ranking's stored scores (cached per sequence number),
@@ -1263,15 +1239,6 @@ async def pages(
             return
         start += count
         count *= 4
-
-
-def resp_command(*words: bytes) -> bytes:
-    """A command in the Redis protocol (an array of bulk strings).
-
-    >>> resp_command(b"HGET", b"{p}:meta", b"seq")
-    b'*3\\r\\n$4\\r\\nHGET\\r\\n$8\\r\\n{p}:meta\\r\\n$3\\r\\nseq\\r\\n'
-    """
-    return b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in words)
 
 
 def store_unavailable() -> Response:

@@ -62,6 +62,7 @@ from bench.common import drop_namespace, write_result
 from streamer import app
 from streamer.adapters.files import concat_columns, load_profile, read_columns, standing
 from streamer.adapters.store import ApplyResult, Store, StoreOp
+from streamer.backfill import pair_codes
 from streamer.core.aggregate import Batch, encode_cells, hours_of_week
 from streamer.core.cells import cells_of_many
 from streamer.core.scoring import Contribution, clean_label
@@ -120,16 +121,8 @@ def load_events(path: Path, settings: Settings) -> tuple[Events, int]:
     cols = concat_columns(read_columns(path, load_profile("philadelphia")))
     rules, scorer = app.event_rules(settings), app.scorer(settings)
     rows = standing(cols, rules, now_s=time.time()).rows
-    code_of: dict[tuple[str, str], int] = {}
-    code = np.fromiter(
-        (
-            code_of.setdefault(p, len(code_of))
-            for p in zip(cols.categories[rows].tolist(), cols.origins[rows].tolist(), strict=True)
-        ),
-        dtype=np.int64,
-        count=rows.size,
-    )
-    weighed = [scorer.weights.weigh(cat, origin) for cat, origin in code_of]
+    code, pairs = pair_codes(cols.categories[rows], cols.origins[rows])
+    weighed = [scorer.weights.weigh(cat, origin) for cat, origin in pairs]
     weight = np.array([w.weight for w in weighed], dtype=np.float64)[code]
     counted = weight > 0  # excluded categories add nothing
     rows, weight, code = rows[counted], weight[counted], code[counted]
@@ -137,9 +130,9 @@ def load_events(path: Path, settings: Settings) -> tuple[Events, int]:
     rows, weight, code = rows[order], weight[order], code[order]
     t_s = cols.occurred_at_s[rows]
     families = sorted({clean_label(w.family) for w in weighed})
-    categories = sorted({clean_label(cat) for cat, _ in code_of})
+    categories = sorted({clean_label(cat) for cat, _ in pairs})
     family_of = np.array([families.index(clean_label(w.family)) for w in weighed], np.int64)
-    category_of = np.array([categories.index(clean_label(c)) for c, _ in code_of], np.int64)
+    category_of = np.array([categories.index(clean_label(c)) for c, _ in pairs], np.int64)
     events = Events(
         ids=[str(i) for i in cols.ids[rows].tolist()],
         t_s=t_s,

@@ -19,8 +19,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
-from streamer.adapters.files import SourceProfile, concat_columns, read_columns, standing
+from streamer.adapters.files import (
+    ObjectArray,
+    SourceProfile,
+    concat_columns,
+    read_columns,
+    standing,
+)
 from streamer.adapters.store import Store, StoreOp
 from streamer.core.aggregate import Batch, hours_of_week
 from streamer.core.cells import cells_of_many
@@ -52,6 +59,28 @@ class BackfillReport:
 
 
 Progress = Callable[[str, int, int], None]
+
+
+def pair_codes(
+    categories: ObjectArray, origins: ObjectArray
+) -> tuple[npt.NDArray[np.int64], list[tuple[str, str]]]:
+    """Each row's code for its (category, origin) pair, and the pairs by code
+    (in order of first appearance): weigh each pair once, then index.
+
+    >>> codes, pairs = pair_codes(np.array(["a", "b", "a"], object), np.array(["r"] * 3, object))
+    >>> codes.tolist(), pairs
+    ([0, 1, 0], [('a', 'r'), ('b', 'r')])
+    """
+    code_of: dict[tuple[str, str], int] = {}
+    codes = np.fromiter(
+        (
+            code_of.setdefault(p, len(code_of))
+            for p in zip(categories.tolist(), origins.tolist(), strict=True)
+        ),
+        dtype=np.int64,
+        count=len(categories),
+    )
+    return codes, list(code_of)
 
 
 def file_digest(path: str | Path) -> str:
@@ -101,16 +130,7 @@ async def backfill(
 
     # Weights, per distinct (category, origin): factorise once, then index.
     table = scorer.weights
-    pair_code: dict[tuple[str, str], int] = {}
-    codes = np.fromiter(
-        (
-            pair_code.setdefault(p, len(pair_code))
-            for p in zip(cols.categories[rows].tolist(), cols.origins[rows].tolist(), strict=True)
-        ),
-        dtype=np.int64,
-        count=rows.size,
-    )
-    pairs = list(pair_code)
+    codes, pairs = pair_codes(cols.categories[rows], cols.origins[rows])
     weighed = [table.weigh(cat, origin) for cat, origin in pairs]
     per_code = np.bincount(codes, minlength=len(pairs))
     for (cat, _), w, n in zip(pairs, weighed, per_code.tolist(), strict=True):

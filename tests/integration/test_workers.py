@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from streamer import app
 from streamer.adapters.broker import LocalBroker, free_port
 from tests import oracle
+from tests.integration.test_alert_delivery import until
 from tests.pipeline_support import (
     assert_matches_oracle,
     consumer_for,
@@ -251,13 +252,6 @@ async def test_redis_restarted_mid_stream_is_waited_out(
         server.wait(timeout=10)
 
 
-async def _until(check: Callable[[], bool], timeout_s: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not check() and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    return check()
-
-
 async def _stays(check: Callable[[], bool], seconds: float = 1.0) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -285,23 +279,23 @@ async def test_readiness_follows_an_outage_of_either_while_idle(
     gauge = worker.metrics.ready
     try:
         async with running(worker):
-            assert await _until(lambda: worker.ready() and gauge._value.get() == 1)
+            await until(lambda: worker.ready() and gauge._value.get() == 1, 15, "ready at start")
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=10)
-            assert await _until(lambda: not worker.ready()), "Redis down: not ready"
+            await until(lambda: not worker.ready(), 15, "Redis down: not ready")
             assert await _stays(lambda: not worker.ready())
             assert gauge._value.get() == 0 and not worker.redis_ok and worker.kafka_ok
             server = start_redis(binary, port, data)
-            assert await _until(lambda: worker.ready()), "Redis back: ready, with no batch"
+            await until(lambda: worker.ready(), 15, "Redis back: ready, with no batch")
             assert gauge._value.get() == 1 and worker.batches == 0
             own_broker.stop()
-            assert await _until(lambda: not worker.ready()), "Kafka down: not ready"
+            await until(lambda: not worker.ready(), 15, "Kafka down: not ready")
             assert await _stays(lambda: not worker.ready())
             assert gauge._value.get() == 0 and not worker.kafka_ok and worker.redis_ok
             # a broker on the same port again (Tansu keeps topics in memory: a
             # new, empty one), so that the worker can also leave its group
             own_broker = LocalBroker(log_dir=tmp_path / "tansu2", port=own_broker.port).start()
-            assert await _until(lambda: worker.ready()), "Kafka back: ready"
+            await until(lambda: worker.ready(), 15, "Kafka back: ready")
     finally:
         own_broker.stop()
         await client.aclose()

@@ -368,7 +368,7 @@ class Hub:
                 await asyncio.sleep(1.0)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
 
     def _alert(self, data: bytes) -> None:
         """Forwards one alert notice as it is. A malformed one is logged and

@@ -129,7 +129,7 @@ class BatchConsumer:
         self.producer: AIOKafkaProducer | None = None
         self.stopping = asyncio.Event()
         self.store_ok = True  # the last store write went through (or none failed)
-        self.redis_ok = True  # Redis answered the last health check
+        self.redis_ok = True  # Redis answered the last health check or store write
         self._store_failures = 0
         self.kafka_ok = False
         self.batches = 0
@@ -462,6 +462,9 @@ class BatchConsumer:
         if not self.store_ok:
             log.info("store_recovered after_failures=%d", self._store_failures)
         self.store_ok = True
+        # a write that went through is a fresher answer than the last PING:
+        # readiness returns with the first applied batch, not the next check
+        self.redis_ok = True
         self._store_failures = 0
         self.metrics.ready.set(1 if self.ready() else 0)
 

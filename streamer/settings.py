@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
@@ -144,9 +143,9 @@ class WorkerSettings(_Section):
     max_poll_interval: DurationS = 60.0
     lease_ttl: DurationS = 15.0
     partitions: int = Field(default=4, ge=1, le=1024)
-    state_dir: str = Field(
-        default_factory=lambda: str(Path(tempfile.gettempdir()) / "hotspots-faust")
-    )
+    # faust's data directory; "" gives each worker its own, named by the
+    # consumer group and the worker's id (streamer.worker.state_dir)
+    state_dir: str = ""
 
 
 class PublishSettings(_Section):

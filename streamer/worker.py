@@ -12,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import socket
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import faust
@@ -66,6 +69,26 @@ class Lease:
         return bool(got)
 
 
+def new_worker_id() -> str:
+    """A new worker's id: host, process and a random suffix (unique even
+    where a container gives every process the same pid)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def state_dir(settings: Settings, worker: str) -> str:
+    """faust's data directory for the worker ``worker``: ``worker.state_dir``
+    when set, otherwise one of its own under the temp dir, named by the
+    consumer group and the worker id, so that workers on one host never
+    share one."""
+    if settings.worker.state_dir:
+        return settings.worker.state_dir
+    name = _UNSAFE.sub("_", f"hotspots-faust-{settings.kafka.group}-{worker}")
+    return str(Path(tempfile.gettempdir()) / name)
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
 class _Stopper(Service):
     """Runs a coroutine when the worker stops."""
 
@@ -110,7 +133,7 @@ def build(
     metrics = Metrics()
     store = wiring.store(settings)
     parts = wiring.core(settings)
-    holder = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    holder = worker_id or new_worker_id()
     if parts.fast is None:
         log.warning(
             "worker_kernel kernel=python: the compiled kernel is not built (it needs a C "
@@ -152,7 +175,7 @@ def build(
         # its consumer only elects the leader, so keep faust's default.
         broker_max_poll_interval=1000.0,
         consumer_auto_offset_reset="latest",
-        datadir=w.state_dir,
+        datadir=state_dir(settings, holder),
         broker_credentials=wiring.faust_credentials(settings),
     )
     cast(Any, fapp).service(BatchService(consumer))

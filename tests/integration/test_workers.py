@@ -9,6 +9,7 @@ import random
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ import redis.asyncio as aioredis
 
 from streamer import app
 from streamer.adapters.broker import LocalBroker, free_port
+from streamer.settings import Settings
 from tests import oracle
 from tests.integration.test_alert_delivery import until
 from tests.pipeline_support import (
@@ -325,3 +327,31 @@ async def test_readiness_follows_an_outage_of_either_while_idle(
     finally:
         own_broker.stop()
         await client.aclose()
+
+
+async def test_each_worker_has_a_state_dir_of_its_own(
+    broker: LocalBroker, redis_url: str, namespace: str, tmp_path: Path
+) -> None:
+    """Two workers of one group on one host never share faust's data
+    directory by default; another group's worker has another; a set
+    ``worker.state_dir`` is used as given."""
+    from streamer.worker import build
+
+    async def datadir(settings: Settings, worker_id: str | None = None) -> Path:
+        fapp, consumer, _ = build(settings, worker_id=worker_id)
+        await consumer.store.client.aclose()
+        return Path(fapp.conf.datadir)
+
+    settings = settings_for(namespace, broker.bootstrap, redis_url)
+    assert settings.worker.state_dir == ""
+    first, second = await datadir(settings), await datadir(settings)
+    assert first != second, "two workers of one group share a state dir"
+    assert first.parent == second.parent == Path(tempfile.gettempdir())
+    named = await datadir(settings, worker_id="host-a-1")
+    assert named.name == f"hotspots-faust-{settings.kafka.group}-host-a-1"
+    other = settings_for(f"{namespace}-other", broker.bootstrap, redis_url)
+    assert await datadir(other, worker_id="host-a-1") != named
+    explicit = settings_for(
+        namespace, broker.bootstrap, redis_url, worker={"state_dir": str(tmp_path / "faust")}
+    )
+    assert await datadir(explicit, "w1") == await datadir(explicit, "w2") == tmp_path / "faust"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import re
 from collections.abc import Sequence
 
 import h3
@@ -116,13 +117,23 @@ def cell_hex(cell: int) -> str:
     return format(cell, "x")
 
 
+CELL_ID_PATTERN = "^[0-9a-f]{15}$"  # the canonical spelling, the only one taken
+_CELL_ID = re.compile(CELL_ID_PATTERN)
+
+
 def cell_from_hex(text: str) -> int:
-    """Parse and validate a hex cell id; raises ``ValueError`` if it is not one."""
-    try:
-        value = int(text, 16)
-    except (TypeError, ValueError):
-        raise ValueError(f"not an H3 cell id: {text!r}") from None
-    if not h3.is_valid_cell(format(value, "x")):
+    """Parse and validate a cell id: exactly 15 lowercase hex digits naming a
+    valid H3 cell (no prefix, sign, blanks, upper case or leading zeros, which
+    ``int(text, 16)`` would take, and nothing beyond 64 bits); raises
+    ``ValueError`` (quoting at most 40 characters of ``text``) otherwise.
+
+    >>> cell_from_hex("8a2a134d458ffff") == cell_of(39.9524, -75.1636, 10)
+    True
+    """
+    if not isinstance(text, str) or _CELL_ID.fullmatch(text) is None:
+        raise ValueError(f"not an H3 cell id (15 lowercase hex digits): {str(text)[:40]!r}")
+    value = int(text, 16)
+    if not h3.is_valid_cell(text):
         raise ValueError(f"not an H3 cell id: {text!r}")
     return value
 

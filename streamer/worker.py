@@ -204,7 +204,7 @@ def build(
         """Run a timer's work if this worker holds the lease: (ran, result)."""
         if not await lease.acquire():
             if name == "publish":
-                metrics.top_cells.clear()  # another worker leads: its lists count
+                metrics.hide_top_cells()  # another worker leads: its lists count
             return False, None
         await clock.refresh()
         started = time.time()
@@ -231,11 +231,11 @@ def build(
         metrics.seq.set(publisher.tops_seq)
         if message is not None:
             metrics.publications.inc()
-        metrics.top_cells.clear()  # the lists as of this tick, decayed to it
-        for name in store.names:
-            ranked = publisher.tops.get(f"{name}:{top_resolution}", [])[:10]
-            for rank, (cell, score) in enumerate(ranked, start=1):
-                metrics.top_cells.labels(name, str(top_resolution), str(rank), cell).set(score)
+        # the lists as of this tick, decayed to it
+        metrics.show_top_cells(
+            top_resolution,
+            {name: publisher.tops.get(f"{name}:{top_resolution}", []) for name in store.names},
+        )
 
     async def maintain() -> None:
         await leader_run("maintain", maintainer.tick)

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
 from streamer.core.events import REASONS
+
+TOP_CELLS = 10  # ranks of each horizon exported as hotspots_top_cell_score
 
 
 @dataclass
@@ -17,6 +29,11 @@ class Metrics:
 
     def __post_init__(self) -> None:
         r = self.registry
+        # process_* (CPU, resident memory, open fds, start time),
+        # python_info and python_gc_*: what the default registry would carry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         self.events = Counter(
             "hotspots_events_total", "Events consumed, by outcome", ["outcome"], registry=r
         )
@@ -86,13 +103,27 @@ class Metrics:
             "worker that never led). Alert on time() - max(...) across workers",
             registry=r,
         )
+        # The score by rank and the cell at each rank are two metrics, so
+        # that the score's series are a fixed set (horizons x TOP_CELLS) and
+        # a cell's identity is a label only of the info series, which is
+        # removed as soon as that cell leaves that rank
         self.top_cells = Gauge(
             "hotspots_top_cell_score",
-            "The leader's current top cells (score decayed to the publication), the first "
-            "ten of each horizon at the middle resolution; empty on other workers",
+            f"The leader's current top cells: the score at each rank (decayed to the "
+            f"publication), the first {TOP_CELLS} of each horizon at the middle "
+            "resolution; empty on other workers. The cell: hotspots_top_cell_info",
+            ["horizon", "resolution", "rank"],
+            registry=r,
+        )
+        self.top_cell_info = Gauge(
+            "hotspots_top_cell_info",
+            "1 for the cell at each rank of hotspots_top_cell_score (join on horizon, "
+            "resolution, rank); a series leaves when its cell leaves that rank",
             ["horizon", "resolution", "rank", "cell"],
             registry=r,
         )
+        self._ranks_shown: set[tuple[str, str, str]] = set()
+        self._cells_shown: set[tuple[str, str, str, str]] = set()
         self.publications = Counter(
             "hotspots_publications_total", "Ranking change messages published", registry=r
         )
@@ -119,6 +150,34 @@ class Metrics:
             "hotspots_pings_total", "Patrol pings consumed, by outcome", ["outcome"], registry=r
         )
         self.ready = Gauge("hotspots_ready", "1 when Kafka and Redis answer", registry=r)
+
+    def show_top_cells(
+        self, resolution: int, lists: Mapping[str, Iterable[tuple[str, float]]]
+    ) -> None:
+        """Export the first ``TOP_CELLS`` of each horizon's list (horizon ->
+        [(cell, score)] best first) as the leader's top cells; the rank and
+        cell pairs no longer held are removed, the rest kept as they are."""
+        res = str(resolution)
+        ranks: set[tuple[str, str, str]] = set()
+        cells: set[tuple[str, str, str, str]] = set()
+        for horizon, ranked in lists.items():
+            for rank, (cell, score) in zip(range(1, TOP_CELLS + 1), ranked, strict=False):
+                self.top_cells.labels(horizon, res, str(rank)).set(score)
+                ranks.add((horizon, res, str(rank)))
+                cells.add((horizon, res, str(rank), cell))
+        for gone in self._ranks_shown - ranks:  # a list grew shorter
+            self.top_cells.remove(*gone)
+        for left in self._cells_shown - cells:
+            self.top_cell_info.remove(*left)
+        for entered in cells - self._cells_shown:
+            self.top_cell_info.labels(*entered).set(1)
+        self._ranks_shown, self._cells_shown = ranks, cells
+
+    def hide_top_cells(self) -> None:
+        """Export no top cells (another worker leads: its lists count)."""
+        self.top_cells.clear()
+        self.top_cell_info.clear()
+        self._ranks_shown, self._cells_shown = set(), set()
 
     def render(self) -> bytes:
         """The text exposition format."""

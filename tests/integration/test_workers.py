@@ -19,6 +19,7 @@ import orjson
 import pytest
 import redis as sync_redis
 import redis.asyncio as aioredis
+from prometheus_client.parser import text_string_to_metric_families
 
 from streamer import app
 from streamer.adapters.broker import LocalBroker, free_port
@@ -164,13 +165,18 @@ async def test_two_workers_one_stops_and_timers_never_overlap(
 
 
 def top_cells(exposition: str) -> list[dict[str, str]]:
-    """The labels of each ``hotspots_top_cell_score`` sample."""
-    out = []
-    for line in exposition.splitlines():
-        if line.startswith("hotspots_top_cell_score{"):
-            labels = line.split("{", 1)[1].split("}", 1)[0]
-            out.append(dict(pair.split("=", 1) for pair in labels.split(",")))
-    return [{k: v.strip('"') for k, v in labels.items()} for labels in out]
+    """The labels of each ``hotspots_top_cell_info`` sample (the cell at
+    each rank of ``hotspots_top_cell_score``, which has a sample for each)."""
+    samples = [s for f in text_string_to_metric_families(exposition) for s in f.samples]
+    ranks = {
+        (s.labels["horizon"], s.labels["resolution"], s.labels["rank"])
+        for s in samples
+        if s.name == "hotspots_top_cell_score"
+    }
+    assert all("cell" not in s.labels for s in samples if s.name == "hotspots_top_cell_score")
+    out = [dict(s.labels) for s in samples if s.name == "hotspots_top_cell_info"]
+    assert {(c["horizon"], c["resolution"], c["rank"]) for c in out} == ranks, out
+    return out
 
 
 @dataclasses.dataclass

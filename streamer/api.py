@@ -34,6 +34,8 @@ from typing import Annotated, Any
 import orjson
 import redis.asyncio as aioredis
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request, WebSocket
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import (
@@ -507,8 +509,13 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
     async def store_down(request: Request, exc: Exception) -> Response:
         return store_unavailable()
 
+    async def refused(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return validation_failed(exc.errors())
+
     for error in STORE_DOWN:
         app.add_exception_handler(error, store_down)
+    app.add_exception_handler(RequestValidationError, refused)
     app.add_middleware(Timing, metrics=metrics)
 
     def caller_of(token: str | None) -> Caller | None:
@@ -1246,6 +1253,25 @@ def store_unavailable() -> Response:
     return JSONResponse({"error": "store unavailable"}, status_code=503)
 
 
+def validation_failed(errors: Sequence[Any]) -> Response:
+    """A 422 of FastAPI's ``HTTPValidationError`` shape (``{"detail": [{"type",
+    "loc", "msg", "input"}]}``), each input quoted back at most
+    ``ECHO_CHARS`` characters long (a 9 KB value is not sent back whole)
+    and only when it is a plain value."""
+    detail = []
+    for error in errors:
+        item = {k: error[k] for k in ("type", "loc", "msg") if k in error}
+        value = error.get("input")
+        if isinstance(value, str):
+            item["input"] = value[:ECHO_CHARS]
+        elif isinstance(value, bool | int | float) or value is None:
+            item["input"] = value
+        if isinstance(error.get("ctx"), dict):
+            item["ctx"] = {k: str(v)[:ECHO_CHARS] for k, v in error["ctx"].items()}
+        detail.append(item)
+    return JSONResponse({"detail": jsonable_encoder(detail)}, status_code=422)
+
+
 def bearer(header: str, query_token: str | None) -> str | None:
     """The token of an ``Authorization: Bearer TOKEN`` header, else the
     ``access_token`` query parameter's.
@@ -1415,8 +1441,33 @@ def _outline(path: Path) -> bytes:
         return b'{"type": "FeatureCollection", "features": []}'
 
 
+FIRST_YEAR, LAST_YEAR = 1970, 9998  # days the dosage routes can read (and the day after)
+ECHO_CHARS = 40  # of a bad value, quoted back in an error
+
+
+def cut(value: object) -> str:
+    """A value as an error message quotes it: at most ``ECHO_CHARS`` characters.
+
+    >>> cut("x" * 100) == repr("x" * 40) + "..."
+    True
+    """
+    text = str(value)
+    return repr(text[:ECHO_CHARS]) + ("..." if len(text) > ECHO_CHARS else "")
+
+
+def invalid(where: str, name: str, message: str, value: object) -> RequestValidationError:
+    """A 422 in the shape FastAPI's own validation errors take (one error
+    model for every 422), for parameter ``name`` in ``where`` ("query",
+    "path", "body")."""
+    return RequestValidationError(
+        [{"type": "value_error", "loc": (where, name), "msg": message, "input": value}]
+    )
+
+
 def local_day(text: str | None, today: str) -> str:
-    """``date=YYYY-MM-DD`` as given (``today`` when absent); 422 when malformed.
+    """``date=YYYY-MM-DD`` as given (``today`` when absent): a real day in
+    the years ``FIRST_YEAR`` to ``LAST_YEAR`` (a day's bounds and the day
+    before and after must be datable), else a 422 that says so.
 
     >>> local_day(None, "2025-03-14"), local_day("2024-02-29", "2025-03-14")
     ('2025-03-14', '2024-02-29')
@@ -1424,14 +1475,18 @@ def local_day(text: str | None, today: str) -> str:
     if text is None:
         return today
     try:
-        valid = re.fullmatch(r"\d{4}-\d{2}-\d{2}", text) is not None and bool(
-            date.fromisoformat(text)
-        )
+        day = date.fromisoformat(text) if _DAY.fullmatch(text) else None
     except ValueError:
-        valid = False
-    if not valid:
-        raise HTTPException(422, f"date must be a day YYYY-MM-DD, got {text[:40]!r}")
+        day = None
+    if day is None:
+        raise invalid("query", "date", f"date must be a day YYYY-MM-DD, got {cut(text)}", text)
+    if not FIRST_YEAR <= day.year <= LAST_YEAR:
+        message = f"date must be in the years {FIRST_YEAR} to {LAST_YEAR}, got {cut(text)}"
+        raise invalid("query", "date", message, text)
     return text
+
+
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:

@@ -700,8 +700,13 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
         filtered = box is not None or api.settings.api.min_count > 0
         min_count = api.settings.api.min_count
 
+        family_total = 0.0
+
         async def whole() -> AsyncGenerator[list[Ranked], None]:
+            nonlocal family_total
             rows = await ranked(horizon, resolution, family, at_s, seq, limit, filtered)
+            if family is not None:  # (a family's ranking is read whole)
+                family_total = math.fsum(r.score for r in rows)
             step = max(limit * 2, 50)
             for start in range(0, len(rows), step):
                 yield rows[start : start + step]
@@ -732,13 +737,18 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
                     break
         if picked is None:
             picked = await pick(whole())
-        total = await api.total(horizon, resolution, seq, at_s)
+        # share and total are of the ranking listed: a family's own when asked
+        total = (
+            family_total if family is not None else await api.total(horizon, resolution, seq, at_s)
+        )
         shorter = shorter_horizon(horizon)
         trend: dict[str, float | None] = {}
         if shorter is not None and picked:
+            # (the cell's all-crime trend, in a family view too)
+            long_total = await api.total(horizon, resolution, seq, at_s)
             short_total = await api.total(shorter, resolution, seq, at_s)
             for r, d in picked:
-                share = d.scores.get(horizon, 0.0) / total if total > 0 else 0.0
+                share = d.scores.get(horizon, 0.0) / long_total if long_total > 0 else 0.0
                 short_share = d.scores.get(shorter, 0.0) / short_total if short_total > 0 else 0.0
                 trend[r.cell] = short_share / share if share > 0 else None
         items: list[dict[str, Any]] = []
@@ -749,7 +759,7 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
                     "cell": r.cell,
                     "rank": rank,
                     "score": score,
-                    "share": d.scores.get(horizon, 0.0) / total if total > 0 else 0.0,
+                    "share": score / total if total > 0 else 0.0,
                     "trend": trend.get(r.cell),
                     "count": d.count,
                     "families": {f: v.get(horizon, 0.0) for f, v in d.family_scores.items()},

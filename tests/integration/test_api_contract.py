@@ -6,6 +6,8 @@ RFC 7946 GeoJSON; request metrics an on-call engineer can alert on."""
 
 from __future__ import annotations
 
+import math
+
 import httpx
 import pytest
 import redis.asyncio as aioredis
@@ -67,3 +69,28 @@ async def test_malformed_cell_ids_are_not_found(
         ):
             got = await h.get(f"/v1/cells/{bad}")
             assert got.status_code in (404, 422), (bad, got.status_code, got.text)
+
+
+async def test_a_family_view_gives_shares_of_the_familys_own_total(
+    client: aioredis.Redis, namespace: str, redis_url: str, rows: list[oracle.Row]
+) -> None:
+    settings = settings_for(namespace, redis_url)
+    await filled(settings, client, rows)
+    async with serving(settings, client) as host, httpx.AsyncClient(base_url=f"http://{host}") as h:
+        h.headers.update(auth(DISPLAY))
+        everything = (await h.get("/v1/hotspots", params={"resolution": 8, "limit": 1})).json()
+        families = everything["hotspots"][0]["families"]
+        family = sorted(families, key=families.get)[len(families) // 2]  # not the biggest
+        for extra in ({}, {"x": "1"}):  # the fast lane, then FastAPI's route
+            params = {"resolution": 8, "limit": 1000, "family": family, **extra}
+            body = (await h.get("/v1/hotspots", params=params)).json()
+            items = body["hotspots"]
+            assert 1 < len(items) < 1000  # the whole family ranking
+            assert body["total"] < everything["total"]
+            assert body["total"] == pytest.approx(math.fsum(i["score"] for i in items), rel=1e-9)
+            for item in items:
+                assert item["share"] == pytest.approx(item["score"] / body["total"], rel=1e-9)
+                assert item["families"][family] == pytest.approx(item["score"], rel=1e-9)
+            shares = [i["share"] for i in items]
+            assert shares == sorted(shares, reverse=True)
+            assert math.fsum(shares) == pytest.approx(1.0, rel=1e-9)

@@ -56,6 +56,7 @@ from streamer.adapters.patrols import Dosage, PlanError
 from streamer.adapters.publisher import channel
 from streamer.adapters.store import CellDetails, EngineClock, Ranked, Store
 from streamer.core import decay
+from streamer.core.area import Area, Boundary
 from streamer.core.cells import cell_boundary, cell_center, cell_from_hex, cell_hex, cell_of, ring
 from streamer.settings import CONFIG_DIR, Settings
 
@@ -541,6 +542,8 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
 
         return check
 
+    families = sorted({rule.family for rule in settings.categories.values()})
+    area = study_area(settings, boundary_path)
     anyone = Depends(allow(ANY_ROLE))
     dispatch = Depends(allow(DISPATCH))
     admin = Depends(allow(ADMIN))
@@ -585,7 +588,6 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
         """What a display needs to draw itself."""
         s = api.settings
         names = sorted(store.names, key=lambda n: store.horizons[n])
-        families = sorted({rule.family for rule in s.categories.values()})
         return {
             "name": s.api.name,
             "horizons": names,
@@ -634,7 +636,7 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
 
     async def hotspots_answer(q: HotspotsQuery) -> Response:
         horizon, resolution, limit, family = q.horizon, q.resolution, q.limit, q.family
-        check_grid(horizon, resolution)
+        check_grid(horizon, resolution, family)
         box = parse_bbox(q.bbox)
         at_s = await api.now()
         seq = await api.sequence()
@@ -782,7 +784,7 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
         rule = api.settings.blends.get(name)
         if rule is None:
             known = sorted(api.settings.blends)
-            raise HTTPException(404, f"no blend {name!r}; configured: {known}")
+            raise HTTPException(404, f"no blend {cut(name)}; configured: {known}")
         check_grid(rule.long, resolution)
         min_count = api.settings.api.min_count
         seq, rows = await store.blend_top(
@@ -885,7 +887,8 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
                 }
             out.append({"resolution": res, "cell": c, "horizons": horizons})
         # serialised here: FastAPI's encoder walks every value of a returned dict
-        body = {"at": at_s, "sequence": seq, "cells": out}
+        inside = area is None or area.contains(lat, lon)
+        body = {"at": at_s, "sequence": seq, "in_study_area": inside, "cells": out}
         return Response(orjson.dumps(body), media_type="application/json")
 
     @app.get("/v1/windows", dependencies=[anyone])
@@ -978,7 +981,7 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
         try:
             plan = await dosage.set_plan(body, await api.now())
         except PlanError as exc:
-            raise HTTPException(422, str(exc)) from None
+            raise invalid("body", "plan", str(exc)[:MESSAGE_CHARS], None) from None
         log.info("dosage_plan_set by=%s mode=%s", caller.name, plan.get("mode"))
         return plan
 
@@ -997,7 +1000,7 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
         try:
             note = await dosage.set_note(cell, text, caller.name, await api.now())
         except PlanError as exc:
-            raise HTTPException(422, str(exc)) from None
+            raise invalid("body", "text", str(exc)[:MESSAGE_CHARS], None) from None
         log.info("dosage_note_set cell=%s by=%s chars=%d", cell.lower(), caller.name, len(text))
         return {"cell": cell.lower(), **note}
 
@@ -1165,13 +1168,16 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
             media_type="application/geo+json",
         )
 
-    def check_grid(horizon: str, resolution: int) -> None:
+    def check_grid(horizon: str, resolution: int, family: str | None = None) -> None:
         if horizon not in store.horizons:
-            raise HTTPException(422, f"unknown horizon {horizon!r}; configured: {store.names}")
+            message = f"unknown horizon {cut(horizon)}; configured: {store.names}"
+            raise invalid("query", "horizon", message, horizon)
         if resolution not in store.resolutions:
-            raise HTTPException(
-                422, f"resolution {resolution} is not configured; configured: {store.resolutions}"
-            )
+            message = f"resolution {resolution} is not configured; configured: {store.resolutions}"
+            raise invalid("query", "resolution", message, resolution)
+        if family is not None and family not in families:
+            message = f"unknown family {cut(family)}; configured: {families}"
+            raise invalid("query", "family", message, family)
 
     def shorter_horizon(horizon: str) -> str | None:
         shorter = [n for n in store.names if store.horizons[n] < store.horizons[horizon]]
@@ -1443,6 +1449,27 @@ def _updated_s(alert: dict[str, Any]) -> float:
         return -math.inf
 
 
+def study_area(settings: Settings, outline: str) -> Area | None:
+    """Where the engine's events come from, as ``/v1/risk`` reports it: the
+    events' box and boundary (``events.bbox``, ``events.boundary``), else
+    the outline the display draws (``outline``); None when there is neither
+    (every point counts)."""
+    ev = settings.events
+    bbox = tuple(ev.bbox) if ev.bbox else None
+    boundary = None
+    for path in (ev.boundary, None if bbox else outline):
+        if path is None:
+            continue
+        try:
+            boundary = Boundary.load(path)
+            break
+        except (OSError, ValueError) as exc:
+            log.warning("study_area_unreadable path=%s error=%s", path, exc)
+    if bbox is None and boundary is None:
+        return None
+    return Area(bbox=(bbox[0], bbox[1], bbox[2], bbox[3]) if bbox else None, boundary=boundary)
+
+
 def _outline(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -1453,6 +1480,7 @@ def _outline(path: Path) -> bytes:
 
 FIRST_YEAR, LAST_YEAR = 1970, 9998  # days the dosage routes can read (and the day after)
 ECHO_CHARS = 40  # of a bad value, quoted back in an error
+MESSAGE_CHARS = 200  # of a message that may quote one in full (the dosage plan's)
 
 
 def cut(value: object) -> str:
@@ -1499,22 +1527,40 @@ def local_day(text: str | None, today: str) -> str:
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
+_LON = r"-?(?:180(?:\.0+)?|(?:1[0-7][0-9]|[1-9]?[0-9])(?:\.[0-9]+)?)"
+_LAT = r"-?(?:90(?:\.0+)?|[1-8]?[0-9](?:\.[0-9]+)?)"
+BBOX_PATTERN = f"^{_LON},{_LAT},{_LON},{_LAT}$"
+_BBOX = re.compile(BBOX_PATTERN)
+
+
 def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
-    """``min_lon,min_lat,max_lon,max_lat``; 422 when malformed."""
+    """``west,south,east,north`` in degrees, four plain decimals (longitudes
+    -180..180, latitudes -90..90); a 422 that says so otherwise. A west edge
+    east of the east one is a box across the antimeridian (RFC 7946, 5.2);
+    the two latitudes bound the box in either order.
+
+    >>> parse_bbox("-75.2,39.9,-75.1,40.0"), parse_bbox("170,10,-170,-10")
+    ((-75.2, 39.9, -75.1, 40.0), (170.0, -10.0, -170.0, 10.0))
+    """
     if text is None:
         return None
-    try:
-        a, b, c, d = (float(x) for x in text.split(","))
-    except ValueError:
-        raise HTTPException(422, "bbox is min_lon,min_lat,max_lon,max_lat") from None
-    if not (a < c and b < d):
-        raise HTTPException(422, "bbox needs min_lon < max_lon and min_lat < max_lat")
-    return a, b, c, d
+    if _BBOX.fullmatch(text) is None:
+        message = (
+            "bbox is west,south,east,north: four plain decimals, longitudes -180..180 "
+            f"and latitudes -90..90, got {cut(text)}"
+        )
+        raise invalid("query", "bbox", message, text)
+    west, south, east, north = (float(x) for x in text.split(","))
+    return west, min(south, north), east, max(south, north)
 
 
 def in_box(cell: str, box: tuple[float, float, float, float]) -> bool:
+    """Whether the cell's centre is in the box (one across the antimeridian
+    when its west edge is east of its east edge)."""
     lat, lon = cell_center(int(cell, 16))
-    return box[0] <= lon <= box[2] and box[1] <= lat <= box[3]
+    west, south, east, north = box
+    across = lon >= west or lon <= east
+    return south <= lat <= north and (west <= lon <= east if west <= east else across)
 
 
 def polygon(cell: str) -> list[list[float]]:
@@ -1550,24 +1596,24 @@ def window_hours(day: str, start: str, end: str) -> list[int]:
     >>> window_hours("sun", "23:00", "01:00")
     [167, 0]
     """
-    if day.lower()[:3] not in DAYS:
-        raise HTTPException(422, f"day must be one of {', '.join(DAYS)}")
+    if day not in DAYS:
+        raise invalid("query", "day", f"day must be one of {', '.join(DAYS)}, got {cut(day)}", day)
     first = _hour(start, "from")
     last = _hour(end, "to")
     span = (last - first) % 24 or 24
-    base = DAYS.index(day.lower()[:3]) * 24 + first
+    base = DAYS.index(day) * 24 + first
     return [(base + h) % 168 for h in range(span)]
 
 
+HOUR_PATTERN = "^(?:[01][0-9]|2[0-3]):00$"
+_WHOLE_HOUR = re.compile(HOUR_PATTERN)
+
+
 def _hour(text: str, name: str) -> int:
-    try:
-        hh, mm = text.split(":")
-        hour, minute = int(hh), int(mm)
-    except ValueError:
-        raise HTTPException(422, f"{name} is HH:MM") from None
-    if not (0 <= hour < 24 and minute == 0):
-        raise HTTPException(422, f"{name} must be a whole hour, 00:00 to 23:00")
-    return hour
+    if _WHOLE_HOUR.fullmatch(text) is None:
+        message = f"{name} must be a whole hour HH:00, 00:00 to 23:00, got {cut(text)}"
+        raise invalid("query", name, message, text)
+    return int(text[:2])
 
 
 class _RedactTokens(logging.Filter):

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 
+import h3
 import httpx
 import pytest
 import redis.asyncio as aioredis
 
 from tests import oracle
-from tests.integration.test_api import DISPLAY, auth, filled, serving, settings_for
+from tests.integration.test_api import DISPATCH, DISPLAY, auth, filled, serving, settings_for
+from tests.integration.test_api_fast_lane import GENERAL, same
 
 
 @pytest.fixture(scope="module")
@@ -21,12 +23,17 @@ def rows() -> list[oracle.Row]:
     return oracle.read_rows(oracle.SAMPLE, limit=3000)
 
 
-def says(response: httpx.Response, *words: str) -> None:
-    """A 422 whose message names each of ``words``."""
-    assert response.status_code == 422, (response.status_code, response.text)
+def says(response: httpx.Response, *words: str, status: int = 422) -> None:
+    """A ``status`` answer whose message names each of ``words``."""
+    assert response.status_code == status, (response.status_code, response.text)
     text = response.text
     for word in words:
         assert word in text, (word, text)
+
+
+def short(response: httpx.Response) -> None:
+    """An error that quotes a bad value at most 80 characters long."""
+    assert len(response.content) < 1000 and "x" * 81 not in response.text, response.text[:200]
 
 
 async def test_out_of_range_dates_are_refused_with_the_years_allowed(
@@ -94,3 +101,111 @@ async def test_a_family_view_gives_shares_of_the_familys_own_total(
             shares = [i["share"] for i in items]
             assert shares == sorted(shares, reverse=True)
             assert math.fsum(shares) == pytest.approx(1.0, rel=1e-9)
+
+
+LONG = "x" * 9000  # a 9 KB value: not to be sent back whole
+
+
+async def test_bad_values_get_the_same_short_422_on_both_ways(
+    client: aioredis.Redis, namespace: str, redis_url: str, rows: list[oracle.Row]
+) -> None:
+    settings = settings_for(namespace, redis_url)
+    await filled(settings, client, rows[:500])
+    async with serving(settings, client) as host, httpx.AsyncClient(base_url=f"http://{host}") as h:
+
+        async def both(path: str, token: str, **params: str) -> httpx.Response:
+            lane = await h.get(path, params=params, headers=auth(token))
+            general = await h.get(path, params={**params, **GENERAL}, headers=auth(token))
+            same(lane, general)
+            return lane
+
+        for params, named in (
+            ({"family": "unicorn"}, "unknown family 'unicorn'"),
+            ({"family": ""}, "unknown family ''"),
+            ({"family": LONG}, "unknown family"),
+            ({"horizon": LONG}, "unknown horizon"),
+            ({"bbox": "-inf,-inf,inf,inf"}, "bbox is west,south,east,north"),
+            ({"bbox": "-500,-100,500,100"}, "longitudes -180..180"),
+            ({"bbox": "nan,0,1,1"}, "bbox"),
+            ({"bbox": "-75.2,39.9,-75.1,90.5"}, "latitudes -90..90"),
+            ({"bbox": "1,2"}, "bbox"),
+            ({"bbox": "1e1,2,3,4"}, "bbox"),
+            ({"bbox": " 1,2,3,4"}, "bbox"),
+            ({"bbox": ""}, "bbox"),
+            ({"bbox": LONG}, "bbox"),
+            ({"format": LONG}, "format"),
+        ):
+            bad = await both("/v1/hotspots", DISPLAY, **params)
+            says(bad, named)
+            short(bad)
+            assert bad.json()["detail"][0]["loc"] == ["query", next(iter(params))]
+        for params in (
+            {"lat": "nan", "lon": "0"},
+            {"lat": "inf", "lon": "0"},
+            {"lat": "0", "lon": "-181"},
+            {"lat": LONG, "lon": "0"},
+        ):
+            bad = await both("/v1/risk", DISPATCH, **params)
+            assert bad.status_code == 422, (params, bad.text)
+            short(bad)
+        h.headers.update(auth(DISPLAY))
+        for params, named in (
+            ({"day": "Friday", "from": "22:00", "to": "02:00"}, "day must be one of mon"),
+            ({"day": LONG, "from": "22:00", "to": "02:00"}, "day must be one of mon"),
+            ({"day": "fri", "from": "22:30", "to": "02:00"}, "from must be a whole hour"),
+            ({"day": "fri", "from": "22:00", "to": LONG}, "to must be a whole hour"),
+        ):
+            bad = await h.get("/v1/windows", params=params)
+            says(bad, named)
+            short(bad)
+        says(await h.get(f"/v1/blends/{LONG}"), status=404)
+        short(await h.get(f"/v1/blends/{LONG}"))
+
+
+async def test_bbox_edges_in_either_order_and_across_the_antimeridian(
+    client: aioredis.Redis, namespace: str, redis_url: str, rows: list[oracle.Row]
+) -> None:
+    settings = settings_for(namespace, redis_url)
+    await filled(settings, client, rows)
+    async with serving(settings, client) as host, httpx.AsyncClient(base_url=f"http://{host}") as h:
+        h.headers.update(auth(DISPLAY))
+
+        async def cells(bbox: str) -> list[str]:
+            got = await h.get("/v1/hotspots", params={"bbox": bbox, "limit": 50})
+            assert got.status_code == 200, (bbox, got.text)
+            return [i["cell"] for i in got.json()["hotspots"]]
+
+        city = await cells("-75.3,39.85,-75.0,40.1")
+        assert len(city) == 50
+        assert await cells("-75.3,40.1,-75.0,39.85") == city  # north given first
+        # west east of east: the box runs the other way round the globe
+        strip = await cells("-75.2,-90,-75.15,90")
+        across = await cells("-75.15,-90,-75.2,90")
+        assert strip and across and not set(strip) & set(across)
+        for cell in across:
+            lon = h3.cell_to_latlng(cell)[1]
+            assert lon >= -75.15 or lon <= -75.2, cell
+        assert await cells("179.5,-90,-179.5,90") == []
+
+
+async def test_risk_says_whether_the_point_is_in_the_study_area(
+    client: aioredis.Redis, namespace: str, redis_url: str, rows: list[oracle.Row]
+) -> None:
+    settings = settings_for(namespace, redis_url)
+    await filled(settings, client, rows[:500])
+    async with serving(settings, client) as host, httpx.AsyncClient(base_url=f"http://{host}") as h:
+        for (lat, lon), inside in (
+            ((39.9524, -75.1636), True),  # City Hall, Philadelphia
+            ((rows[3].lat, rows[3].lon), True),
+            ((0.0, 0.0), False),
+            ((40.7128, -74.006), False),  # New York
+        ):
+            params = {"lat": f"{lat:.6f}", "lon": f"{lon:.6f}"}
+            lane = await h.get("/v1/risk", params=params, headers=auth(DISPATCH))
+            same(
+                lane, await h.get("/v1/risk", params={**params, **GENERAL}, headers=auth(DISPATCH))
+            )
+            body = lane.json()
+            assert body["in_study_area"] is inside, (lat, lon)
+            if not inside:
+                assert all(h["rank"] is None for c in body["cells"] for h in c["horizons"].values())

@@ -111,7 +111,7 @@ async def test_plan_notes_and_dosage_over_http(
             ({"mode": "some"}, "'mode' is"),
         ):
             got = await h.put("/v1/dosage/plan", json=bad, headers=auth(ADMIN))
-            assert got.status_code == 422 and said in got.json()["detail"], got.text
+            assert got.status_code == 422 and said in got.text, got.text
         assert (await h.put("/v1/dosage/plan", json=[1], headers=auth(ADMIN))).status_code == 422
         assert (await h.get("/v1/dosage/plan", headers=auth(DISPLAY))).json()["mode"] == "top"
         set_ = await h.put("/v1/dosage/plan", json=plan, headers=auth(ADMIN))

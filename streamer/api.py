@@ -528,12 +528,23 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
                 return caller
         return None
 
-    def allow(roles: frozenset[str]) -> Callable[[Request], Awaitable[Caller]]:
+    def allow(
+        roles: frozenset[str], in_query: bool = False
+    ) -> Callable[[Request], Awaitable[Caller]]:
+        """A dependency that admits tokens of ``roles``: from the
+        ``Authorization`` header, and from ``?access_token=`` only where
+        ``in_query`` (the push stream: an EventSource cannot set headers). A
+        token in the URL elsewhere is refused, whatever the header says:
+        URLs end up in logs, histories and Referer headers."""
+
         # async, though it awaits nothing: FastAPI runs a plain def dependency
         # in its thread pool, a thread hop on every request
         async def check(request: Request) -> Caller:
             header = request.headers.get("authorization", "")
-            caller = caller_of(bearer(header, request.query_params.get("access_token")))
+            query_token = request.query_params.get("access_token")
+            if query_token is not None and not in_query:
+                raise HTTPException(401, QUERY_TOKEN_REFUSED, {"WWW-Authenticate": "Bearer"})
+            caller = caller_of(bearer(header, query_token))
             if caller is None:
                 raise HTTPException(401, headers={"WWW-Authenticate": "Bearer"})
             if caller.role not in roles:
@@ -545,6 +556,7 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
     families = sorted({rule.family for rule in settings.categories.values()})
     area = study_area(settings, boundary_path)
     anyone = Depends(allow(ANY_ROLE))
+    listener = Depends(allow(ANY_ROLE, in_query=True))
     dispatch = Depends(allow(DISPATCH))
     admin = Depends(allow(ADMIN))
 
@@ -566,21 +578,29 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # (no-cache: displays run for days; an upgrade must reach them on reload)
+    page_headers = {"Cache-Control": "no-cache", **page_security(settings.api.tile_url)}
+
     @app.get("/", include_in_schema=False)
     async def display() -> Response:
-        return FileResponse(WEB / "index.html", headers={"Cache-Control": "no-cache"})
+        return FileResponse(WEB / "index.html", headers=page_headers)
 
     @app.get("/officer", include_in_schema=False)
     async def officer() -> Response:
         """The officer's phone page (its API calls carry ``?token=``, as the display's)."""
-        return FileResponse(WEB / "officer.html", headers={"Cache-Control": "no-cache"})
+        return FileResponse(WEB / "officer.html", headers=page_headers)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        # (the pages have no icon: browsers ask anyway; nothing, for a day)
+        return Response(status_code=204, headers={"Cache-Control": "max-age=86400"})
 
     @app.get("/static/{name}", include_in_schema=False)
     async def static(name: str) -> Response:
         path = (WEB / "static" / name).resolve()
         if path.parent != (WEB / "static").resolve() or not path.is_file():
             raise HTTPException(404)
-        return FileResponse(path, headers={"Cache-Control": "no-cache"})
+        headers = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+        return FileResponse(path, headers=headers)
 
     # /v1 -------------------------------------------------------------
     @app.get("/v1/config", dependencies=[anyone])
@@ -628,7 +648,7 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
     async def hotspots_fast(scope: Any) -> Response | None:
         """``/v1/hotspots`` in the fast lane (:class:`LaneApp`), or None."""
         query = query_of(scope)
-        caller = caller_of(bearer(header_of(scope, b"authorization"), query.get("access_token")))
+        caller = caller_of(bearer(header_of(scope, b"authorization"), None))
         if caller is None or caller.role not in ANY_ROLE:
             return None
         asked = HotspotsQuery.read(query)
@@ -853,8 +873,9 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
     async def risk_fast(scope: Any) -> Response | None:
         """``/v1/risk`` in the fast lane (:class:`LaneApp`), or None."""
         query = query_of(scope)
-        caller = caller_of(bearer(header_of(scope, b"authorization"), query.get("access_token")))
+        caller = caller_of(bearer(header_of(scope, b"authorization"), None))
         if caller is None or caller.role not in DISPATCH or not query.keys() <= RISK_PARAMS:
+            # (a token in the URL among them: refused the general way)
             return None
         lat = decimal_in(query.get("lat"), 90.0)
         lon = decimal_in(query.get("lon"), 180.0)
@@ -1013,7 +1034,7 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
             task["polygon"] = polygon(task["cell"])
         return view
 
-    @app.get("/v1/stream", dependencies=[anyone], response_class=Response)
+    @app.get("/v1/stream", dependencies=[listener], response_class=Response)
     async def stream() -> Response:
         """Server-Sent Events: a snapshot (rankings and open alerts), then
         every ranking change and alert notice, with heartbeats."""
@@ -1264,6 +1285,42 @@ async def pages(
         count *= 4
 
 
+QUERY_TOKEN_REFUSED = (
+    "a token in the URL (access_token) is taken only by /v1/stream and /v1/ws: "
+    "send it as an Authorization: Bearer header"
+)
+
+
+def page_security(tile_url: str | None) -> dict[str, str]:
+    """The headers of the HTML pages: scripts, styles and calls of this
+    server only, images also from the base map's tile server; never framed,
+    never sniffed, no Referer (the page address carries its token).
+
+    >>> policy = page_security("https://{s}.tiles.example:8443/{z}/{x}/{y}.png")
+    >>> [p for p in policy["Content-Security-Policy"].split("; ") if p.startswith("img")]
+    ["img-src 'self' data: https://*.tiles.example:8443"]
+    """
+    images = "'self' data:"
+    if tile_url:
+        parts = urllib.parse.urlsplit(tile_url.replace("{", "%7B").replace("}", "%7D"))
+        host = parts.netloc
+        if "%7B" in host:  # a templated subdomain ({s}.tiles...): any subdomain
+            host = "*." + host.split(".", 1)[1]
+        if parts.scheme in ("http", "https") and host:
+            images += f" {parts.scheme}://{host}"
+    policy = (
+        "default-src 'none'; script-src 'self'; style-src 'self'; "
+        f"img-src {images}; connect-src 'self'; base-uri 'none'; form-action 'self'; "
+        "frame-ancestors 'none'"
+    )
+    return {
+        "Content-Security-Policy": policy,
+        "X-Frame-Options": "DENY",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }
+
+
 def store_unavailable() -> Response:
     """The answer of any route while Redis cannot be reached."""
     return JSONResponse({"error": "store unavailable"}, status_code=503)
@@ -1348,10 +1405,8 @@ def whole(text: str | None, default: int) -> int | None:
 
 
 MAX_LIMIT = 1000
-RISK_PARAMS = frozenset({"lat", "lon", "access_token"})
-HOTSPOTS_PARAMS = frozenset(
-    {"horizon", "resolution", "limit", "family", "bbox", "format", "access_token"}
-)
+RISK_PARAMS = frozenset({"lat", "lon"})
+HOTSPOTS_PARAMS = frozenset({"horizon", "resolution", "limit", "family", "bbox", "format"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -209,3 +209,59 @@ async def test_risk_says_whether_the_point_is_in_the_study_area(
             assert body["in_study_area"] is inside, (lat, lon)
             if not inside:
                 assert all(h["rank"] is None for c in body["cells"] for h in c["horizons"].values())
+
+
+async def test_a_token_in_the_url_is_taken_only_by_the_push_stream(
+    client: aioredis.Redis, namespace: str, redis_url: str, rows: list[oracle.Row]
+) -> None:
+    settings = settings_for(namespace, redis_url)
+    await filled(settings, client, rows[:200])
+    async with serving(settings, client) as host, httpx.AsyncClient(base_url=f"http://{host}") as h:
+        for path, token, params in (
+            ("/v1/config", DISPLAY, {}),
+            ("/v1/boundary", DISPLAY, {}),
+            ("/v1/hotspots", DISPLAY, {}),
+            ("/v1/hotspots", DISPLAY, GENERAL),
+            ("/v1/risk", DISPATCH, {"lat": "39.95", "lon": "-75.16"}),
+            ("/v1/risk", DISPATCH, {"lat": "39.95", "lon": "-75.16", **GENERAL}),
+            ("/v1/alerts", DISPLAY, {}),
+            ("/v1/dosage/plan", DISPLAY, {}),
+        ):
+            assert (await h.get(path, params=params, headers=auth(token))).status_code == 200
+            in_url = await h.get(path, params={**params, "access_token": token})
+            assert in_url.status_code == 401, (path, params, in_url.text)
+            assert in_url.headers["www-authenticate"] == "Bearer"
+            assert "Authorization: Bearer header" in in_url.json()["detail"]
+            assert token not in in_url.text
+            both = await h.get(path, params={**params, "access_token": token}, headers=auth(token))
+            assert both.status_code == 401, path
+        async with h.stream("GET", "/v1/stream", params={"access_token": DISPLAY}) as stream:
+            assert stream.status_code == 200
+            assert stream.headers["content-type"].startswith("text/event-stream")
+        async with h.stream("GET", "/v1/stream", params={"access_token": "wrong"}) as stream:
+            assert stream.status_code == 401
+
+
+async def test_pages_send_security_headers_and_a_favicon(
+    client: aioredis.Redis, namespace: str, redis_url: str
+) -> None:
+    tiles = "https://{s}.tiles.example/{z}/{x}/{y}.png"
+    settings = settings_for(namespace, redis_url, tile_url=tiles)
+    async with serving(settings, client) as host, httpx.AsyncClient(base_url=f"http://{host}") as h:
+        for page in ("/", "/officer", "/?token=abc"):
+            got = await h.get(page)
+            assert got.status_code == 200 and got.headers["content-type"].startswith("text/html")
+            policy = dict(
+                part.split(" ", 1) for part in got.headers["content-security-policy"].split("; ")
+            )
+            assert policy["default-src"] == "'none'"
+            assert policy["script-src"] == "'self'" and policy["connect-src"] == "'self'"
+            assert policy["img-src"] == "'self' data: https://*.tiles.example"
+            assert policy["frame-ancestors"] == "'none'"
+            assert got.headers["x-frame-options"] == "DENY"
+            assert got.headers["x-content-type-options"] == "nosniff"
+            assert got.headers["referrer-policy"] == "no-referrer"
+        icon = await h.get("/favicon.ico")
+        assert icon.status_code in (200, 204), icon.status_code
+        script = await h.get("/static/display.js")
+        assert script.headers["x-content-type-options"] == "nosniff"

@@ -5,13 +5,18 @@ process started once per session on a free 127.0.0.1 port. Redis is the one at
 127.0.0.1:6379 db 0 (override with ``HOTSPOTS_TEST_REDIS_URL``); when it does not
 answer the tests that need it fail, they do not skip. Each test gets its own key
 namespace, which is deleted afterwards. Unit tests request none of these.
+
+A few tests read the shared data set that sits beside a checkout
+(``../shared/data``, not part of the repository); they ask for it through
+``shared_data``, which skips them where it is missing, or fails them under
+``CI=true``, where it must be there.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +29,38 @@ from tests import oracle
 from tests.worker_support import Workers
 
 DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/0"
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def in_ci(environ: dict[str, str] | None = None) -> bool:
+    """True when ``CI`` says so (``true``, ``1`` or ``yes``, any case)."""
+    value = (os.environ if environ is None else environ).get("CI", "")
+    return value.strip().lower() in {"true", "1", "yes"}
+
+
+def shared_file(
+    *parts: str, root: Path = SHARED_DATA, environ: dict[str, str] | None = None
+) -> Path:
+    """``root/parts...``, a file of the shared data set beside the checkout.
+
+    Where it is missing the calling test skips, with a reason that names the
+    path; under ``CI=true`` it fails instead, since CI has the data beside
+    its clone and a skip there would hide a test that never ran.
+    """
+    path = root.joinpath(*parts)
+    if path.is_file():
+        return path
+    message = f"shared data not found at {path} (the data set beside the checkout)"
+    if in_ci(environ):
+        pytest.fail(f"{message}; CI=true requires it", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Callable[..., Path]:
+    """:func:`shared_file`: ``shared_data("philadelphia", "x.csv.gz")`` is the
+    path of that file, or the test skips (fails under ``CI=true``)."""
+    return shared_file
 
 
 @pytest.fixture(scope="session")

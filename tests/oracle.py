@@ -23,7 +23,6 @@ import h3
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "philadelphia_2025.csv.gz"
-SHARED = ROOT.parent / "shared" / "data" / "philadelphia" / "incidents_2016_2025.csv.gz"
 # Philadelphia's police districts: the copy shipped in data/ (the shared one
 # beside the checkout is the same file)
 DISTRICTS = ROOT / "data" / "philadelphia_police_districts.geojson"

@@ -5,7 +5,16 @@ terms. Events older than the ledger window (``store.ledger_retention``
 before the file's newest event) are settled history: they are summed per
 cell in one vectorised pass and merged. The newest events go through the
 live path's apply script, so they are ledgered: a later duplicate, cancel or
-correction of them (from Kafka) is exact.
+correction of them (from Kafka or another file) is exact.
+
+A file is read as changes applied in order to what the store held before it
+(see :func:`streamer.adapters.files.standing`). Cancels of events the file
+does not upsert first are sent to the store before anything else: the store
+takes each out by id while its ledger holds the event, else by the fields the
+cancel carries (an adjustment row), else counts it as an unknown cancel. An
+upsert of an id the ledger holds (a correction: moved, reclassified) goes
+through the apply script, which takes the old version out, wherever the
+upsert falls in time. See docs/corrections.md.
 """
 
 from __future__ import annotations
@@ -16,22 +25,25 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from streamer.adapters.files import (
+    Columns,
     ObjectArray,
     SourceProfile,
     concat_columns,
     read_columns,
     standing,
 )
-from streamer.adapters.store import Store, StoreOp
+from streamer.adapters.store import ApplyResult, Store, StoreOp
 from streamer.core.aggregate import Batch, hours_of_week
+from streamer.core.batching import cancel_op
 from streamer.core.cells import cells_of_many
-from streamer.core.events import EventRules
+from streamer.core.events import Cancel, Event, EventRules
 from streamer.core.fastpath import encode_cells
 from streamer.core.scoring import Contribution, Scorer, clean_label
 
@@ -44,7 +56,13 @@ class BackfillReport:
     accepted: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     superseded: int = 0
-    cancelled: int = 0
+    cancelled: int = 0  # ids upserted in this file whose last row cancels them
+    store_cancels: int = 0  # cancel rows aimed at what the store held before the file
+    cancels_by_id: int = 0  # applied to the store: the ledger held the event
+    cancels_by_fields: int = 0  # applied to the store: by the fields the row carried
+    cancels_repeated: int = 0  # of events already cancelled (nothing changed)
+    unknown_cancel: int = 0  # the store could not place them: nothing changed
+    replaced_by_id: int = 0  # corrections: stored versions an upsert replaced by id
     excluded: int = 0
     unknown_categories: Counter[str] = field(default_factory=Counter)
     settled: int = 0
@@ -56,6 +74,37 @@ class BackfillReport:
     @property
     def events_per_s(self) -> float:
         return self.read / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> dict[str, object]:
+        """The report as the command line prints it."""
+        return {
+            "read": self.read,
+            "accepted": self.accepted,
+            "rejected": dict(self.rejected),
+            "superseded_by_later_row": self.superseded,
+            "cancelled_within_file": self.cancelled,
+            "cancels_applied_to_store": {
+                "by_id": self.cancels_by_id,
+                "by_fields": self.cancels_by_fields,
+            },
+            "cancels_already_applied": self.cancels_repeated,
+            "unknown_cancel": self.unknown_cancel,
+            "corrections_by_id": self.replaced_by_id,
+            "excluded_by_weight": self.excluded,
+            "unknown_categories": dict(self.unknown_categories),
+            "settled": self.settled,
+            "ledgered": self.ledgered,
+            "cells_written": self.cells,
+            "seconds": round(self.seconds, 3),
+            "events_per_s": round(self.events_per_s),
+        }
+
+    def add_cancels(self, result: ApplyResult) -> None:
+        """Count what the store did with a batch of cancels."""
+        self.cancels_by_id += result.cancelled
+        self.cancels_by_fields += result.cancelled_by_fields
+        self.cancels_repeated += result.cancel_repeated
+        self.unknown_cancel += result.unknown_cancel
 
 
 Progress = Callable[[str, int, int], None]
@@ -121,12 +170,30 @@ async def backfill(
     step("read", 1, 1)
 
     # Upsert semantics within the file: the last row of an id wins; a last
-    # row that cancels removes the id.
+    # row that cancels removes the id. Cancels before an id's first upsert
+    # withdraw what the store held before this file: they go first.
     stand = standing(cols, rules, now_s=now_s)
     rows = stand.rows
     report.rejected.update(stand.rejected)
     report.superseded = stand.superseded
     report.cancelled = stand.cancelled
+    report.store_cancels = int(stand.store_cancels.size)
+    cancel_ops = [
+        cancel_op(_cancel_of(cols, int(i), bool(f)), scorer)
+        for i, f in zip(stand.store_cancels.tolist(), stand.with_fields.tolist(), strict=True)
+    ]
+    for start in range(0, len(cancel_ops), batch_max_events):
+        part = cancel_ops[start : start + batch_max_events]
+        report.add_cancels(await store.apply(part, now_s=now_s))
+        step("cancels", min(start + batch_max_events, len(cancel_ops)), len(cancel_ops))
+    ledger_in_use = await store.client.hlen(store.key("ledger")) > 0
+    if ledger_in_use and stand.cancelled_rows.size:
+        # upserted and cancelled in this file: an earlier version the ledger
+        # holds goes too (if none, the event lived in this file only)
+        quiet = [StoreOp.cancel(str(i)) for i in cols.ids[stand.cancelled_rows].tolist()]
+        for start in range(0, len(quiet), batch_max_events):
+            result = await store.apply(quiet[start : start + batch_max_events], now_s=now_s)
+            report.cancels_by_id += result.cancelled
 
     # Weights, per distinct (category, origin): factorise once, then index.
     table = scorer.weights
@@ -139,7 +206,18 @@ async def backfill(
     weight = np.array([w.weight for w in weighed], dtype=np.float64)[codes]
     counted = weight > 0
     report.excluded = int((~counted).sum())
-    rows, weight, codes = rows[counted], weight[counted], codes[counted]
+    # ids the ledger holds: a new version of one is a correction, applied by
+    # id through the apply script (one that no longer counts takes it out)
+    held = (
+        await store.ledger_holds([str(i) for i in cols.ids[rows].tolist()])
+        if ledger_in_use
+        else np.zeros(rows.size, dtype=np.bool_)
+    )
+    excluded_held = [StoreOp.exclude(str(i)) for i in cols.ids[rows[~counted & held]].tolist()]
+    for start in range(0, len(excluded_held), batch_max_events):
+        result = await store.apply(excluded_held[start : start + batch_max_events], now_s=now_s)
+        report.replaced_by_id += result.retracted
+    rows, weight, codes, held = rows[counted], weight[counted], codes[counted], held[counted]
     present = sorted(set(np.unique(codes).tolist()))
     families = sorted({weighed[c].family for c in present})
     categories = sorted({pairs[c][0] for c in present})
@@ -165,11 +243,12 @@ async def backfill(
     )
     step("cells", 1, 1)
     if len(batch) == 0:
+        await store.client.hset(loaded_key, digest, f"{Path(path).name} {int(now_s)}")
         report.seconds = time.monotonic() - started
         return report
 
     newest, oldest = float(t_s.max()), float(t_s.min())
-    recent = t_s >= newest - ledger_window_s
+    recent = (t_s >= newest - ledger_window_s) | held
     settled = batch.take(~recent)
     report.settled, report.ledgered = len(settled), int(recent.sum())
 
@@ -218,9 +297,31 @@ async def backfill(
             )
         )
     for start in range(0, len(ops_out), batch_max_events):
-        await store.apply(ops_out[start : start + batch_max_events], now_s=now_s)
+        result = await store.apply(ops_out[start : start + batch_max_events], now_s=now_s)
+        report.replaced_by_id += result.retracted
         step("ledger", min(start + batch_max_events, len(ops_out)), len(ops_out))
 
     await store.client.hset(loaded_key, digest, f"{Path(path).name} {int(now_s)}")
     report.seconds = time.monotonic() - started
     return report
+
+
+def _cancel_of(cols: Columns, i: int, with_fields: bool) -> Cancel:
+    """Row ``i`` (a cancel) as the live path's :class:`Cancel`: with its
+    event's fields when the row carries them (valid)."""
+    event_id = str(cols.ids[i])
+    if not with_fields:
+        return Cancel(event_id)
+    t_s = float(cols.occurred_at_s[i])
+    origin = str(cols.origins[i])
+    event = Event(
+        id=event_id,
+        kind="call" if cols.kinds[i] == "call" else "incident",
+        occurred_at=datetime.fromtimestamp(t_s, UTC),
+        occurred_at_s=t_s,
+        lat_deg=float(cols.lat_deg[i]),
+        lon_deg=float(cols.lon_deg[i]),
+        category=str(cols.categories[i]),
+        origin="proactive" if origin == "proactive" else "reported",
+    )
+    return Cancel(event_id, event.kind, event)

@@ -482,20 +482,14 @@ async def _backfill(args: argparse.Namespace, settings: Settings, store: Any) ->
             "nothing done (use --force to load it again)"
         )
         return 0
-    summary = {
-        "read": report.read,
-        "accepted": report.accepted,
-        "rejected": dict(report.rejected),
-        "superseded_by_later_row": report.superseded,
-        "cancelled": report.cancelled,
-        "excluded_by_weight": report.excluded,
-        "unknown_categories": dict(report.unknown_categories),
-        "settled": report.settled,
-        "ledgered": report.ledgered,
-        "cells_written": report.cells,
-        "seconds": round(report.seconds, 3),
-        "events_per_s": round(report.events_per_s),
-    }
+    summary = report.summary()
+    if report.unknown_cancel:
+        print(
+            f"warning: {report.unknown_cancel} cancels name events the store cannot place "
+            "(its ledger no longer holds them, and they carry no time, place and category "
+            "of an event it holds): nothing changed for them (see docs/corrections.md)",
+            file=sys.stderr,
+        )
     if args.json:
         print(orjson.dumps(summary).decode())
     else:

@@ -32,7 +32,7 @@ import math
 import tomllib
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -241,13 +241,27 @@ class Standing:
     rows: npt.NDArray[np.int64]  # the rows that stand, in file order
     rejected: Counter[str]  # invalid event rows, by reason (cancels need only an id)
     superseded: int  # rows replaced by a later row of the same id
-    cancelled: int  # ids whose last row cancels them
+    cancelled: int  # ids upserted in the file whose last row cancels them
+    # cancel rows of an id before its first upsert in the file (or of an id
+    # the file never upserts): they withdraw what the store already holds
+    store_cancels: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    # which of ``store_cancels`` carry the event's own fields (valid)
+    with_fields: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, np.bool_))
+    # the last row of each id counted in ``cancelled``: the store may hold an
+    # earlier version of it (loaded before this file), withdrawn by id
+    cancelled_rows: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 def standing(cols: Columns, rules: EventRules, *, now_s: float) -> Standing:
     """The rows of a file that stand: valid events, the last row of each id
     (a later row replaces an earlier one), and no id whose last row cancels
-    it. What backfill loads and the offline tools count."""
+    it. What backfill loads and the offline tools count.
+
+    The file is read as a sequence applied in order to what the store held
+    before it: a cancel that comes before any upsert of its id in the file
+    withdraws the stored event (:attr:`Standing.store_cancels`); from an
+    id's first upsert on, its last row decides (it stands, or the id is
+    cancelled within the file)."""
     keep, reasons = validate_columns(
         cols.ids,
         cols.occurred_at_s,
@@ -257,21 +271,57 @@ def standing(cols: Columns, rules: EventRules, *, now_s: float) -> Standing:
         rules,
         now_s=now_s,
     )
-    is_cancel = cols.ops == "cancel"
+    is_cancel = np.asarray(cols.ops == "cancel", dtype=np.bool_)
     rejected = Counter(r for r in reasons[~is_cancel] if r is not None)
     candidates = np.flatnonzero(keep | is_cancel)
-    last = _last_of_each_id(cols.ids[candidates], candidates)
-    rows: npt.NDArray[np.int64] = last[~is_cancel[last]]
-    return Standing(rows, rejected, candidates.size - last.size, int(last.size - rows.size))
+    codes = _id_codes(cols.ids[candidates])
+    cancel = is_cancel[candidates]
+    n_ids = int(codes.max()) + 1 if codes.size else 0
+    # each id's first upsert (as a position among the candidates)
+    first_upsert = np.full(n_ids, candidates.size, dtype=np.int64)
+    upserts = np.flatnonzero(~cancel)
+    np.minimum.at(first_upsert, codes[upserts], upserts)
+    position = np.arange(candidates.size)
+    leading = position < first_upsert[codes]  # (only cancels come before an id's first upsert)
+    tail = np.flatnonzero(~leading)
+    last = _last_of_codes(codes[tail], tail)
+    stands = last[~cancel[last]]
+    dropped = last[cancel[last]]
+    store_cancels = candidates[leading]
+    return Standing(
+        rows=candidates[stands],
+        rejected=rejected,
+        superseded=int(tail.size - last.size),
+        cancelled=int(dropped.size),
+        store_cancels=store_cancels,
+        with_fields=keep[store_cancels],
+        cancelled_rows=candidates[dropped],
+    )
 
 
 def _last_of_each_id(
     ids: npt.NDArray[np.object_], rows: npt.NDArray[np.int64]
 ) -> npt.NDArray[np.int64]:
-    """Of ``rows`` (ascending, their ids ``ids``), the last row of each id,
-    ascending. Ids of one type are numbered by Arrow (a Python dict of 1.5 M
-    ids took most of a second); mixed ones (ints beside strings: Python's
-    equality, not Arrow's, decides) go through a dict."""
+    """Of ``rows`` (ascending, their ids ``ids``), the last row of each id, ascending."""
+    return _last_of_codes(_id_codes(ids), rows)
+
+
+def _last_of_codes(
+    codes: npt.NDArray[np.int64], rows: npt.NDArray[np.int64]
+) -> npt.NDArray[np.int64]:
+    """Of ``rows`` (ascending, their id codes ``codes``), the last row of each code, ascending."""
+    # the first of each code in the reversed rows is the last in file order
+    _, first_reversed = np.unique(codes[::-1], return_index=True)
+    last: npt.NDArray[np.int64] = rows[rows.size - 1 - first_reversed]
+    last.sort()
+    return last
+
+
+def _id_codes(ids: npt.NDArray[np.object_]) -> npt.NDArray[np.int64]:
+    """A number per distinct id (equal ids, equal numbers). Ids of one type
+    are numbered by Arrow (a Python dict of 1.5 M ids took most of a
+    second); mixed ones (ints beside strings: Python's equality, not
+    Arrow's, decides) go through a dict."""
     try:
         column = pa.array(ids)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
@@ -281,15 +331,12 @@ def _last_of_each_id(
         and column.null_count == 0
         and (pa.types.is_string(column.type) or pa.types.is_integer(column.type))
     ):
-        codes = pc.dictionary_encode(column).indices.to_numpy(zero_copy_only=False)
-        # the first of each code in the reversed rows is the last in file order
-        _, first_reversed = np.unique(codes[::-1], return_index=True)
-        last: npt.NDArray[np.int64] = rows[rows.size - 1 - first_reversed]
-    else:
-        by_id = dict(zip(ids.tolist(), rows.tolist(), strict=True))  # later rows overwrite
-        last = np.fromiter(by_id.values(), dtype=np.int64, count=len(by_id))
-    last.sort()
-    return last
+        indices = pc.dictionary_encode(column).indices.to_numpy(zero_copy_only=False)
+        return np.asarray(indices, dtype=np.int64)
+    number: dict[object, int] = {}
+    return np.fromiter(
+        (number.setdefault(i, len(number)) for i in ids.tolist()), dtype=np.int64, count=len(ids)
+    )
 
 
 def standing_rows(cols: Columns, rules: EventRules, *, now_s: float) -> npt.NDArray[np.int64]:

@@ -38,12 +38,18 @@ PROFILE_FORMAT = "<168f"  # hour-of-week profile: float32, Monday 00h first
 PROFILE_BYTES = 672  # a profile key may be shorter: missing hours are zero
 _FAST_MIN = 8  # fewer new events go term by term: summing them costs more than it saves
 _REDIRECTS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")  # Redis Cluster: ask the client
+_TOMBSTONE_BYTES = 9  # a ledger value "YYYYMMDD" US with no contribution: a cancel's
 _MAX_PLANS = 8  # plans for one batch before giving up (each retry needs a concurrent change)
 
 
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
-    """What one batch did."""
+    """What one batch did. ``cancelled``: cancels the ledger held by id;
+    ``cancelled_by_fields``: cancels the ledger did not hold, taken out by
+    the fields they carry; ``cancel_repeated``: cancels of an id already
+    cancelled (a tombstone in the ledger); ``unknown_cancel``: cancels the
+    store could not place (nothing changed); ``retracted``: versions an
+    upsert replaced by id."""
 
     seq: int
     applied: int
@@ -53,6 +59,8 @@ class ApplyResult:
     stale: int
     retracted: int
     cells: int
+    cancelled_by_fields: int = 0
+    cancel_repeated: int = 0
 
 
 @dataclass(slots=True)
@@ -61,9 +69,10 @@ class ApplyPlan:
 
     ops: Sequence[StoreOp]
     day: str  # ledger day
-    max_t: float | None  # newest event time (None: no event adds anything)
-    min_t: float | None  # oldest
+    max_t: float | None  # newest event time (None: no event adds or takes out anything)
+    min_t: float | None  # oldest event added
     fast: set[int]  # indexes of the ops summed per cell before the script
+    newest_added: float | None = None  # newest event time added (the watermark's)
     args: list[Any] | None = None  # None: to be built at the store's landmarks
     rows: Rows | None = None  # upserts in columns (then ``fast`` is empty)
     row_fast: npt.NDArray[np.bool_] | None = None  # which rows go the fast way
@@ -313,6 +322,10 @@ class Store:
         by position when they go term by term.
         """
         times = [o.contribution.t_s for o in ops if o.contribution is not None]
+        # times of what is added: a cancel's own time moves neither the
+        # watermark nor the start of the history (its term must still fit
+        # the landmarks, so ``times`` has it)
+        added = [o.contribution.t_s for o in ops if o.op == "u" and o.contribution is not None]
         uses = Counter(o.id for o in ops if o.op != "n")
         row_fast: npt.NDArray[np.bool_] | None = None
         if rows is not None and len(rows):
@@ -325,6 +338,7 @@ class Store:
                 uses.update(rows.ids)
                 row_fast = np.fromiter((uses[i] == 1 for i in rows.ids), np.bool_, len(rows))
             times += [float(rows.batch.t_s.min()), float(rows.batch.t_s.max())]
+            added += times[-2:]
             fast: set[int] = set()
         else:
             rows = None
@@ -337,11 +351,12 @@ class Store:
             ops,
             _day(now_s),
             max(times) if times else None,
-            min(times) if times else None,
+            min(added) if added else None,
             fast if len(fast) >= _FAST_MIN else set(),
             rows=rows,
             row_fast=row_fast,
             positions=positions,
+            newest_added=max(added) if added else None,
         )
         if row_fast is not None and int(row_fast.sum()) < _FAST_MIN:
             row_fast[:] = False
@@ -359,7 +374,7 @@ class Store:
         """Run a :meth:`plan` (re-planning when the store changed under it)."""
         if not plan.ops and plan.rows is None:
             seq = await self.seq()
-            return ApplyResult(seq, 0, 0, 0, 0, 0, 0, 0)
+            return ApplyResult(seq, 0, 0, 0, 0, 0, 0, 0, 0, 0)
         for _ in range(_MAX_PLANS):
             if plan.args is None:
                 # (the script reads the stored landmarks itself; these seed a new store)
@@ -484,6 +499,7 @@ class Store:
             day=plan.day,
             max_t=plan.max_t or 0.0,
             **({"min_t": plan.min_t} if plan.min_t is not None else {}),
+            **({"wm_t": plan.newest_added or 0.0} if plan.newest_added != plan.max_t else {}),
             nslow=len(slow_args) // 5,
             nfast=len(fast_ids),
             fsrc=[[src, lo, hi] for src, (lo, hi) in spans.items()],
@@ -557,6 +573,25 @@ class Store:
                     break
                 await asyncio.sleep(0)
         return forgotten
+
+    async def ledger_holds(
+        self, ids: Sequence[str], *, chunk: int = 20_000
+    ) -> npt.NDArray[np.bool_]:
+        """Whether the ledger holds each id's contribution (a tombstone, left
+        by a cancel, holds none)."""
+        out = np.zeros(len(ids), dtype=np.bool_)
+        key = self.key("ledger")
+        for start in range(0, len(ids), chunk):
+            part = ids[start : start + chunk]
+            if isinstance(self.client, RedisCluster):
+                values = await self.client.hmget(key, list(part))
+            else:
+                values = await self._send_packed(pack_command([b"HMGET", key, *part]))
+            # "YYYYMMDD" US, then the contribution: a tombstone is 9 bytes
+            out[start : start + len(part)] = [
+                v is not None and len(v) > _TOMBSTONE_BYTES for v in values
+            ]
+        return out
 
     # reads ------------------------------------------------------------
     async def seq(self) -> int:

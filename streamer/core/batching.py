@@ -227,6 +227,20 @@ def prepare_values(
     return out
 
 
+def cancel_op(cancel: Cancel, scorer: Scorer, source: str = "", offset: int = -1) -> StoreOp:
+    """The store op of a cancel: by id (``c``), or, when it carries the
+    event's fields, with the contribution they make (``r``: the store takes
+    that out if its ledger no longer holds the id). Fields of a category that
+    does not count make an ``x``: by id if the ledger holds it, else nothing
+    (such an event never added anything, so it is not an unknown cancel)."""
+    if cancel.event is None:
+        return StoreOp("c", cancel.id, None, source, offset)
+    contribution = scorer.contribution(cancel.event)
+    if contribution is None:
+        return StoreOp("x", cancel.id, None, source, offset)
+    return StoreOp("r", cancel.id, contribution, source, offset)
+
+
 def _exclude(
     excluded: tuple[int, str], sources: Sequence[str], offsets: Sequence[int], out: Prepared
 ) -> None:
@@ -262,7 +276,7 @@ def _prepare_each(
             outcomes["invalid"] += 1
             continue
         if isinstance(record, Cancel):
-            ops.append(StoreOp("c", record.id, None, source, offset))
+            ops.append(cancel_op(record, scorer, source, offset))
             outcomes["cancel"] += 1
             continue
         if record.category not in known:

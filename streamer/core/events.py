@@ -14,7 +14,11 @@ or without offset, or POSIX seconds), ``lat``, ``lon`` (numbers, degrees),
 ``category`` (string of 1-128 characters), ``priority`` (integer or null),
 ``origin`` (``reported``/``proactive``, default ``reported``) and ``op``
 (``upsert``/``cancel``, default ``upsert``). A null field counts as absent. A
-cancel needs only ``id`` (and ``kind``); its other fields are ignored.
+cancel needs only ``id`` (and ``kind``). A cancel may also carry the event's
+own fields (``occurred_at``, ``lat``, ``lon``, ``category``, ``origin``), as
+the adjustment rows of police exports do: when they are all there and valid
+they are its :attr:`Cancel.event` (what the store takes out when its ledger
+no longer knows the id); otherwise they are ignored.
 
 >>> rules = EventRules()
 >>> e = parse_record(
@@ -23,7 +27,12 @@ cancel needs only ``id`` (and ``kind``); its other fields are ignored.
 >>> e.id, e.kind, e.occurred_at_s, e.origin
 ('7', 'incident', 1714564800.0, 'reported')
 >>> parse_record(b'{"op": "cancel", "id": "7"}', rules, now_s=1.8e9)
-Cancel(id='7', kind='incident')
+Cancel(id='7', kind='incident', event=None)
+>>> c = parse_record(
+...     b'{"op": "cancel", "id": 7, "occurred_at": "2024-05-01T12:00:00Z", "lat": 39.95,'
+...     b' "lon": -75.16, "category": "Robbery Firearm"}', rules, now_s=1.8e9)
+>>> c.event.category, c.event.occurred_at_s
+('Robbery Firearm', 1714564800.0)
 >>> try:
 ...     parse_record(b'{"id": "7", "lat": 91}', rules, now_s=1.8e9)
 ... except InvalidEvent as exc:
@@ -91,10 +100,12 @@ class Event:
 @dataclass(frozen=True, slots=True)
 class Cancel:
     """Withdraws the event with this id (``op = "cancel"``): a CAD correction,
-    a call found to be a duplicate, a record deleted at source."""
+    a call found to be a duplicate, a record deleted at source. ``event``:
+    the withdrawn event's own fields, when the record carries them (valid)."""
 
     id: str
     kind: Kind = "incident"
+    event: Event | None = None
 
 
 Record = Event | Cancel
@@ -236,7 +247,7 @@ def _record_from(obj: dict[str, object], rules: EventRules, now_s: float) -> Rec
     if op is not None:
         op = _exact_str(op)
         if op == "cancel":
-            return _cancel_from(obj)
+            return _cancel_from(obj, rules, now_s)
         if op != "upsert":
             raise InvalidEvent(
                 "unknown_op", f"op must be 'upsert' or 'cancel', got {_show(get('op'))}"
@@ -264,10 +275,22 @@ def _record_from(obj: dict[str, object], rules: EventRules, now_s: float) -> Rec
     return Event(event_id, kind, occurred_at, occurred_at_s, lat, lon, category, origin, priority)
 
 
-def _cancel_from(obj: dict[str, object]) -> Cancel:
+_EVENT_FIELDS = ("occurred_at", "lat", "lon", "category")
+
+
+def _cancel_from(obj: dict[str, object], rules: EventRules, now_s: float) -> Cancel:
     event_id = normalize_id(obj.get("id"))
     kind_value = obj.get("kind")
-    return Cancel(event_id, "incident" if kind_value is None else _kind(kind_value))
+    kind: Kind = "incident" if kind_value is None else _kind(kind_value)
+    event = None
+    if all(obj.get(name) is not None for name in _EVENT_FIELDS):
+        try:
+            record = _record_from({**obj, "op": None, "kind": kind}, rules, now_s)
+        except InvalidEvent:  # fields it cannot use: a cancel by id alone
+            record = None
+        if isinstance(record, Event):
+            event = record
+    return Cancel(event_id, kind, event)
 
 
 def normalize_id(value: object) -> str:

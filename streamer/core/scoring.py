@@ -19,7 +19,7 @@ from streamer.core.cells import cell_hex, cells_of
 from streamer.core.events import Event
 from streamer.core.weights import WeightTable
 
-OpCode = Literal["u", "c", "x", "n"]
+OpCode = Literal["u", "c", "r", "x", "n"]
 SEP = "\x1f"  # ASCII unit separator: cannot occur in a validated category
 
 # Entries a Scorer memo holds before it starts afresh (memory stays bounded).
@@ -172,7 +172,9 @@ def _steady_hour_of_week(hour: int, zone: ZoneInfo) -> int:
 @dataclass(frozen=True, slots=True)
 class StoreOp:
     """One change for the store: ``u`` upsert a contribution, ``c`` cancel
-    an id, ``x`` take out an id whose new version no longer counts, ``n``
+    an id, ``r`` cancel an id whose record carries the event's own fields
+    (its contribution: taken out when the ledger no longer holds the id),
+    ``x`` take out an id whose new version no longer counts, ``n``
     nothing but the offset (a dead letter). ``source``/``offset``
     (``"topic:partition"``, Kafka offset) make redelivery harmless: an op at
     or below the offset the store recorded for its source is skipped."""
@@ -190,6 +192,11 @@ class StoreOp:
     @staticmethod
     def cancel(event_id: str, source: str = "", offset: int = -1) -> StoreOp:
         return StoreOp("c", event_id, None, source, offset)
+
+    @staticmethod
+    def retract(c: Contribution, source: str = "", offset: int = -1) -> StoreOp:
+        """A cancel of ``c.id`` that can take out ``c`` itself (see the class)."""
+        return StoreOp("r", c.id, c, source, offset)
 
     @staticmethod
     def exclude(event_id: str, source: str = "", offset: int = -1) -> StoreOp:

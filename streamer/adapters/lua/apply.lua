@@ -5,8 +5,9 @@
 --   labels = {"f:FAMILY" | "c:CATEGORY", ...} named by the fast cells
 -- then ARGV in this order:
 --   nslow groups of five: op, id, packed contribution, source, offset
---     op: "u" upsert, "c" cancel, "x" upsert that no longer counts (excluded),
---         "n" nothing but the offset (a dead letter)
+--     op: "u" upsert, "c" cancel, "r" cancel that carries the event's own
+--         contribution (its fields), "x" upsert that no longer counts
+--         (excluded), "n" nothing but the offset (a dead letter)
 --     source "topic:partition" and offset, or "" and "" (backfill, tests)
 --   nfast ids, then their nfast ledger values ("YYYYMMDD" US packed)
 --   pairs of cell id and binary delta (see add_cell): the fast upserts, summed
@@ -15,7 +16,16 @@
 -- When that is not so in the store (an id already in the ledger, an offset
 -- already applied, landmarks moved since the sums were computed), nothing is
 -- written and the answer is {"retry", why, ...} for the caller to re-plan.
--- Returns {seq, applied, duplicate, cancelled, unknown_cancel, stale, retracted, cells}.
+-- A cancel takes out what the ledger holds for its id (exact: the very terms
+-- added). An "r" cancel whose id the ledger does not hold takes out its own
+-- contribution instead, when every cell of it that the store still has holds
+-- an event of its category (a cell pruned away is skipped, as a ledgered
+-- cancel skips it); otherwise it is an unknown cancel and changes nothing.
+-- A cancel leaves a tombstone in the ledger (the day, US, nothing), so that
+-- a repeated cancel is recognised and taken out once only; an upsert of a
+-- tombstoned id adds it as new. Tombstones are trimmed with their day.
+-- Returns {seq, applied, duplicate, cancelled, unknown_cancel, stale, retracted, cells,
+--          cancelled_by_fields, cancel_repeated} (cancelled: by id).
 local LEDGER = P .. ':ledger'
 local OFFSETS = P .. ':offsets'
 local NSLOW = H.nslow
@@ -51,7 +61,8 @@ end
 local led, led_order = {}, {}
 local offsets, new_offsets = {}, {}
 local st = {applied = 0, duplicate = 0, cancelled = 0, unknown_cancel = 0, stale = 0,
-            retracted = 0}
+            retracted = 0, by_fields = 0, repeated = 0}
+local TOMB = ''  -- a tombstone's contribution: none
 
 local function ledger_get(id)
   local v = led[id]
@@ -61,6 +72,47 @@ local function ledger_get(id)
   end
   if v then return string.sub(v, 10) end
   return false
+end
+
+-- Category slots, read only: a cancel must not create labels.
+local HELD_SLOT = {}
+local function category_slot(category)
+  local s = HELD_SLOT[category]
+  if s == nil then
+    s = tonumber(redis.call('HGET', LABELS, 'c:' .. category) or '0')
+    HELD_SLOT[category] = s
+  end
+  return s
+end
+
+-- Whether the store holds what contribution p would take out: each of its
+-- cells the store has (or this batch changed) keeps at least one event of
+-- its category, and at least one such cell exists.
+local function held(p)
+  local slot = category_slot(p[4])
+  if slot == 0 then return false end
+  local any = false
+  for c = 6, #p do
+    local cell = p[c]
+    local d = D[cell]
+    local pending = (d and d.e[slot]) and d.e[slot][1] or 0
+    local raw = redis.call('GET', P .. ':cell:' .. cell)
+    local count = 0
+    if raw then
+      local x = doubles(raw)
+      for j = HEAD + 1, #x, E do
+        if x[j] == slot then
+          count = x[j + 1]
+          break
+        end
+      end
+    end
+    if raw or pending ~= 0 then
+      if count + pending < 1 then return false end
+      any = true
+    end
+  end
+  return any
 end
 
 local function ledger_set(id, value)
@@ -89,11 +141,12 @@ for j = 2, FAST_IDS - 1, 5 do
   end
   if fresh and op ~= 'n' then
     local old = ledger_get(id)
+    local live = old and old ~= TOMB
     if op == 'u' then
       if old == packed then
         st.duplicate = st.duplicate + 1
       else
-        if old then
+        if live then
           if not contribute(split(old), -1) then return redis.error_reply('NEEDS_REBASE') end
           st.retracted = st.retracted + 1
         end
@@ -101,12 +154,24 @@ for j = 2, FAST_IDS - 1, 5 do
         ledger_set(id, H.day .. US .. packed)
         st.applied = st.applied + 1
       end
-    elseif op == 'c' or op == 'x' then
-      if old then
+    elseif op == 'c' or op == 'x' or op == 'r' then
+      if live then
         if not contribute(split(old), -1) then return redis.error_reply('NEEDS_REBASE') end
-        ledger_set(id, false)
-        st.cancelled = st.cancelled + 1
-      elseif op == 'c' then
+        ledger_set(id, H.day .. US .. TOMB)
+        if op == 'x' then  -- a correction into a category that does not count
+          st.retracted = st.retracted + 1
+        else
+          st.cancelled = st.cancelled + 1
+        end
+      elseif op == 'x' then
+        -- nothing held by id: an excluded version adds nothing
+      elseif old then
+        st.repeated = st.repeated + 1
+      elseif op == 'r' and held(split(packed)) then
+        if not contribute(split(packed), -1) then return redis.error_reply('NEEDS_REBASE') end
+        ledger_set(id, H.day .. US .. TOMB)
+        st.by_fields = st.by_fields + 1
+      else
         st.unknown_cancel = st.unknown_cancel + 1
       end
     elseif op ~= 'n' then
@@ -167,7 +232,8 @@ local seq = tonumber(redis.call('HGET', META, 'seq') or '0')
 if cells > 0 then
   seq = redis.call('HINCRBY', META, 'seq', 1)
   local wm = tonumber(redis.call('HGET', META, 'watermark') or '0')
-  if H.max_t > wm then redis.call('HSET', META, 'watermark', fmt(H.max_t)) end
+  local newest = H.wm_t or H.max_t  -- (wm_t: the newest event added, when cancels carry times)
+  if newest > wm then redis.call('HSET', META, 'watermark', fmt(newest)) end
 end
 return {seq, st.applied, st.duplicate, st.cancelled, st.unknown_cancel, st.stale, st.retracted,
-        cells}
+        cells, st.by_fields, st.repeated}

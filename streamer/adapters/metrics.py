@@ -18,6 +18,7 @@ from prometheus_client import (
 
 from streamer.core.events import REASONS
 
+CANCEL_RESULTS = ("by_id", "by_fields", "repeated", "unknown")
 TOP_CELLS = 10  # ranks of each horizon exported as hotspots_top_cell_score
 
 
@@ -46,6 +47,18 @@ class Metrics:
             ["verdict"],
             registry=r,
         )
+        for verdict in ("duplicate", "stale", "unknown_cancel"):
+            self.verdicts.labels(verdict)
+        self.cancels = Counter(
+            "hotspots_cancels_total",
+            "Cancels the store took, by result (by_id: the ledger held the event; by_fields: "
+            "taken out by the time, place and category the record carried; repeated: already "
+            "cancelled; unknown: the store could not place it and nothing changed)",
+            ["result"],
+            registry=r,
+        )
+        for result in CANCEL_RESULTS:
+            self.cancels.labels(result)
         self.dead_letters = Counter(
             "hotspots_dead_letters_total",
             "Records sent to the dead-letter topic, by reason",

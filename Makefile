@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The demo's flags go in DEMO_ARGS, e.g. make demo DEMO_ARGS="--duration 60 --speed 100"
+DEMO_ARGS ?=
 demo: $(STAMP)
-	$(BIN)/hotspots demo
+	$(BIN)/hotspots demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check streamer tests bench

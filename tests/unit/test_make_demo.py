@@ -1,0 +1,29 @@
+"""``make demo`` passes the demo's flags (``DEMO_ARGS``) to ``hotspots demo``."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from streamer.cli import _parser
+
+ROOT = Path(__file__).resolve().parents[2]
+ARGS = "--duration 60 --speed 100 --namespace demo-2"
+
+
+def test_make_demo_passes_demo_args_to_the_command() -> None:
+    make = shutil.which("make")
+    if make is None:
+        pytest.fail("make is not installed (the README's commands are make targets)")
+    done = subprocess.run(
+        [make, "-n", "demo", f"DEMO_ARGS={ARGS}"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    command = shlex.split(done.stdout.strip().splitlines()[-1])
+    assert command[0].endswith("/hotspots") and command[1] == "demo", command
+    args = _parser().parse_args(command[1:])  # the demo's real flags
+    assert (args.duration, args.speed, args.namespace) == (60.0, 100.0, "demo-2")

@@ -141,7 +141,18 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="warn STALE when seq has not moved for SECONDS",
     )
-    demo.add_argument("--namespace", default="demo", help=argparse.SUPPRESS)
+    demo.add_argument(
+        "--namespace",
+        default="demo",
+        metavar="NAME",
+        help="the demo's Redis namespace (default demo); one holding data the demo did "
+        "not write is refused",
+    )
+    demo.add_argument(
+        "--clean",
+        action="store_true",
+        help="delete the namespace an earlier run left (only if the demo wrote it) and exit",
+    )
 
     sv = sub.add_parser("serve", help="the HTTP API, live push and wall display")
     sv.add_argument("--host", default=None, help="default: api.host")
@@ -311,6 +322,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     stale_after_s=args.stale_after,
                     namespace=args.namespace,
                     config=args.config,
+                    clean=args.clean,
                 )
             )
         )

@@ -1,17 +1,22 @@
 """``hotspots demo``: the whole pipeline on one machine, with nothing to set up.
 
-1. start the bundled Kafka-compatible broker (Tansu) on a free loopback port;
-2. use the Redis at ``store.redis_url`` if it answers, else an embedded Valkey;
-3. wipe the demo namespace, so every run starts clean;
+1. use the Redis at ``store.redis_url`` if it answers, else an embedded Valkey;
+2. claim the demo's namespace (``--namespace``, default ``demo``): an empty
+   one gets a marker key (``{NS}:demo``) saying the demo wrote it, a marked
+   one (an earlier run's) is emptied so every run starts clean, and any other
+   is refused, with nothing deleted: the demo never deletes data it did not
+   write;
+3. start the bundled Kafka-compatible broker (Tansu) on a free loopback port;
 4. backfill the bundled Philadelphia sample up to 2025-12-01 (local time);
 5. start a worker (``hotspots run``, a subprocess) and replay December
    through Kafka at ``--speed`` times real time, while the live view
    (:mod:`streamer.live`) shows the rankings move.
 
 Ctrl-C, SIGTERM or ``--duration`` stop everything the demo started (replay,
-worker, broker, embedded Valkey) and remove its temporary files. The clock
-is the event clock (scores decay to the newest event time), since the data
-is historical.
+worker, broker, embedded Valkey) and remove its temporary files. The
+namespace stays, for queries afterwards; ``hotspots demo --clean`` deletes it
+(again only when it holds the marker). The clock is the event clock (scores
+decay to the newest event time), since the data is historical.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
@@ -43,7 +48,7 @@ import redis
 from rich.console import Console
 
 from streamer import app
-from streamer.settings import CONFIG_DIR, Settings, load_settings
+from streamer.settings import CONFIG_DIR, ConfigError, Settings, load_settings
 
 SAMPLE = CONFIG_DIR.parent / "data" / "philadelphia_2025.csv.gz"
 PROFILE = "philadelphia"
@@ -51,6 +56,7 @@ SPLIT_AT_LOCAL = "2025-12-01 00:00:00"  # the sample's times are local wall time
 TIMEZONE = "America/New_York"
 DEFAULT_SPEED = 3600.0
 DEFAULT_NAMESPACE = "demo"
+OWNER_FIELD = "demo"  # {NS}:demo, the marker of a namespace the demo created
 WORKER_READY_TIMEOUT_S = 60.0
 WORKER_STOP_TIMEOUT_S = 10.0
 DRAIN_TIMEOUT_S = 10.0
@@ -76,6 +82,7 @@ class DemoOptions:
     stale_after_s: float = 10.0
     namespace: str = DEFAULT_NAMESPACE
     config: str | None = None
+    clean: bool = False  # delete the demo's namespace instead of running
 
 
 @dataclass
@@ -164,22 +171,90 @@ def split_sample(source: Path, before: Path, after: Path, split_at: str) -> tupl
     return counts[0], counts[1]
 
 
-def wipe_namespace(url: str, namespace: str) -> int:
-    """Delete every key of ``namespace`` (``{NS}*``); returns how many."""
-    client = redis.Redis.from_url(url)
+class NamespaceNotOwned(Exception):
+    """The namespace holds keys and no demo marker: the demo did not write
+    them, so it deletes nothing and stops."""
+
+    def __init__(self, namespace: str, redis_url: str, example_key: str) -> None:
+        self.namespace = namespace
+        self.redis_url = redis_url
+        self.example_key = example_key
+        super().__init__(
+            f"namespace {namespace!r} in the Redis at {redis_url} holds data the demo did not "
+            f"write (e.g. key {example_key}, and no marker key {owner_key(namespace)}): nothing "
+            "deleted, nothing started. Choose another namespace with `hotspots demo --namespace "
+            'NAME` (`make demo DEMO_ARGS="--namespace NAME"`), or point store.redis_url at '
+            "another Redis."
+        )
+
+
+def owner_key(namespace: str) -> str:
+    """The key that marks ``namespace`` as the demo's (``{NS}:demo``)."""
+    return "{" + namespace + "}:" + OWNER_FIELD
+
+
+def _keys(client: redis.Redis, namespace: str) -> Iterator[bytes]:
+    yield from client.scan_iter(match="{" + namespace + "}*", count=1000)
+
+
+def _unlink_all(client: redis.Redis, keys: Iterator[bytes]) -> int:
     removed = 0
-    try:
-        batch: list[bytes] = []
-        for key in client.scan_iter(match="{" + namespace + "}*", count=1000):
-            batch.append(key)
-            if len(batch) >= 500:
-                removed += int(client.unlink(*batch))
-                batch.clear()
-        if batch:
+    batch: list[bytes] = []
+    for key in keys:
+        batch.append(key)
+        if len(batch) >= 500:
             removed += int(client.unlink(*batch))
+            batch.clear()
+    if batch:
+        removed += int(client.unlink(*batch))
+    return removed
+
+
+def _foreign_key(client: redis.Redis, namespace: str) -> str | None:
+    """A key of an unmarked ``namespace``, or ``None`` when it is empty or marked."""
+    if client.exists(owner_key(namespace)):
+        return None
+    for key in _keys(client, namespace):
+        return _text(key)
+    return None
+
+
+def claim_namespace(url: str, namespace: str, *, now_s: float) -> int:
+    """Make ``namespace`` the demo's, empty but for its marker; returns how
+    many keys of an earlier demo run were deleted.
+
+    An empty namespace gets the marker (``{NS}:demo``, with the time it was
+    first written); one holding the marker is the demo's and loses every
+    other key (the marker stays, so an interrupted wipe leaves it marked);
+    any other raises :class:`NamespaceNotOwned` and nothing is deleted.
+    """
+    client = redis.Redis.from_url(url)
+    marker = owner_key(namespace)
+    try:
+        example = _foreign_key(client, namespace)
+        if example is not None:
+            raise NamespaceNotOwned(namespace, url, example)
+        removed = _unlink_all(client, (k for k in _keys(client, namespace) if _text(k) != marker))
+        stamp = datetime.fromtimestamp(now_s, UTC).isoformat(timespec="seconds")
+        client.set(
+            marker, orjson.dumps({"written_by": "hotspots demo", "created_at": stamp}), nx=True
+        )
     finally:
         client.close()
     return removed
+
+
+def remove_namespace(url: str, namespace: str) -> int:
+    """Delete a namespace the demo wrote (marker included); returns how many
+    keys. An unmarked one that holds keys raises :class:`NamespaceNotOwned`."""
+    client = redis.Redis.from_url(url)
+    try:
+        example = _foreign_key(client, namespace)
+        if example is not None:
+            raise NamespaceNotOwned(namespace, url, example)
+        return _unlink_all(client, _keys(client, namespace))
+    finally:
+        client.close()
 
 
 def _worker_env(settings: Settings) -> dict[str, str]:
@@ -275,6 +350,12 @@ class Demo:
         except Interrupted as exc:
             self.say(f"{exc} received: stopping")
             code = 0
+        except NamespaceNotOwned as exc:
+            self.say(f"refused: {exc}")
+            code = 2
+        except ConfigError as exc:
+            self.say(f"error: {exc}")
+            code = 2
         except KeyboardInterrupt:
             self.say("interrupted: stopping")
             code = 0
@@ -298,27 +379,34 @@ class Demo:
         from streamer.adapters.redis_server import EmbeddedRedis, redis_answers
 
         opts = self.options
-        self.tmp = Path(tempfile.mkdtemp(prefix="hotspots-demo-"))
-        self.say(f"temporary files in {self.tmp} (removed on exit)")
-
-        self.broker = LocalBroker(log_dir=self.tmp / "tansu")
-        with _sigint_blocked():
-            self.broker.start()
-        self.say(f"broker (tansu) pid {self.broker.pid} at {self.broker.bootstrap}")
-
-        base = load_settings(opts.config)
+        base = load_settings(opts.config, overrides={"store": {"namespace": opts.namespace}})
         redis_url = base.store.redis_url
         if redis_answers(redis_url, timeout_s=REDIS_PING_TIMEOUT_S):
             self.say(f"redis: using {redis_url}")
+            # before anything starts: a namespace the demo may not use stops it here
+            removed = claim_namespace(redis_url, opts.namespace, now_s=time.time())
+            earlier = f"; {removed} keys of an earlier demo run deleted" if removed else ""
+            self.say(
+                f"namespace {opts.namespace!r} is the demo's "
+                f"(marker key {owner_key(opts.namespace)}){earlier}"
+            )
         else:
             self.embedded = EmbeddedRedis()
             with _sigint_blocked():
                 self.embedded.start()
             self.say(
                 f"redis: {redis_url} does not answer; embedded valkey pid "
-                f"{self.embedded.pid} at {self.embedded.url}"
+                f"{self.embedded.pid} at {self.embedded.url} (gone when the demo stops)"
             )
             redis_url = self.embedded.url
+            claim_namespace(redis_url, opts.namespace, now_s=time.time())
+
+        self.tmp = Path(tempfile.mkdtemp(prefix="hotspots-demo-"))
+        self.say(f"temporary files in {self.tmp} (removed on exit)")
+        self.broker = LocalBroker(log_dir=self.tmp / "tansu")
+        with _sigint_blocked():
+            self.broker.start()
+        self.say(f"broker (tansu) pid {self.broker.pid} at {self.broker.bootstrap}")
 
         settings = load_settings(
             opts.config,
@@ -333,8 +421,6 @@ class Demo:
             },
         )
         self.settings = settings
-        removed = wipe_namespace(redis_url, opts.namespace)
-        self.say(f"namespace {opts.namespace!r} wiped ({removed} keys)")
 
         app.ensure_topics(settings)
         # The worker starts (imports, faust, group join) while the backfill runs:
@@ -712,10 +798,49 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def clean(options: DemoOptions, console: Console) -> int:
+    """``hotspots demo --clean``: delete the namespace an earlier run left in
+    the Redis at ``store.redis_url``, if the demo's marker is there."""
+    from streamer.adapters.redis_server import redis_answers
+
+    def say(text: str) -> None:
+        console.print(f"demo: {text}", highlight=False, soft_wrap=True)
+
+    try:
+        settings = load_settings(
+            options.config, overrides={"store": {"namespace": options.namespace}}
+        )
+    except ConfigError as exc:
+        say(f"error: {exc}")
+        return 2
+    url, namespace = settings.store.redis_url, options.namespace
+    if not redis_answers(url, timeout_s=REDIS_PING_TIMEOUT_S):
+        say(f"the Redis at {url} does not answer: nothing removed")
+        return 1
+    try:
+        removed = remove_namespace(url, namespace)
+    except NamespaceNotOwned as exc:
+        say(f"refused: {exc}")
+        return 2
+    say(f"namespace {namespace!r} removed from the Redis at {url} ({removed} keys)")
+    return 0
+
+
 def main(options: DemoOptions, stream: TextIO | None = None) -> int:
-    """Run the demo; returns the exit code."""
+    """Run the demo (or with ``clean``, remove its namespace); returns the exit code."""
     console = Console(file=stream, highlight=False) if stream is not None else None
+    if options.clean:
+        return clean(options, console or Console(highlight=False))
     return Demo(options, console).run()
 
 
-__all__ = ["Demo", "DemoOptions", "main", "split_sample", "wipe_namespace"]
+__all__ = [
+    "Demo",
+    "DemoOptions",
+    "NamespaceNotOwned",
+    "claim_namespace",
+    "main",
+    "owner_key",
+    "remove_namespace",
+    "split_sample",
+]

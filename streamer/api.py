@@ -699,11 +699,7 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
             "hotspots": items,
         }
         if not as_json:
-            for item in items:
-                families = item.pop("families")
-                item.update({f"family_{k}": v for k, v in families.items()})
-                item["peak_hours"] = ",".join(map(str, item["peak_hours"]))
-            return geojson_of(items, horizon=horizon, sequence=seq)
+            return geojson_of(items, {k: v for k, v in body.items() if k != "hotspots"})
         content = orjson.dumps(body)
         if at_s == kept.at_s:  # (factor 1.0 exactly: x * 1.0 == x)
             kept.body = content
@@ -817,8 +813,6 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
             {"cell": r.cell, "rank": rank, "score": r.score, "polygon": polygon(r.cell)}
             for rank, r in enumerate(rows[:limit], start=1)
         ]
-        if format == "geojson":
-            return geojson_of(items, blend=name, sequence=seq)
         body = {
             "sequence": seq,
             "blend": name,
@@ -828,6 +822,8 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
             "resolution": resolution,
             "hotspots": items,
         }
+        if format == "geojson":
+            return geojson_of(items, {k: v for k, v in body.items() if k != "hotspots"})
         return Response(orjson.dumps(body), media_type="application/json")
 
     @app.get("/v1/cells/{cell}", dependencies=[anyone])
@@ -1173,21 +1169,26 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
         }
 
     # helpers ---------------------------------------------------------
-    def geojson_of(items: list[dict[str, Any]], **common: Any) -> Response:
-        """Ranked items (each with its ``polygon``) as an RFC 7946 FeatureCollection."""
+    def geojson_of(items: list[dict[str, Any]], common: dict[str, Any]) -> Response:
+        """Ranked items (each with its ``polygon``) as an RFC 7946
+        FeatureCollection: each feature's properties are the JSON answer's
+        item (the same fields and types, less the polygon) and the answer's
+        own fields (``common``: its sequence, snapshot time ``at``, ...),
+        which the collection also carries as foreign members."""
         features = [
             {
                 "type": "Feature",
                 "id": item["cell"],
-                "geometry": {"type": "Polygon", "coordinates": [item.pop("polygon")]},
-                "properties": {**item, **common},
+                "geometry": {"type": "Polygon", "coordinates": [item["polygon"]]},
+                "properties": {
+                    **{k: v for k, v in item.items() if k != "polygon"},
+                    **common,
+                },
             }
             for item in items
         ]
-        return JSONResponse(
-            {"type": "FeatureCollection", "features": features},
-            media_type="application/geo+json",
-        )
+        collection = {"type": "FeatureCollection", **common, "features": features}
+        return Response(orjson.dumps(collection), media_type="application/geo+json")
 
     def check_grid(horizon: str, resolution: int, family: str | None = None) -> None:
         if horizon not in store.horizons:
@@ -1526,11 +1527,51 @@ def study_area(settings: Settings, outline: str) -> Area | None:
 
 
 def _outline(path: Path) -> bytes:
+    """The boundary file as RFC 7946 GeoJSON: no ``crs`` member (7946 knows
+    only WGS 84 lon/lat) and rings wound by the right-hand rule (exterior
+    rings counter-clockwise, holes clockwise), whatever the file had."""
     try:
-        return path.read_bytes()
-    except OSError:
-        log.warning("boundary_missing path=%s (the display draws no outline)", path)
+        doc = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        log.warning("boundary_missing path=%s error=%s (the display draws no outline)", path, exc)
         return b'{"type": "FeatureCollection", "features": []}'
+    return orjson.dumps(rfc7946(doc))
+
+
+def rfc7946(node: Any) -> Any:
+    """A GeoJSON object with every ``crs`` member dropped and polygon rings
+    rewound (exterior counter-clockwise, holes clockwise).
+
+    >>> rfc7946({"type": "Polygon", "crs": {}, "coordinates": [[[0, 0], [0, 1], [1, 0], [0, 0]]]})
+    {'type': 'Polygon', 'coordinates': [[[0, 0], [1, 0], [0, 1], [0, 0]]]}
+    """
+    if isinstance(node, list):
+        return [rfc7946(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: rfc7946(v) for k, v in node.items() if k not in ("crs", "coordinates")}
+    if "coordinates" in node:
+        kind, coordinates = node.get("type"), node["coordinates"]
+        if kind == "Polygon":
+            coordinates = _wound(coordinates)
+        elif kind == "MultiPolygon" and isinstance(coordinates, list):
+            coordinates = [_wound(polygon) for polygon in coordinates]
+        out["coordinates"] = coordinates
+    return out
+
+
+def _wound(rings: Any) -> Any:
+    """A polygon's rings, the first counter-clockwise and the rest clockwise."""
+    if not isinstance(rings, list):
+        return rings
+    out = []
+    for i, ring_ in enumerate(rings):
+        if isinstance(ring_, list) and len(ring_) >= 3:
+            counter = _signed_area([p[:2] for p in ring_]) > 0
+            if counter != (i == 0):
+                ring_ = ring_[::-1]
+        out.append(ring_)
+    return out
 
 
 FIRST_YEAR, LAST_YEAR = 1970, 9998  # days the dosage routes can read (and the day after)

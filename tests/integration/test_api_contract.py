@@ -7,9 +7,11 @@ RFC 7946 GeoJSON; request metrics an on-call engineer can alert on."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import h3
 import httpx
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
@@ -265,3 +267,69 @@ async def test_pages_send_security_headers_and_a_favicon(
         assert icon.status_code in (200, 204), icon.status_code
         script = await h.get("/static/display.js")
         assert script.headers["x-content-type-options"] == "nosniff"
+
+
+def ring_area(ring: list[list[float]]) -> float:
+    return 0.5 * math.fsum(
+        a[0] * b[1] - b[0] * a[1] for a, b in zip(ring, [*ring[1:], ring[0]], strict=True)
+    )
+
+
+def no_crs(node: object) -> bool:
+    if isinstance(node, dict):
+        return "crs" not in node and all(no_crs(v) for v in node.values())
+    if isinstance(node, list):
+        return all(no_crs(v) for v in node)
+    return True
+
+
+async def test_the_boundary_and_the_geojson_export_follow_rfc_7946(
+    client: aioredis.Redis, namespace: str, redis_url: str, rows: list[oracle.Row], tmp_path: Path
+) -> None:
+    # a district file as exported (crs member, clockwise exteriors), with a hole added
+    bundled = orjson.loads(oracle.DISTRICTS.read_bytes())
+    assert "crs" in bundled
+    square = [[-75.3, 39.9], [-75.3, 40.0], [-75.2, 40.0], [-75.2, 39.9], [-75.3, 39.9]]
+    hole = [[-75.28, 39.92], [-75.22, 39.92], [-75.22, 39.98], [-75.28, 39.98], [-75.28, 39.92]]
+    assert ring_area(square) < 0 < ring_area(hole)  # both wound the wrong way
+    bundled["features"].append(
+        {
+            "type": "Feature",
+            "properties": {},
+            "geometry": {"type": "MultiPolygon", "coordinates": [[square, hole]]},
+        }
+    )
+    outline = tmp_path / "districts.geojson"
+    outline.write_bytes(orjson.dumps(bundled))
+    settings = settings_for(namespace, redis_url, boundary=str(outline))
+    await filled(settings, client, rows)
+    async with serving(settings, client) as host, httpx.AsyncClient(base_url=f"http://{host}") as h:
+        h.headers.update(auth(DISPLAY))
+        got = await h.get("/v1/boundary")
+        assert got.headers["content-type"] == "application/geo+json"
+        doc = got.json()
+        assert no_crs(doc) and len(doc["features"]) == len(bundled["features"])
+        polygons = 0
+        for feature in doc["features"]:
+            geometry = feature["geometry"]
+            parts = geometry["coordinates"]
+            for polygon in [parts] if geometry["type"] == "Polygon" else parts:
+                polygons += 1
+                assert ring_area(polygon[0]) > 0  # exterior counter-clockwise
+                assert all(ring_area(inner) < 0 for inner in polygon[1:])  # holes clockwise
+        assert polygons == 22
+
+        for params in ({"limit": 5}, {"limit": 5, "family": "violence"}, {"limit": 5, **GENERAL}):
+            answer = (await h.get("/v1/hotspots", params=params)).json()
+            exported = await h.get("/v1/hotspots", params={**params, "format": "geojson"})
+            assert exported.headers["content-type"] == "application/geo+json"
+            collection = exported.json()
+            common = {k: v for k, v in answer.items() if k != "hotspots"}
+            assert set(common) == {"sequence", "at", "horizon", "resolution", "family", "total"}
+            assert {k: collection[k] for k in common} == common  # the snapshot time among them
+            assert len(collection["features"]) == len(answer["hotspots"]) == 5
+            for feature, item in zip(collection["features"], answer["hotspots"], strict=True):
+                assert feature["geometry"]["coordinates"] == [item.pop("polygon")]
+                assert feature["properties"] == {**item, **common}
+                assert all(type(p) is int for p in feature["properties"]["peak_hours"])
+                assert ring_area(feature["geometry"]["coordinates"][0]) > 0

@@ -162,7 +162,7 @@ class Store:
         horizons: dict[str, float],
         resolutions: Sequence[int],
         profile_horizon: str,
-        ledger_retention_s: float = 7 * 86400.0,
+        ledger_retention_s: float = 365 * 86400.0,
         prune_below: float = 1e-3,
         touch_resolution: int | None = None,
     ) -> None:

@@ -174,7 +174,7 @@ async def test_cancels_with_fields_apply_after_the_ledger_forgot_the_events(
 ) -> None:
     store = app.store(settings_for(namespace), client)
     await load(store, subset, "philadelphia")
-    forgotten = await store.trim_ledger(time.time() + 30 * 86400)
+    forgotten = await store.trim_ledger(time.time() + store.ledger_retention_s + 2 * 86400)
     assert forgotten > 500 and await client.hlen(store.key("ledger")) == 0
     alive = oracle.live(("upsert", r) for r in oracle.read_rows(subset))
     at_s = max(r.t_s for r in alive.values()) + 600
@@ -200,6 +200,7 @@ def test_command_line_report_separates_cancels_and_warns_of_unknown_ones(
         "HOTSPOTS_STORE__NAMESPACE": namespace,
         "HOTSPOTS_STORE__REDIS_URL": f'"{redis_url}"',
         "HOTSPOTS_GRID__TIMEZONE": '"America/New_York"',
+        "HOTSPOTS_STORE__LEDGER_RETENTION": '"3d"',  # the file's last 3 days ledgered
     }
     loaded = hotspots("backfill", str(subset), "--profile", "philadelphia", "--json", env=env)
     assert loaded.returncode == 0, loaded.stderr

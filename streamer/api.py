@@ -43,7 +43,10 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     generate_latest,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -87,14 +90,20 @@ def token_digest(token: str) -> str:
 
 
 class Metrics:
-    """The API's Prometheus metrics (a registry of its own)."""
+    """The API's Prometheus metrics (a registry of its own), with the
+    process's (CPU, memory, open files), the platform's and the garbage
+    collector's."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        # (alert rules read status: keep the name and the labels as they are)
         self.latency = Histogram(
             "hotspots_api_request_seconds",
-            "API request latency by route",
-            ["route"],
+            "API request latency by route (its path pattern), method and status code",
+            ["route", "method", "status"],
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
         )
@@ -109,13 +118,16 @@ class Metrics:
         self.sent = Counter(
             "hotspots_push_messages_total", "push messages sent", registry=self.registry
         )
-        self._timers: dict[str, Callable[[float], None]] = {}
+        self._timers: dict[tuple[str, str, int], Callable[[float], None]] = {}
 
-    def request_took(self, route: str, seconds: float) -> None:
-        """Counts a request of ``route`` (its path pattern) that took ``seconds``."""
-        timer = self._timers.get(route)
-        if timer is None:  # (labels() locks and hashes: once per route)
-            timer = self._timers[route] = self.latency.labels(route).observe
+    def request_took(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Counts a request of ``route`` (its path pattern) by ``method``
+        answered ``status`` (a number, "200") that took ``seconds``."""
+        key = (route, method, status)
+        timer = self._timers.get(key)
+        if timer is None:  # (labels() locks and hashes: once per label set)
+            labels = self.latency.labels(route, method, str(status))
+            timer = self._timers[key] = labels.observe
         timer(seconds)
 
 
@@ -198,11 +210,20 @@ class Timing:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        status = 500  # (what the server answers when the app raised before answering)
+
+        async def sending(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, sending)
         finally:
             name = getattr(scope.get("route"), "path", "other")
-            self.metrics.request_took(name, time.perf_counter() - started)
+            took = time.perf_counter() - started
+            self.metrics.request_took(name, scope["method"], status, took)
 
 
 Answer = Callable[[Any], Awaitable[Response | None]]  # an ASGI scope -> a response or None
@@ -241,7 +262,7 @@ class LaneApp(FastAPI):
             await super().__call__(scope, receive, send)
             return
         started = time.perf_counter()
-        timed = True
+        response: Response | None = None
         try:
             try:
                 response = await answer(scope)
@@ -250,13 +271,13 @@ class LaneApp(FastAPI):
             except Exception:  # the general way raises it again, through FastAPI's handlers
                 response = None
             if response is None:
-                timed = False  # (the general way times it)
-                await super().__call__(scope, receive, send)
+                await super().__call__(scope, receive, send)  # (which times it)
             else:
                 await response(scope, receive, send)
         finally:
-            if timed:
-                self.metrics.request_took(scope["path"], time.perf_counter() - started)
+            if response is not None:
+                took = time.perf_counter() - started
+                self.metrics.request_took(scope["path"], "GET", response.status_code, took)
 
 
 class PushResponse(Response):

@@ -14,7 +14,9 @@ import httpx
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client.parser import text_string_to_metric_families
 
+from streamer import app
 from tests import oracle
 from tests.integration.test_api import DISPATCH, DISPLAY, auth, filled, serving, settings_for
 from tests.integration.test_api_fast_lane import GENERAL, same
@@ -333,3 +335,70 @@ async def test_the_boundary_and_the_geojson_export_follow_rfc_7946(
                 assert feature["properties"] == {**item, **common}
                 assert all(type(p) is int for p in feature["properties"]["peak_hours"])
                 assert ring_area(feature["geometry"]["coordinates"][0]) > 0
+
+
+def request_counts(text: str) -> dict[tuple[str, str, str], float]:
+    """``hotspots_api_request_seconds_count`` by (route, method, status)."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "hotspots_api_request_seconds_count":
+                labels = sample.labels
+                assert set(labels) == {"route", "method", "status"}, labels
+                out[labels["route"], labels["method"], labels["status"]] = sample.value
+    return out
+
+
+async def test_request_metrics_carry_method_and_status_on_both_ways(
+    client: aioredis.Redis, namespace: str, redis_url: str, rows: list[oracle.Row]
+) -> None:
+    settings = settings_for(namespace, redis_url)
+    await filled(settings, client, rows[:300])
+    async with serving(settings, client) as host, httpx.AsyncClient(base_url=f"http://{host}") as h:
+        risk = {"lat": "39.95", "lon": "-75.16"}
+        for path, token, params, status in (
+            ("/v1/hotspots", DISPLAY, {}, 200),  # the fast lane
+            ("/v1/hotspots", DISPLAY, GENERAL, 200),  # FastAPI's route
+            ("/v1/hotspots", None, {}, 401),
+            ("/v1/hotspots", DISPLAY, {"family": "unicorn"}, 422),
+            ("/v1/risk", DISPATCH, risk, 200),
+            ("/v1/risk", DISPATCH, {**risk, **GENERAL}, 200),
+            ("/v1/risk", DISPLAY, risk, 403),
+            ("/v1/cells/nonsense", DISPLAY, {}, 404),
+        ):
+            got = await h.get(path, params=params, headers=auth(token) if token else {})
+            assert got.status_code == status, (path, params, got.text)
+        assert (await h.put("/v1/config", headers=auth(DISPLAY))).status_code == 405
+        assert (await h.get("/v1/no-such-route", headers=auth(DISPLAY))).status_code == 404
+        page = await h.get("/metrics")
+        counts = request_counts(page.text)
+        assert counts == {
+            ("/v1/hotspots", "GET", "200"): 2,
+            ("/v1/hotspots", "GET", "401"): 1,
+            ("/v1/hotspots", "GET", "422"): 1,
+            ("/v1/risk", "GET", "200"): 2,
+            ("/v1/risk", "GET", "403"): 1,
+            ("/v1/cells/{cell}", "GET", "404"): 1,
+            ("/v1/config", "PUT", "405"): 1,
+            ("other", "GET", "404"): 1,
+        }
+        for name in ("process_cpu_seconds_total", "process_resident_memory_bytes", "python_info"):
+            assert f"\n{name}" in page.text, name
+        assert "python_gc_objects_collected_total{" in page.text
+
+    nobody = settings.model_copy(
+        update={"store": settings.store.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})}
+    )
+    down = app.redis_client(nobody)  # (nothing listens on port 1)
+    try:
+        async with (
+            serving(settings, down) as host,
+            httpx.AsyncClient(base_url=f"http://{host}") as h,
+        ):
+            for params in ({}, GENERAL):
+                got = await h.get("/v1/hotspots", params=params, headers=auth(DISPLAY))
+                assert got.status_code == 503
+            counts = request_counts((await h.get("/metrics")).text)
+            assert counts == {("/v1/hotspots", "GET", "503"): 2}
+    finally:
+        await down.aclose()

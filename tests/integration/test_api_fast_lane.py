@@ -203,11 +203,11 @@ async def test_what_the_lane_leaves_is_answered_by_fastapi_as_before(
 
         # both ways are timed under their route
         metrics = (await h.get("/metrics")).text
-        counts = {
-            line.split('route="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
-            for line in metrics.splitlines()
-            if line.startswith("hotspots_api_request_seconds_count")
-        }
+        counts: dict[str, float] = {}
+        for line in metrics.splitlines():
+            if line.startswith("hotspots_api_request_seconds_count"):
+                route = line.split('route="')[1].split('"')[0]
+                counts[route] = counts.get(route, 0.0) + float(line.rsplit(" ", 1)[1])
         assert counts["/v1/risk"] == 3 + 4 + 3
         assert counts["/v1/hotspots"] == 1 + 2 + 4 + 8
 
@@ -264,6 +264,9 @@ async def test_a_store_that_is_down_gets_the_same_503_both_ways(
                 same(lane, await h.get(path, params={**params, **GENERAL}, headers=auth(token)))
                 assert general[path].calls == 1
             metrics = (await h.get("/metrics")).text
-            assert 'hotspots_api_request_seconds_count{route="/v1/risk"} 2.0' in metrics
+            assert (
+                'hotspots_api_request_seconds_count{method="GET",route="/v1/risk",status="503"} 2.0'
+                in metrics
+            )
     finally:
         await down.aclose()

@@ -62,6 +62,7 @@ class BackfillReport:
     cancels_by_fields: int = 0  # applied to the store: by the fields the row carried
     cancels_repeated: int = 0  # of events already cancelled (nothing changed)
     unknown_cancel: int = 0  # the store could not place them: nothing changed
+    cancels_uncounted: int = 0  # of events whose category does not count: nothing to take out
     replaced_by_id: int = 0  # corrections: stored versions an upsert replaced by id
     excluded: int = 0
     unknown_categories: Counter[str] = field(default_factory=Counter)
@@ -88,6 +89,7 @@ class BackfillReport:
                 "by_fields": self.cancels_by_fields,
             },
             "cancels_already_applied": self.cancels_repeated,
+            "cancels_of_events_that_do_not_count": self.cancels_uncounted,
             "unknown_cancel": self.unknown_cancel,
             "corrections_by_id": self.replaced_by_id,
             "excluded_by_weight": self.excluded,
@@ -99,9 +101,11 @@ class BackfillReport:
             "events_per_s": round(self.events_per_s),
         }
 
-    def add_cancels(self, result: ApplyResult) -> None:
-        """Count what the store did with a batch of cancels."""
-        self.cancels_by_id += result.cancelled
+    def add_cancels(self, result: ApplyResult, uncounted: int) -> None:
+        """Count what the store did with a batch of cancels, ``uncounted`` of
+        them of a category that does not count (``x`` ops: by id, if held)."""
+        self.cancels_by_id += result.cancelled + result.retracted
+        self.cancels_uncounted += uncounted - result.retracted
         self.cancels_by_fields += result.cancelled_by_fields
         self.cancels_repeated += result.cancel_repeated
         self.unknown_cancel += result.unknown_cancel
@@ -184,7 +188,8 @@ async def backfill(
     ]
     for start in range(0, len(cancel_ops), batch_max_events):
         part = cancel_ops[start : start + batch_max_events]
-        report.add_cancels(await store.apply(part, now_s=now_s))
+        uncounted = sum(1 for o in part if o.op == "x")
+        report.add_cancels(await store.apply(part, now_s=now_s), uncounted)
         step("cancels", min(start + batch_max_events, len(cancel_ops)), len(cancel_ops))
     ledger_in_use = await store.client.hlen(store.key("ledger")) > 0
     if ledger_in_use and stand.cancelled_rows.size:

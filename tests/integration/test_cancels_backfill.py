@@ -130,6 +130,9 @@ async def test_cancels_file_applies_by_id_in_the_window_and_by_fields_beyond_it(
     groups += [[with_fields(r)] for r in by_fields]
     groups += [[bare(r.id)] for r in unplaceable]  # settled history: no ledger entry
     groups += [[bare(f"never-{i}")] for i in range(5)]
+    # an event of a category that does not count: it never added anything
+    lawful = oracle.Row("lawful-1", newest - 10 * 86400, 39.95, -75.16, "Homicide - Justifiable")
+    groups.append([with_fields(lawful)])
     # a correction of settled history: the old version's adjustment row, then the new one
     corrected: list[oracle.Row] = []
     for r in moved_old:
@@ -153,6 +156,14 @@ async def test_cancels_file_applies_by_id_in_the_window_and_by_fields_beyond_it(
     assert report.cancels_by_fields == len(by_fields) + len(moved_old)
     assert report.unknown_cancel == len(unplaceable) + 5
     assert report.cancelled == 1  # the ghost
+    assert report.cancels_uncounted == 1
+    assert report.store_cancels == (
+        report.cancels_by_id
+        + report.cancels_by_fields
+        + report.cancels_repeated
+        + report.cancels_uncounted
+        + report.unknown_cancel
+    )
     assert report.replaced_by_id == len(moved_new)
     for r in [*by_id, *by_fields, *moved_old, *moved_new]:
         del alive[r.id]

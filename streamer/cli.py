@@ -14,6 +14,7 @@ import orjson
 
 from streamer import app
 from streamer.adapters.store import EngineClock
+from streamer.core import decay
 from streamer.settings import ConfigError, Settings, load_settings
 
 
@@ -409,11 +410,77 @@ async def _top(args: argparse.Namespace, settings: Settings, store: Any) -> int:
         )
     if args.limit < 1:
         raise UsageError("--limit must be at least 1")
-    rows = await store.top(
-        args.horizon, _resolution(args, settings), args.limit, await _at(args, settings, store)
-    )
+    resolution = _resolution(args, settings)
+    at_s = await _at(args, settings, store)
+    rows = await store.top(args.horizon, resolution, args.limit, at_s)
     _print_ranked(rows, as_json=args.json)
-    return 0
+    if rows:
+        return 0
+    reason = await _why_nothing(
+        settings, store, args.horizon, resolution, at_s, at_given=args.at is not None
+    )
+    print(f"hotspots top: nothing to list: {reason}", file=sys.stderr)
+    return 1
+
+
+async def _why_nothing(
+    settings: Settings, store: Any, horizon: str, resolution: int, at_s: float, *, at_given: bool
+) -> str:
+    """Why ``top`` lists no cell at ``at_s``, and what to do about it."""
+    landmark_raw, watermark_raw = await store.client.hmget(
+        store.key("meta"), [f"k:{horizon}", "watermark"]
+    )
+    best = await store.client.zrevrange(
+        store.key("rank", horizon, resolution), 0, 0, withscores=True
+    )
+    where = f"namespace {store.namespace!r} (store.namespace)"
+    if watermark_raw is None and not best:
+        return (
+            f"{where} holds no events. Load some with `hotspots backfill PATH` or run a "
+            "worker (`hotspots run`), or name the namespace that holds them "
+            "(HOTSPOTS_STORE__NAMESPACE=NAME)."
+        )
+    if not best or landmark_raw is None:
+        return f"the {horizon} ranking at resolution {resolution} of {where} is empty."
+    score = decay.score_at(float(best[0][1]), at_s, store.horizons[horizon], int(landmark_raw))
+    text = (
+        f"every score of the {horizon} ranking at resolution {resolution} has decayed below "
+        f"store.prune_below ({store.prune_below:g}) by {_iso(at_s)} (the best is {score:.3g})"
+    )
+    if watermark_raw is None:
+        return text + "."
+    newest = float(watermark_raw)
+    text += f"; the newest event is of {_iso(newest)}, {_span(at_s - newest)} earlier."
+    if at_given:
+        return text + f" Choose an --at nearer the data, e.g. --at {_iso(newest)}."
+    if settings.time.clock == "wall":
+        return text + (
+            ' Scores decay to the wall clock (time.clock = "wall"); for historical data decay '
+            'them to the newest event: time.clock = "event" in the config (or '
+            f"HOTSPOTS_TIME__CLOCK=event), or --at {_iso(newest)}."
+        )
+    return text
+
+
+def _iso(at_s: float) -> str:
+    return datetime.fromtimestamp(at_s, UTC).isoformat(timespec="seconds")
+
+
+def _span(seconds: float) -> str:
+    """A rough length of time, e.g. ``412 days``.
+
+    >>> _span(3 * 86400.0), _span(5400.0), _span(90.0), _span(-7200.0)
+    ('3 days', '1.5 hours', '90 s', '-2 hours')
+    """
+    size = abs(seconds)
+    sign = "-" if seconds < 0 else ""
+    if size >= 2 * 86400:
+        return f"{sign}{size / 86400:.0f} days"
+    if size >= 2 * 3600:
+        return f"{sign}{size / 3600:.0f} hours"
+    if size >= 3600:
+        return f"{sign}{size / 3600:.1f} hours"
+    return f"{sign}{size:.0f} s"
 
 
 def _print_ranked(rows: Sequence[Any], *, as_json: bool) -> None:

@@ -733,7 +733,7 @@ class Demo:
             if code == 0 and not self.signals.received:
                 await self._drain(store)
             last = await view.snapshot()
-            if not opts.live and last is not None:
+            if (not opts.live or not self.console.is_terminal) and last is not None:
                 self.console.print(view.plain_rankings(last), highlight=False, soft_wrap=True)
             offsets = await store.client.hgetall(store.key("offsets"))
             self._summary(last, {_text(a): int(b) for a, b in offsets.items()})

@@ -317,10 +317,13 @@ class LiveView:
     ) -> Snapshot | None:
         """Show the view until ``should_stop()`` or ``duration_s`` elapsed;
         returns the last snapshot. ``plain`` prints a line per refresh
-        (at most one every ``refresh_s``) instead of the rich view."""
+        (at most one every ``refresh_s``) instead of the rich view; so does
+        a console that is not a terminal (a pipe, a file, a log), where the
+        rich view would show nothing until it stops."""
         stop = should_stop or (lambda: False)
         ends = None if duration_s is None else self._monotonic() + duration_s
         out = console or Console()
+        plain = plain or not out.is_terminal
 
         def done() -> bool:
             return stop() or (ends is not None and self._monotonic() >= ends)
@@ -399,22 +402,28 @@ async def run_top_live(
     horizons: Sequence[str] | None,
     resolution: int | None,
     stale_after_s: float = DEFAULT_STALE_AFTER_S,
+    console: Console | None = None,
 ) -> int:
-    """``hotspots top --live``: the view until Ctrl-C or SIGTERM."""
+    """``hotspots top --live``: the view until Ctrl-C or SIGTERM. Where the
+    output is not a terminal it is a plain line per refresh, then the top
+    lists as plain text when it stops."""
     import signal
 
     view = LiveView(
         settings, store, horizons=horizons, resolution=resolution, stale_after_s=stale_after_s
     )
+    out = console or Console()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     try:
-        await view.run(should_stop=stopping.is_set)
+        last = await view.run(should_stop=stopping.is_set, console=out)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+    if not out.is_terminal and last is not None:
+        out.print(view.plain_rankings(last, view.limit), highlight=False, soft_wrap=True)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
@@ -19,8 +20,15 @@ def test_make_demo_passes_demo_args_to_the_command() -> None:
     make = shutil.which("make")
     if make is None:
         pytest.fail("make is not installed (the README's commands are make targets)")
+    # run from the suite's own make (make test), an inherited MAKELEVEL would
+    # add "make[1]: Entering directory" lines around the command
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     done = subprocess.run(
-        [make, "-n", "demo", f"DEMO_ARGS={ARGS}"], cwd=ROOT, capture_output=True, text=True
+        [make, "-n", "--no-print-directory", "demo", f"DEMO_ARGS={ARGS}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert done.returncode == 0, done.stderr
     command = shlex.split(done.stdout.strip().splitlines()[-1])

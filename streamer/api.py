@@ -35,9 +35,11 @@ import orjson
 import redis.asyncio as aioredis
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request, WebSocket
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -52,10 +54,13 @@ from prometheus_client import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.utils import HIREDIS_AVAILABLE
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 from starlette.websockets import WebSocketDisconnect
 
 from streamer import app as wiring
-from streamer.adapters.patrols import Dosage, PlanError
+from streamer import openapi
+from streamer.adapters.patrols import NOTE_MAX_CHARS, Dosage, PlanError
 from streamer.adapters.publisher import channel
 from streamer.adapters.store import CellDetails, EngineClock, Ranked, Store
 from streamer.core import decay
@@ -535,9 +540,23 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
         assert isinstance(exc, RequestValidationError)
         return validation_failed(exc.errors())
 
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 405:
+            # Starlette's Allow names the methods of the first route of the
+            # path only (GET of /v1/dosage/plan, not its PUT): every route's
+            allowed: set[str] = set()
+            for route in app.routes:
+                match, _ = route.matches(request.scope)
+                if match != Match.NONE and isinstance(route, APIRoute | Route):
+                    allowed |= route.methods or set()
+            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(allowed))}
+        return await http_exception_handler(request, exc)
+
     for error in STORE_DOWN:
         app.add_exception_handler(error, store_down)
     app.add_exception_handler(RequestValidationError, refused)
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_middleware(Timing, metrics=metrics)
 
     def caller_of(token: str | None) -> Caller | None:
@@ -1275,6 +1294,24 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
         return scored
 
     app.lanes.update({"/v1/risk": risk_fast, "/v1/hotspots": hotspots_fast})
+    facts = openapi.Facts(
+        horizons=store.names,
+        resolutions=store.resolutions,
+        families=families,
+        blends=sorted(settings.blends),
+        days=DAYS,
+        bbox_pattern=BBOX_PATTERN,
+        hour_pattern=HOUR_PATTERN,
+        date_pattern=DATE_PATTERN,
+        note_max_chars=NOTE_MAX_CHARS,
+    )
+
+    def document() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = openapi.document(FastAPI.openapi(app), facts)
+        return app.openapi_schema
+
+    app.openapi = document  # type: ignore[method-assign]
     return app
 
 
@@ -1642,6 +1679,10 @@ def local_day(text: str | None, today: str) -> str:
 
 
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+DATE_PATTERN = (  # (the document's: years FIRST_YEAR to LAST_YEAR; format "date" rules out Feb 30)
+    r"^(?:19[7-9][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9])"
+    r"-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])$"
+)
 
 
 _LON = r"-?(?:180(?:\.0+)?|(?:1[0-7][0-9]|[1-9]?[0-9])(?:\.[0-9]+)?)"

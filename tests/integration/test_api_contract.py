@@ -402,3 +402,17 @@ async def test_request_metrics_carry_method_and_status_on_both_ways(
             assert counts == {("/v1/hotspots", "GET", "503"): 2}
     finally:
         await down.aclose()
+
+
+async def test_a_method_not_allowed_names_every_method_of_the_path(
+    client: aioredis.Redis, namespace: str, redis_url: str
+) -> None:
+    settings = settings_for(namespace, redis_url)
+    async with serving(settings, client) as host, httpx.AsyncClient(base_url=f"http://{host}") as h:
+        h.headers.update(auth(DISPLAY))
+        for path, allowed in (
+            ("/v1/dosage/plan", "GET, PUT"),  # two routes of one path
+            ("/v1/config", "GET"),
+        ):
+            got = await h.request("DELETE", path)
+            assert got.status_code == 405 and got.headers["allow"] == allowed, path

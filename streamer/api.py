@@ -45,10 +45,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    GCCollector,
     Histogram,
-    PlatformCollector,
-    ProcessCollector,
     generate_latest,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -60,6 +57,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from streamer import app as wiring
 from streamer import openapi
+from streamer.adapters.metrics import collect_process
 from streamer.adapters.patrols import NOTE_MAX_CHARS, Dosage, PlanError
 from streamer.adapters.publisher import channel
 from streamer.adapters.store import CellDetails, EngineClock, Ranked, Store
@@ -101,9 +99,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
-        GCCollector(registry=self.registry)
+        collect_process(self.registry)
         # (alert rules read status: keep the name and the labels as they are)
         self.latency = Histogram(
             "hotspots_api_request_seconds",

@@ -22,6 +22,14 @@ CANCEL_RESULTS = ("by_id", "by_fields", "repeated", "unknown")
 TOP_CELLS = 10  # ranks of each horizon exported as hotspots_top_cell_score
 
 
+def collect_process(registry: CollectorRegistry) -> None:
+    """Add to ``registry`` what the default registry would carry: process_*
+    (CPU, resident memory, open fds, start time), python_info and python_gc_*."""
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+
+
 @dataclass
 class Metrics:
     """Every metric the worker exports."""
@@ -30,11 +38,7 @@ class Metrics:
 
     def __post_init__(self) -> None:
         r = self.registry
-        # process_* (CPU, resident memory, open fds, start time),
-        # python_info and python_gc_*: what the default registry would carry
-        ProcessCollector(registry=r)
-        PlatformCollector(registry=r)
-        GCCollector(registry=r)
+        collect_process(r)
         self.events = Counter(
             "hotspots_events_total", "Events consumed, by outcome", ["outcome"], registry=r
         )

@@ -192,9 +192,8 @@ async def collect(dosage: Dosage, days: Sequence[date], now_s: float) -> Report:
     for day in days:
         name = day.isoformat()
         summary = await dosage.summary(name, now_s)
-        # asked after the summary, which fixes today's planned cells if they were not
-        # yet: today then has its plan, a past day without one is read with the plan
-        # as it stands
+        # a day whose planned cells were never fixed (the engine's leader did
+        # not run that day, and no plan was set) is read with the plan as it stands
         recorded = await dosage.plan_recorded(name)
         totals.append(DayTotals(name, recorded, cell_days(summary)))
     return Report(

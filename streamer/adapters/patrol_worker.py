@@ -4,8 +4,11 @@ The consumer reads ``dosage.topic`` in batches (its own consumer group),
 sends malformed pings to the dead-letter topic with a reason, stores the
 rest and recomputes the visits of the units concerned, then commits. Visits
 are a function of each unit's stored pings, so a redelivered batch changes
-nothing. The tick (leader only) writes today's summary and raises or clears
-"unvisited" alerts through the same delivery as emerging hot spots.
+nothing; after each poll it records how far it has read (what the engine
+has observed). The tick (leader only) fixes the day's plan at the day's
+first tick, writes today's summary and raises or clears "unvisited" alerts
+through the same delivery as emerging hot spots, only over windows the
+engine observed (docs/dosage.md).
 """
 
 from __future__ import annotations
@@ -43,9 +46,23 @@ class PingConsumer(BatchConsumer):
     async def run(self) -> None:
         assert self.consumer is not None
         while not self.stopping.is_set():
-            batch = await self._poll(self.options.poll_timeout_ms, self.options.max_records)
+            limit = self.options.max_records
+            batch = await self._poll(self.options.poll_timeout_ms, limit)
             if batch:
                 await self.process(batch)
+            if batch is not None and not self.stopping.is_set():
+                # a full batch leaves a backlog; an empty poll says Kafka is
+                # caught up only while the broker answers (kafka_ok)
+                full = sum(len(records) for records in batch.values()) >= limit
+                await self._mark_watched(caught_up=self.kafka_ok and not full)
+
+    async def _mark_watched(self, *, caught_up: bool) -> None:
+        """Record what the engine has observed (:meth:`Dosage.watched`); a
+        store outage only delays the mark."""
+        try:
+            await self.dosage.watched(self.clock(), caught_up=caught_up)
+        except STORE_DOWN as exc:
+            log.warning("dosage_watch_not_recorded error=%s", exc)
 
     async def process(self, batch: dict[TopicPartition, list[Any]]) -> None:
         started = time.monotonic()
@@ -98,11 +115,15 @@ class DosageTicker:
             self._groups = True
         now_s = self.now()
         day = d.day_of(now_s)
+        await d.fix_plan(day, now_s)  # the first tick of the day fixes its plan
         summary = await d.summary(day, now_s)
         warn = dict(d.overdue(summary, now_s))
         raw = await client.hgetall(d.key("dosage", "alerts"))
         open_ids = {_text(c): _text(a) for c, a in raw.items()}
         notices: list[Notice] = []
+        if not summary["observation"]["observed"]:
+            # what was not observed cannot be judged: no alert opens or clears
+            warn = {c: "" for c in open_ids}
         for cell, reason in warn.items():
             if cell in open_ids:
                 continue

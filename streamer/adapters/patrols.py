@@ -15,7 +15,13 @@ Keys (``P`` = the store prefix; README "Patrol dosage"):
 - ``P:dosage:last`` sorted set: cell -> end of its latest visit (POSIX s).
 - ``P:dosage:plan`` string: the plan (JSON: ``{"mode": "top"}`` or
   ``{"mode": "list", "cells": [{"cell", "units"}]}``).
-- ``P:dosage:planned:DAY`` string: the plan's cells as fixed for that day.
+- ``P:dosage:planned:DAY`` string: the plan's cells as fixed for that day
+  (JSON: ``{"cells": [{"cell", "units"}], "fixed_at": POSIX s}``; an older
+  bare list of cells is read too), fixed at the start of the day by the
+  leader's dosage tick, or when an admin sets a plan (docs/dosage.md).
+- ``P:dosage:watch`` hash: ``since``, when the engine's ping consumer first
+  ran (POSIX s); ``through``, the time up to which it has read the pings
+  topic (its last poll that left no backlog).
 - ``P:dosage:notes`` hash: cell -> briefing note (JSON: text, author, updated_at).
 - ``P:dosage:day:DAY`` string: the day's summary, as the leader last wrote it.
 - ``P:dosage:alerts`` hash: cell -> id of its open "unvisited" alert.
@@ -23,6 +29,7 @@ Keys (``P`` = the store prefix; README "Patrol dosage"):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -37,6 +44,7 @@ from streamer.settings import Settings
 
 NOTE_MAX_CHARS = 2000
 _HOURS_OF_PEAK = 6  # a cell's peak hours: its busiest hours of the weekday
+WATCH_LAG_S = 120.0  # pings read up to this long ago still count as observing now
 
 
 class PlanError(ValueError):
@@ -222,7 +230,7 @@ class Dosage:
     async def set_plan(self, body: Mapping[str, Any], now_s: float) -> dict[str, Any]:
         """Set the plan (admin): ``{"mode": "top"}`` or ``{"mode": "list",
         "cells": [{"cell": HEX, "units": [..]}, ...]}``; today's planned cells
-        follow at once."""
+        are fixed again at once, from the new plan and the ranking of now."""
         mode = body.get("mode")
         if mode == "top":
             plan: dict[str, Any] = {"mode": "top"}
@@ -238,6 +246,7 @@ class Dosage:
             pipe.set(self.key("dosage", "plan"), orjson.dumps(plan))
             pipe.delete(self.key("dosage", "planned", self.day_of(now_s)))
             await pipe.execute()
+        await self.fix_plan(self.day_of(now_s), now_s)
         return await self.plan()
 
     def _entry(self, raw: object) -> dict[str, Any]:
@@ -258,21 +267,97 @@ class Dosage:
         return {"cell": cell, "units": sorted(set(units))}
 
     async def planned(self, day: str, now_s: float) -> list[dict[str, Any]]:
-        """The plan's cells for ``day``, fixed the first time they are asked
-        for (a top-N plan then follows the ranking of that moment)."""
+        """The plan's cells for ``day``: as fixed for it (:meth:`fix_plan`),
+        else as the plan stands at ``now_s`` (a top-N plan: the ranking of
+        that moment). Reading never fixes a plan."""
+        fixed = await self._fixed(day)
+        return fixed[0] if fixed is not None else await self._plan_cells(now_s)
+
+    async def fix_plan(self, day: str, now_s: float) -> list[dict[str, Any]]:
+        """Fix ``day``'s planned cells from the plan and the ranking at
+        ``now_s``, unless they are fixed already (the first call wins, also
+        across workers); returns the day's cells. Only today's plan is
+        fixed: a past day's ranking is not the one it had then."""
+        fixed = await self._fixed(day)
+        if fixed is not None or self.day_of(now_s) != day:
+            return fixed[0] if fixed is not None else await self._plan_cells(now_s)
+        cells = await self._plan_cells(now_s)
+        record = orjson.dumps({"cells": cells, "fixed_at": now_s})
         key = self.key("dosage", "planned", day)
-        raw = await self.store.client.get(key)
-        if raw:
-            return list(orjson.loads(raw))
+        if not await self.store.client.set(key, record, nx=True, ex=400 * 86400):
+            fixed = await self._fixed(day)  # another worker fixed it first
+            return fixed[0] if fixed is not None else cells
+        return cells
+
+    async def plan_fixed_at(self, day: str) -> float | None:
+        """When ``day``'s planned cells were fixed (None: not fixed; NaN: fixed
+        by an older engine, which did not record when)."""
+        fixed = await self._fixed(day)
+        return None if fixed is None else fixed[1]
+
+    async def _fixed(self, day: str) -> tuple[list[dict[str, Any]], float] | None:
+        raw = await self.store.client.get(self.key("dosage", "planned", day))
+        if not raw:
+            return None
+        record = orjson.loads(raw)
+        if isinstance(record, list):  # written before plans recorded when
+            return record, math.nan
+        return list(record["cells"]), float(record["fixed_at"])
+
+    async def _plan_cells(self, now_s: float) -> list[dict[str, Any]]:
         plan = await self.plan()
         if plan["mode"] == "list":
-            cells = list(plan["cells"])
+            return list(plan["cells"])
+        top = await self.store.top(plan["horizon"], plan["resolution"], plan["top_n"], now_s)
+        return [{"cell": r.cell, "units": []} for r in top]
+
+    # what the engine has observed ---------------------------------------
+    async def watched(self, now_s: float, *, caught_up: bool) -> None:
+        """The ping consumer's mark after a poll: ``since`` is set once,
+        ``through`` moves to ``now_s`` when the poll left no backlog."""
+        key = self.key("dosage", "watch")
+        async with self.store.client.pipeline(transaction=False) as pipe:
+            pipe.hsetnx(key, "since", repr(now_s))
+            if caught_up:
+                pipe.hset(key, "through", repr(now_s))
+            await pipe.execute()
+
+    async def watch(self) -> tuple[float | None, float | None]:
+        """``(since, through)`` of :meth:`watched` (None where never marked)."""
+        since, through = await self.store.client.hmget(
+            self.key("dosage", "watch"), ["since", "through"]
+        )
+        return (
+            None if since is None else float(since),
+            None if through is None else float(through),
+        )
+
+    def day_start(self, day: str) -> float:
+        """Local midnight at the start of ``day`` (POSIX s)."""
+        return datetime.combine(date.fromisoformat(day), datetime.min.time(), self.tz).timestamp()
+
+    async def observation(self, day: str, now_s: float) -> dict[str, Any]:
+        """Whether the engine observed ``day``'s patrol window up to
+        ``now_s``: its ping consumer ran from before the day began and has
+        read the pings topic up to within :data:`WATCH_LAG_S` (or three
+        dosage intervals, if longer) of now. ``reason`` says why not."""
+        since, through = await self.watch()
+        start = self.day_start(day)
+        lag_s = max(WATCH_LAG_S, 3 * self.settings.dosage.interval)
+        if since is None:
+            reason: str | None = "no patrol pings read yet"
+        elif since > start:
+            reason = f"pings read only since {iso(since)}, after the day began"
+        elif through is None or through < now_s - lag_s:
+            reason = f"pings read only up to {iso(through)} (consumer behind or stopped)"
         else:
-            top = await self.store.top(plan["horizon"], plan["resolution"], plan["top_n"], now_s)
-            cells = [{"cell": r.cell, "units": []} for r in top]
-        if self.day_of(now_s) == day and cells:
-            await self.store.client.set(key, orjson.dumps(cells), nx=True, ex=400 * 86400)
-        return cells
+            reason = None
+        return {
+            "observed": reason is None,
+            "since": iso(since),
+            "through": iso(through),
+            "reason": reason,
+        }
 
     # notes ------------------------------------------------------------------
     async def notes(self) -> dict[str, dict[str, Any]]:
@@ -353,10 +438,14 @@ class Dosage:
             )
         in_day = [v for v in visits if self.day_of(v.start_s) == day]
         units = core.unit_minutes_in(in_day, set(cells))
+        fixed_at = await self.plan_fixed_at(day)
         return {
             "date": day,
             "resolution": self.rules.resolution,
             "at": iso(now_s),
+            "plan_fixed_at": None if fixed_at is None or math.isnan(fixed_at) else iso(fixed_at),
+            "plan_fixed": fixed_at is not None,
+            "observation": await self.observation(day, now_s),
             "cells": rows,
             "covered": sum(1 for r in rows if r["compliant"]),
             "planned": len(rows),
@@ -364,7 +453,7 @@ class Dosage:
         }
 
     async def plan_recorded(self, day: str) -> bool:
-        """Whether ``day``'s planned cells were fixed (read on that day)."""
+        """Whether ``day``'s planned cells were fixed (on that day)."""
         return bool(await self.store.client.exists(self.key("dosage", "planned", day)))
 
     async def _last_visits(self, cells: list[str]) -> dict[str, float]:
@@ -394,21 +483,25 @@ class Dosage:
         return {"unit": unit, "date": day, "at": summary["at"], "tasks": tasks}
 
     def overdue(self, summary: Mapping[str, Any], now_s: float) -> list[tuple[str, str]]:
-        """Planned cells to warn about (unvisited late in the window, or for days)."""
+        """Planned cells to warn about (unvisited late in the window, or for
+        days), only over what the engine observed: nothing unless the day's
+        plan is fixed and its window observed (``summary["observation"]``),
+        and "unvisited for N days" only when the engine has read pings since
+        the cell's last visit ended."""
+        if not summary["plan_fixed"] or not summary["observation"]["observed"]:
+            return []
+        since = datetime.fromisoformat(summary["observation"]["since"]).timestamp()
         rows = summary["cells"]
         # a cell never visited counts from the start of today: it is late in
-        # its window like any other, but not "unvisited for days" on day one
-        midnight = datetime.combine(
-            date.fromisoformat(self.day_of(now_s)), datetime.min.time(), self.tz
-        ).timestamp()
-        last = {
-            r["cell"]: (
-                datetime.fromisoformat(r["last_visit_at"]).timestamp()
-                if r["last_visit_at"]
-                else midnight
-            )
-            for r in rows
-        }
+        # its window like any other, but not "unvisited for days" on day one;
+        # so does one last visited before the engine watched (the days since
+        # were not all observed)
+        midnight = self.day_start(self.day_of(now_s))
+        last: dict[str, float] = {}
+        for r in rows:
+            seen = r["last_visit_at"]
+            seen_s = datetime.fromisoformat(seen).timestamp() if seen else midnight
+            last[r["cell"]] = seen_s if seen_s >= since else midnight
         out: list[tuple[str, str]] = []
         for r in rows:
             hours = r["required"]["hours"]

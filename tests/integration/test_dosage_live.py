@@ -115,6 +115,10 @@ async def test_pings_give_dosage_and_an_unvisited_alert_that_clears(
     await dosage.set_plan(
         {"mode": "list", "cells": [{"cell": A, "units": ["P-101"]}, {"cell": B}]}, time.time()
     )
+    # an engine that has read pings since yesterday (the consumer's first
+    # mark stays; an engine started today would not judge today's window)
+    watch = dosage.key("dosage", "watch")
+    await client.hset(watch, "since", repr(time.time() - 86400))
     workers.start()
 
     now = time.time()
@@ -128,6 +132,8 @@ async def test_pings_give_dosage_and_an_unvisited_alert_that_clears(
         return any(r["cell"] == A and r["visits"] == 1 for r in s["cells"])
 
     s = await summary_until(client, dosage, a_done)
+    assert s["observation"]["observed"] is True, s["observation"]
+    assert float(await client.hget(watch, "through") or 0) > now  # the consumer's mark
     rows = {r["cell"]: r for r in s["cells"]}
     assert rows[A]["minutes"] == 16.0
     assert rows[A]["koper_visits"] == 1 and rows[A]["compliant"] is True

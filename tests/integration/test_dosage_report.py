@@ -105,7 +105,7 @@ async def test_report_of_a_day_with_one_hot_spot_patrolled(
     assert (a["visits"], a["koper_visits"], a["compliant"]) == ("1", "1", "true")
     assert (b["visits"], b["koper_visits"], b["compliant"]) == ("0", "0", "false")
     assert a["unit_minutes"] == "P-101=16.00" and b["unit_minutes"] == ""
-    assert a["plan_recorded"] == "true"  # the report fixed today's plan, as the API does
+    assert a["plan_recorded"] == "true"  # setting the plan fixed today's cells
     for cell in (A, B):
         old = rows[yesterday, cell]
         assert old["plan_recorded"] == "false"

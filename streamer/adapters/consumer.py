@@ -186,6 +186,7 @@ class BatchConsumer:
         if not assigned or self.consumer is None:
             return
         applied = await self._stored_offsets({f"{tp.topic}:{tp.partition}" for tp in assigned})
+        applied = await self._forget_lost_logs(assigned, applied)
         for tp in assigned:
             last = applied.get(f"{tp.topic}:{tp.partition}")
             if last is None:
@@ -200,6 +201,64 @@ class BatchConsumer:
                     tp.partition,
                     last + 1,
                 )
+
+    async def _forget_lost_logs(
+        self, assigned: list[TopicPartition], applied: dict[str, int]
+    ) -> dict[str, int]:
+        """The stored offsets without those of partitions whose log ends at
+        or below them and that the group never committed: that log is not
+        the one the store applied (the broker's storage was lost, or the
+        topic was made again, which drops its committed offsets too), and the
+        store would refuse every record in it up to the old offset, silently.
+        Such an offset is deleted and the partition read from its start;
+        events are keyed by id, so one the store applied before replaces
+        itself. Logged and counted (``hotspots_offset_resets_total``).
+
+        A committed offset rules a lost log out because Tansu under-reports a
+        log's end (docs/tansu.md, ListOffsets): a stored offset inside the
+        last record batch looks beyond the end."""
+        if self.consumer is None:
+            return applied
+        behind = []
+        for tp in assigned:
+            if (
+                f"{tp.topic}:{tp.partition}" in applied
+                and await self.consumer.committed(tp) is None
+            ):
+                behind.append(tp)
+        if not behind:
+            return applied
+        try:
+            ends = await self.consumer.end_offsets(behind)
+        except KafkaError as exc:  # not known now: the stored offsets stand
+            log.warning("end_offsets_failed error=%s", exc)
+            return applied
+        lost = {
+            f"{tp.topic}:{tp.partition}": (tp, end)
+            for tp, end in ends.items()
+            if end <= applied[f"{tp.topic}:{tp.partition}"]
+        }
+        if not lost:
+            return applied
+        while True:
+            try:
+                await self.store.client.hdel(self.store.key("offsets"), *sorted(lost))
+                self._store_up()
+                break
+            except STORE_DOWN as exc:
+                await self._store_down(exc)
+        for source, (tp, end) in sorted(lost.items()):
+            log.error(
+                "offsets_ahead_of_log topic=%s partition=%d stored=%d log_end=%d "
+                "action=stored_offset_deleted (the log is not the one the store applied: "
+                "broker storage lost or topic made again)",
+                tp.topic,
+                tp.partition,
+                applied[source],
+                end,
+            )
+            self.metrics.offset_resets.labels(tp.topic).inc()
+        return {s: o for s, o in applied.items() if s not in lost}
 
     async def _stored_offsets(self, sources: set[str]) -> dict[str, int]:
         ordered = sorted(sources)

@@ -94,6 +94,13 @@ class Metrics:
             "Kafka operations that failed and were retried",
             registry=r,
         )
+        self.offset_resets = Counter(
+            "hotspots_offset_resets_total",
+            "Stored offsets deleted because the partition's log ends below them "
+            "(broker storage lost or topic made again)",
+            ["topic"],
+            registry=r,
+        )
         self.event_lag = Gauge(
             "hotspots_event_time_lag_seconds",
             "Wall clock minus the newest event time in the last batch",

@@ -48,9 +48,9 @@ import redis
 from rich.console import Console
 
 from streamer import app
-from streamer.settings import CONFIG_DIR, ConfigError, Settings, load_settings
+from streamer.settings import DATA_DIR, ConfigError, Settings, load_settings
 
-SAMPLE = CONFIG_DIR.parent / "data" / "philadelphia_2025.csv.gz"
+SAMPLE = DATA_DIR / "philadelphia_2025.csv.gz"
 PROFILE = "philadelphia"
 SPLIT_AT_LOCAL = "2025-12-01 00:00:00"  # the sample's times are local wall times
 TIMEZONE = "America/New_York"

@@ -53,9 +53,9 @@ from streamer.core.area import Boundary
 from streamer.core.cells import U64, cells_in_box, cells_of_many, centers_of_many
 from streamer.evaluate_alerts import FlagError as FlagError
 from streamer.evaluate_alerts import read_file_columns
-from streamer.settings import CONFIG_DIR, Settings
+from streamer.settings import DATA_DIR, Settings
 
-DEFAULT_BOUNDARY = CONFIG_DIR.parent / "data" / "philadelphia_police_districts.geojson"
+DEFAULT_BOUNDARY = DATA_DIR / "philadelphia_police_districts.geojson"
 GRID_HALF_LIVES_S = tuple(d * DAY_S for d in (3, 7, 14, 28, 90, 365))
 SHIFT_HOURS = (0, 8, 16)
 

@@ -16,7 +16,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+# The defaults and the bundled sample ship inside the package (package data in
+# pyproject.toml), so a wheel installed anywhere finds them.
+CONFIG_DIR = Path(__file__).resolve().parent / "config"
+DATA_DIR = Path(__file__).resolve().parent / "data"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -343,7 +346,7 @@ def load_settings(
     environ: dict[str, str] | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> Settings:
-    """Defaults (``config/default.toml`` + ``config/categories.toml``), then
+    """Defaults (``streamer/config/default.toml`` + ``categories.toml``), then
     the file at ``path`` (or ``$HOTSPOTS_CONFIG``), then env vars, then
     ``overrides`` (from command-line flags)."""
     env = dict(os.environ if environ is None else environ)
@@ -352,9 +355,9 @@ def load_settings(
         candidate = CONFIG_DIR / name
         if not candidate.exists():  # an install that lost config/ would run without harm weights
             raise ConfigError(
-                f"the default configuration {candidate} is missing: install from the source "
-                "tree (pip install -e .) or the container image, which keep config/ beside "
-                "the streamer package"
+                f"the default configuration {candidate} is missing: the streamer package was "
+                "installed without its package data (streamer/config/); reinstall it from a "
+                "wheel or the source tree"
             )
         data = _merge(data, _read_toml(candidate))
     chosen = path or env.get("HOTSPOTS_CONFIG")

@@ -22,10 +22,10 @@ from zoneinfo import ZoneInfo
 import h3
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "data" / "philadelphia_2025.csv.gz"
-# Philadelphia's police districts: the copy shipped in data/ (the shared one
+SAMPLE = ROOT / "streamer" / "data" / "philadelphia_2025.csv.gz"
+# Philadelphia's police districts: the copy shipped in streamer/data/ (the shared one
 # beside the checkout is the same file)
-DISTRICTS = ROOT / "data" / "philadelphia_police_districts.geojson"
+DISTRICTS = ROOT / "streamer" / "data" / "philadelphia_police_districts.geojson"
 NY = ZoneInfo("America/New_York")
 
 
@@ -63,7 +63,7 @@ def read_rows(path: Path, limit: int | None = None) -> list[Row]:
 
 def weights() -> tuple[dict[str, float], float]:
     """Category weights (included ones) and the default weight, from the TOML."""
-    with open(ROOT / "config" / "categories.toml", "rb") as handle:
+    with open(ROOT / "streamer" / "config" / "categories.toml", "rb") as handle:
         table = tomllib.load(handle)["categories"]
     default = table.get("default", {}).get("weight", 1.0)
     return (

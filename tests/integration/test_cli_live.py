@@ -25,7 +25,7 @@ async def test_replay_publishes_every_row_keyed_by_id_plus_bad_records(
     }
     done = hotspots(
         "replay",
-        "data/philadelphia_2025.csv.gz",
+        "streamer/data/philadelphia_2025.csv.gz",
         "--profile",
         "philadelphia",
         "--max",
@@ -54,7 +54,7 @@ async def test_replay_publishes_every_row_keyed_by_id_plus_bad_records(
 def test_replay_with_a_bad_speed_exits_2(namespace: str) -> None:
     done = hotspots(
         "replay",
-        "data/philadelphia_2025.csv.gz",
+        "streamer/data/philadelphia_2025.csv.gz",
         "--profile",
         "philadelphia",
         "--speed",

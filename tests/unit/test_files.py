@@ -27,7 +27,7 @@ from streamer.adapters.files import (
 from streamer.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
-SAMPLE = REPO / "data" / "philadelphia_2025.csv.gz"
+SAMPLE = REPO / "streamer" / "data" / "philadelphia_2025.csv.gz"
 FAMILIES = {
     "violence",
     "sexual",
@@ -88,7 +88,7 @@ def sample(philadelphia: SourceProfile) -> Columns:
 
 
 def test_profile_by_name_and_by_path_are_the_same(philadelphia: SourceProfile) -> None:
-    by_path = load_profile(str(REPO / "config" / "sources" / "philadelphia.toml"))
+    by_path = load_profile(str(REPO / "streamer" / "config" / "sources" / "philadelphia.toml"))
     assert by_path == philadelphia
     assert philadelphia.name == "philadelphia"
     assert philadelphia.columns == {
@@ -403,7 +403,7 @@ def test_iter_records_agrees_with_read_columns(
 
 
 def test_harm_table_rows_are_well_formed() -> None:
-    with (REPO / "config" / "categories.toml").open("rb") as handle:
+    with (REPO / "streamer" / "config" / "categories.toml").open("rb") as handle:
         table = tomllib.load(handle)["categories"]
     assert table["default"] == {
         "weight": 1.0,
@@ -428,7 +428,7 @@ def test_every_shared_data_category_has_a_rule(shared_data: Callable[..., Path])
         convert_options=pacsv.ConvertOptions(include_columns=["text_general_code"]),
     )["text_general_code"]
     names = set(pc.unique(column).to_pylist())
-    with (REPO / "config" / "categories.toml").open("rb") as handle:
+    with (REPO / "streamer" / "config" / "categories.toml").open("rb") as handle:
         table = tomllib.load(handle)["categories"]
     assert len(names) == 32
     assert names <= set(table), sorted(names - set(table))

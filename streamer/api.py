@@ -64,7 +64,7 @@ from streamer.adapters.store import CellDetails, EngineClock, Ranked, Store
 from streamer.core import decay
 from streamer.core.area import Area, Boundary
 from streamer.core.cells import cell_boundary, cell_center, cell_from_hex, cell_hex, cell_of, ring
-from streamer.settings import CONFIG_DIR, Settings
+from streamer.settings import DATA_DIR, Settings
 
 log = logging.getLogger("hotspots.api")
 
@@ -73,7 +73,7 @@ ANY_ROLE = frozenset(ROLES)
 DISPATCH = frozenset({"dispatch", "admin"})
 ADMIN = frozenset({"admin"})
 WEB = Path(str(resources.files("streamer") / "web"))
-DEFAULT_BOUNDARY = CONFIG_DIR.parent / "data" / "philadelphia_police_districts.geojson"
+DEFAULT_BOUNDARY = DATA_DIR / "philadelphia_police_districts.geojson"
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 STORE_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 ALERT_PAGE = 500  # notices read per XREVRANGE when listing closed alerts

@@ -14,10 +14,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
@@ -33,6 +35,7 @@ from streamer.adapters.metrics import Metrics as WorkerMetrics
 from streamer.api import Metrics as ApiMetrics
 from streamer.api import build as build_api
 from streamer.settings import load_settings
+from tests.cli_support import hotspots as hotspots_in_tree
 from tests.pipeline_support import settings_for
 from tests.worker_support import Workers, write_config
 
@@ -493,27 +496,32 @@ def test_compose_grafana_provisions_the_datasource_and_dashboard() -> None:
 # --- Dockerfile -------------------------------------------------------------------
 
 
-def test_dockerfile_is_multi_stage_non_root_and_copies_what_exists() -> None:
-    instructions = dockerfile_instructions()
-    stages = [i for i, (word, _) in enumerate(instructions) if word == "FROM"]
-    assert len(stages) >= 2, "a builder and a runtime stage"
-    final = instructions[stages[-1] :]
-    users = [args for word, args in final if word == "USER"]
-    assert users, "the runtime stage sets no USER: it would run as root"
-    uid = users[-1].split(":")[0]
-    assert uid.isdigit() and int(uid) != 0, f"USER {users[-1]}: use a numeric non-root UID"
-    patterns = [
+def dockerignore_patterns() -> list[str]:
+    return [
         line.strip()
         for line in (ROOT / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
+
+
+def test_dockerfile_is_multi_stage_non_root_and_installs_a_wheel() -> None:
+    instructions = dockerfile_instructions()
+    stages = [i for i, (word, _) in enumerate(instructions) if word == "FROM"]
+    assert len(stages) >= 2, "a builder and a runtime stage"
+    builder, final = instructions[: stages[-1]], instructions[stages[-1] :]
+    users = [args for word, args in final if word == "USER"]
+    assert users, "the runtime stage sets no USER: it would run as root"
+    uid = users[-1].split(":")[0]
+    assert uid.isdigit() and int(uid) != 0, f"USER {users[-1]}: use a numeric non-root UID"
+    patterns = dockerignore_patterns()
     workdir = "/"
     copied: dict[str, str] = {}
-    for word, args in instructions:
-        if word == "FROM":
-            workdir = "/"
+    installs: list[str] = []
+    for word, args in builder:
         if word == "WORKDIR":
             workdir = args if args.startswith("/") else f"{workdir.rstrip('/')}/{args}"
+        if word == "RUN" and "streamer" in copied:
+            installs += [c for c in args.split("&&") if re.search(r"\bpip\S*\s+install\b", c)]
         if word != "COPY" or "--from=" in args:
             continue
         *sources, dest = [a for a in shlex.split(args) if not a.startswith("--")]
@@ -524,35 +532,150 @@ def test_dockerfile_is_multi_stage_non_root_and_copies_what_exists() -> None:
             if target.endswith("/") or len(sources) > 1:
                 target = target.rstrip("/") + "/" + Path(source).name
             copied[source] = os.path.normpath(target)
-    # the code finds config/ and data/ beside streamer/ (settings.CONFIG_DIR)
-    for needed in ("pyproject.toml", "streamer", "config", "data"):
-        assert needed in copied, f"the image lacks {needed}"
-    home = Path(copied["streamer"]).parent
-    assert Path(copied["config"]) == home / "config"
-    assert Path(copied["data"]) == home / "data"
-    # the runtime stage takes the builder's files to the same paths: the venv's
-    # editable install, its scripts' shebangs and CONFIG_DIR hold absolute paths
+    for needed in ("pyproject.toml", "setup.py", "README.md", "LICENSE", "streamer"):
+        assert needed in copied, f"the builder lacks {needed}"
+    # the package, with its config and data inside, installed as a wheel from
+    # the copied tree after the real source is in place: not editable
+    home = str(Path(copied["streamer"]).parent)
+    assert installs, "no pip install after COPY streamer"
+    for install in installs:
+        words = shlex.split(install)
+        assert "-e" not in words and "--editable" not in words, f"editable install: {install}"
+    assert any(home in shlex.split(i) for i in installs), f"nothing installs {home}"
+    # the runtime stage takes only the venv, to the builder's path (its
+    # scripts' shebangs hold it); the source tree stays in the builder
     carried = [
         [a for a in shlex.split(args) if not a.startswith("--")]
         for word, args in final
         if word == "COPY" and "--from=" in args
     ]
+    assert carried, "the runtime stage copies nothing from the builder"
     for *sources, dest in carried:
         assert sources == [dest], f"COPY --from {sources} {dest}: keep the builder's paths"
-    assert [str(home)] in [c[:1] for c in carried], f"the runtime stage lacks {home}"
+        assert not Path(home).is_relative_to(dest) and not Path(dest).is_relative_to(home), (
+            f"the runtime stage copies the source tree {home}"
+        )
+    assert all(word != "COPY" or "--from=" in args for word, args in final)
     # nothing the code reads at run time is kept out of the context
     for rel in (
-        "config/default.toml",
-        "config/categories.toml",
-        "data/philadelphia_police_districts.geojson",
+        "streamer/config/default.toml",
+        "streamer/config/categories.toml",
+        "streamer/config/sources/philadelphia.toml",
+        "streamer/data/philadelphia_2025.csv.gz",
+        "streamer/data/philadelphia_police_districts.geojson",
         "streamer/web/index.html",
         "streamer/adapters/lua",
+        "streamer/adapters/_resp.c",
+        "streamer/core/_fastpath_c/fastpath.h",
     ):
         assert (ROOT / rel).exists()
         assert not dockerignored(rel, patterns), f".dockerignore drops {rel}"
     assert dockerignored(".venv/bin/python", patterns)
-    entrypoint = dict(instructions[stages[-1] :]).get("ENTRYPOINT", "")
+    entrypoint = dict(final).get("ENTRYPOINT", "")
     assert "hotspots" in entrypoint or "streamer.cli" in entrypoint
+
+
+def test_the_wheel_runs_from_outside_the_source_tree(tmp_path: Path) -> None:
+    """The files the Dockerfile's builder copies, built into a wheel and
+    installed (not editable) into a fresh venv: ``hotspots`` run from a
+    directory outside the repository finds its defaults, source profile,
+    bundled sample and district outline, with both C extensions built."""
+    context = tmp_path / "context"
+    context.mkdir()
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", "*.egg-info", "build")
+    for word, args in dockerfile_instructions():
+        if word == "FROM" and context.joinpath("streamer").exists():
+            break  # the builder stage only
+        if word != "COPY" or "--from=" in args:
+            continue
+        for source in [a for a in shlex.split(args) if not a.startswith("--")][:-1]:
+            if (ROOT / source).is_dir():
+                shutil.copytree(ROOT / source, context / source, ignore=skip)
+            else:
+                shutil.copy2(ROOT / source, context / source)
+    wheels = tmp_path / "wheels"
+    pip = (sys.executable, "-m", "pip")
+    built = subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", wheels, context],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = wheels.glob("hotspots-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    for rel in (
+        "config/default.toml",
+        "config/categories.toml",
+        "config/sources/philadelphia.toml",
+        "data/philadelphia_2025.csv.gz",
+        "data/philadelphia_police_districts.geojson",
+        "web/index.html",
+        "adapters/lua/apply.lua",
+    ):
+        assert f"streamer/{rel}" in names, f"the wheel lacks streamer/{rel}"
+    for module in ("core/_fastpath", "adapters/_resp"):
+        assert any(n.startswith(f"streamer/{module}.") and n.endswith(".so") for n in names), (
+            f"the wheel lacks the compiled streamer/{module}"
+        )
+    # a venv of its own for the package; its dependencies are this
+    # interpreter's, through a path entry (whose own .pth files, such as the
+    # editable install's, are not run)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (site,) = venv.glob("lib/python*/site-packages")
+    (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    python = venv / "bin" / "python"
+    installed = subprocess.run(
+        [*pip, "--python", python, "install", "--quiet", "--no-deps", "--no-index", wheel],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert installed.returncode == 0, installed.stderr
+    away = tmp_path / "elsewhere"
+    away.mkdir()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("HOTSPOTS_") and k not in ("PYTHONPATH", "PYTHONHOME")
+    }
+
+    def run(*argv: str | Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(a) for a in argv], capture_output=True, text=True, env=env, cwd=away, timeout=120
+        )
+
+    probe = run(
+        python,
+        "-c",
+        "import streamer.adapters._resp, streamer.settings as s\n"
+        "from streamer.core import fastpath\n"
+        "assert fastpath.AVAILABLE\n"
+        "print(s.CONFIG_DIR)\nprint(s.DATA_DIR)",
+    )
+    assert probe.returncode == 0, probe.stderr
+    config_dir, data_dir = map(Path, probe.stdout.split())
+    assert config_dir == site / "streamer" / "config"
+    assert data_dir == site / "streamer" / "data"
+    hotspots = venv / "bin" / "hotspots"
+    assert run(hotspots, "--help").returncode == 0
+    checked = run(hotspots, "check-config")
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(checked.stdout)["store"]["namespace"] == "hotspots"
+    # a one-day backtest on the bundled sample, through the bundled profile,
+    # category weights and district outline: as from the source tree
+    days = ("--profile", "philadelphia", "--from", "2025-12-01", "--to", "2025-12-01")
+    evaluate = ("evaluate", data_dir / "philadelphia_2025.csv.gz", *days, "--json", "--quiet")
+    from_wheel = run(hotspots, *evaluate)
+    assert from_wheel.returncode == 0, from_wheel.stderr
+    from_tree = hotspots_in_tree(*map(str, evaluate), env=env)
+    assert from_tree.returncode == 0, from_tree.stderr
+    ours, theirs = json.loads(from_wheel.stdout), json.loads(from_tree.stdout)
+    assert ours["study_cells"] > 0 and ours["events"] > 0
+    for key in ("study_cells", "events", "methods"):
+        assert ours[key] == theirs[key], key
 
 
 def test_dockerignore_matching_follows_its_patterns() -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import hashlib
 import heapq
 import hmac
 import logging
@@ -26,7 +25,6 @@ import time
 import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -34,22 +32,12 @@ from typing import Annotated, Any
 import orjson
 import redis.asyncio as aioredis
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request, WebSocket
-from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.utils import HIREDIS_AVAILABLE
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
@@ -57,131 +45,52 @@ from starlette.websockets import WebSocketDisconnect
 
 from streamer import app as wiring
 from streamer import openapi
-from streamer.adapters.metrics import collect_process
 from streamer.adapters.patrols import NOTE_MAX_CHARS, Dosage, PlanError
-from streamer.adapters.publisher import channel
 from streamer.adapters.store import CellDetails, EngineClock, Ranked, Store
+from streamer.api.alerts import read_alerts, text_of
+from streamer.api.auth import (
+    ADMIN,
+    ANY_ROLE,
+    DISPATCH,
+    QUERY_TOKEN_REFUSED,
+    Caller,
+    bearer,
+    token_digest,
+)
+from streamer.api.errors import (
+    MESSAGE_CHARS,
+    STORE_DOWN,
+    cut,
+    invalid,
+    store_unavailable,
+    validation_failed,
+)
+from streamer.api.geojson import in_box, polygon, read_outline, study_area
+from streamer.api.hub import HEARTBEAT, Client, Hub, Send, sse_event, ws_event
+from streamer.api.lane import LaneApp, header_of, query_of
+from streamer.api.metrics import Metrics, Timing
+from streamer.api.params import (
+    BBOX_PATTERN,
+    DATE_PATTERN,
+    DAYS,
+    HOTSPOTS_DEFAULT,
+    HOUR_PATTERN,
+    MAX_LIMIT,
+    RISK_PARAMS,
+    HotspotsQuery,
+    decimal_in,
+    local_day,
+    parse_bbox,
+    window_hours,
+)
 from streamer.core import decay
-from streamer.core.area import Area, Boundary
-from streamer.core.cells import cell_boundary, cell_center, cell_from_hex, cell_hex, cell_of, ring
+from streamer.core.cells import cell_from_hex, cell_hex, cell_of, ring
 from streamer.settings import DATA_DIR, Settings
 
 log = logging.getLogger("hotspots.api")
 
-ROLES = ("display", "dispatch", "admin")
-ANY_ROLE = frozenset(ROLES)
-DISPATCH = frozenset({"dispatch", "admin"})
-ADMIN = frozenset({"admin"})
 WEB = Path(str(resources.files("streamer") / "web"))
 DEFAULT_BOUNDARY = DATA_DIR / "philadelphia_police_districts.geojson"
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-STORE_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
-ALERT_PAGE = 500  # notices read per XREVRANGE when listing closed alerts
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """Who holds a token: its name in ``api.tokens`` and its role."""
-
-    name: str
-    role: str
-
-
-def token_digest(token: str) -> str:
-    """The SHA-256 hex digest a token is configured by."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-class Metrics:
-    """The API's Prometheus metrics (a registry of its own), with the
-    process's (CPU, memory, open files), the platform's and the garbage
-    collector's."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        collect_process(self.registry)
-        # (alert rules read status: keep the name and the labels as they are)
-        self.latency = Histogram(
-            "hotspots_api_request_seconds",
-            "API request latency by route (its path pattern), method and status code",
-            ["route", "method", "status"],
-            registry=self.registry,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
-        )
-        self.push_clients = Gauge(
-            "hotspots_push_clients", "connected push clients", ["channel"], registry=self.registry
-        )
-        self.dropped = Counter(
-            "hotspots_push_dropped_total",
-            "push clients disconnected for falling behind",
-            registry=self.registry,
-        )
-        self.sent = Counter(
-            "hotspots_push_messages_total", "push messages sent", registry=self.registry
-        )
-        self._timers: dict[tuple[str, str, int], Callable[[float], None]] = {}
-
-    def request_took(self, route: str, method: str, status: int, seconds: float) -> None:
-        """Counts a request of ``route`` (its path pattern) by ``method``
-        answered ``status`` (a number, "200") that took ``seconds``."""
-        key = (route, method, status)
-        timer = self._timers.get(key)
-        if timer is None:  # (labels() locks and hashes: once per label set)
-            labels = self.latency.labels(route, method, str(status))
-            timer = self._timers[key] = labels.observe
-        timer(seconds)
-
-
-Send = Callable[[dict[str, Any]], Awaitable[None]]  # an ASGI send
-
-
-def ws_event(body: bytes) -> dict[str, Any]:
-    """A JSON message as the ASGI event a WebSocket sends it with."""
-    return {"type": "websocket.send", "text": body.decode()}
-
-
-def sse_event(body: bytes) -> dict[str, Any]:
-    """A JSON message as the ASGI event an event stream sends it with."""
-    return {"type": "http.response.body", "body": b"data: " + body + b"\n\n", "more_body": True}
-
-
-@dataclass(frozen=True, slots=True)
-class Notice:
-    """One message for every push client, encoded once: the same ASGI
-    events go to each of them (uvicorn and the middleware in front of the
-    push routes only read body events; one that rewrote them, such as a
-    GZip middleware, would need copies). ``resync`` and ``heartbeat`` are
-    only marks: each client sends its own."""
-
-    type: str
-    sequence: int  # an update's; -1 for other kinds
-    ws: dict[str, Any]
-    sse: dict[str, Any]
-
-    @classmethod
-    def of(cls, message: dict[str, Any]) -> Notice:
-        body = orjson.dumps(message)
-        sequence = int(message["sequence"]) if message["type"] == "update" else -1
-        return cls(message["type"], sequence, ws_event(body), sse_event(body))
-
-    @classmethod
-    def mark(cls, kind: str) -> Notice:
-        return cls(kind, -1, {}, {})
-
-
-RESYNC = Notice.mark("resync")
-HEARTBEAT = Notice.mark("heartbeat")
-
-
-@dataclass(eq=False)
-class Client:
-    """One push connection: a bounded queue the hub fills, and when its
-    next heartbeat is due (monotonic seconds) with the timer that checks."""
-
-    queue: asyncio.Queue[Notice]
-    dropped: asyncio.Event = field(default_factory=asyncio.Event)
-    due_s: float = 0.0
-    timer: asyncio.TimerHandle | None = None
 
 
 async def first_of(*jobs: Awaitable[Any]) -> None:
@@ -196,89 +105,6 @@ async def first_of(*jobs: Awaitable[Any]) -> None:
         for result in await asyncio.gather(*tasks, return_exceptions=True):
             if isinstance(result, Exception) and not isinstance(result, WebSocketDisconnect):
                 log.warning("push_client_ended error=%r", result)
-
-
-class Timing:
-    """Request latency by route (pure ASGI: the decorator middleware costs
-    a task and a stream per request). Push streams are not timed."""
-
-    def __init__(self, app: Any, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope.get("path") == "/v1/stream":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500  # (what the server answers when the app raised before answering)
-
-        async def sending(message: dict[str, Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            name = getattr(scope.get("route"), "path", "other")
-            took = time.perf_counter() - started
-            self.metrics.request_took(name, scope["method"], status, took)
-
-
-Answer = Callable[[Any], Awaitable[Response | None]]  # an ASGI scope -> a response or None
-
-
-class LaneApp(FastAPI):
-    """FastAPI, with a fast lane for the busiest reads (``/v1/risk`` and
-    ``/v1/hotspots``): their usual request is answered here, before FastAPI's
-    per-request work (its middleware stack, routing through every route, a
-    request object, solving the token dependency and each query parameter
-    through pydantic: more than half the CPU of such a request).
-
-    A lane's answer returns None for anything unusual (a missing or refused
-    token, a parameter it does not know, a value it cannot read exactly as
-    FastAPI would), and the lane leaves alone requests with an ``Origin``
-    (browsers' cross-origin calls: CORS adds its headers) or a root path:
-    those go the general way, which answers them as before. So does a
-    request whose answer raised (say an unknown horizon: the route raises the
-    same error again, through FastAPI's handlers), except that a store that
-    is down gets its 503 at once. Lane requests are timed under their
-    route, as the general way's."""
-
-    def __init__(self, metrics: Metrics, **options: Any) -> None:
-        super().__init__(**options)
-        self.metrics = metrics
-        self.lanes: dict[str, Answer] = {}
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        answer = self.lanes.get(scope["path"]) if scope["type"] == "http" else None
-        if (
-            answer is None
-            or scope["method"] != "GET"
-            or scope.get("root_path")
-            or any(key == b"origin" for key, _ in scope["headers"])
-        ):
-            await super().__call__(scope, receive, send)
-            return
-        started = time.perf_counter()
-        response: Response | None = None
-        try:
-            try:
-                response = await answer(scope)
-            except STORE_DOWN:
-                response = store_unavailable()
-            except Exception:  # the general way raises it again, through FastAPI's handlers
-                response = None
-            if response is None:
-                await super().__call__(scope, receive, send)  # (which times it)
-            else:
-                await response(scope, receive, send)
-        finally:
-            if response is not None:
-                took = time.perf_counter() - started
-                self.metrics.request_took(scope["path"], "GET", response.status_code, took)
 
 
 class PushResponse(Response):
@@ -314,98 +140,6 @@ class PushResponse(Response):
             with contextlib.suppress(Exception):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         # a dropped client gets no end of response: the server cuts the connection
-
-
-class Hub:
-    """Fans the publisher's ranking changes and the detector's alert
-    notices (Redis pub/sub) out to push clients. A client whose queue is
-    full is dropped, never waited for."""
-
-    def __init__(self, store: Store, client_queue: int, metrics: Metrics) -> None:
-        self.store = store
-        self.client_queue = client_queue
-        self.metrics = metrics
-        self.clients: set[Client] = set()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._listen())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    def join(self) -> Client:
-        client = Client(asyncio.Queue(maxsize=self.client_queue))
-        self.clients.add(client)
-        return client
-
-    def leave(self, client: Client) -> None:
-        self.clients.discard(client)
-
-    def offer(self, client: Client, notice: Notice) -> None:
-        """Queues the notice for the client, or drops the client when its
-        queue is full."""
-        try:
-            client.queue.put_nowait(notice)
-        except asyncio.QueueFull:
-            self.clients.discard(client)
-            client.dropped.set()
-            self.metrics.dropped.inc()
-            log.info("push_client_dropped reason=queue_full size=%d", self.client_queue)
-
-    def broadcast(self, notice: Notice) -> None:
-        for client in list(self.clients):
-            self.offer(client, notice)
-
-    async def _listen(self) -> None:
-        ranking = channel(self.store)
-        alerts = self.store.key("alerts", "live")
-        while True:
-            pubsub = self.store.client.pubsub()
-            try:
-                await pubsub.subscribe(ranking, alerts)
-                # (re)subscribed: whatever was published meanwhile is lost to
-                # us, so clients must re-sync from a fresh snapshot, which
-                # also carries the open alerts.
-                self.broadcast(RESYNC)
-                async for raw in pubsub.listen():
-                    if raw.get("type") != "message":
-                        continue
-                    if _text(raw.get("channel")) == alerts:
-                        self._alert(raw["data"])
-                        continue
-                    body = orjson.loads(raw["data"])
-                    update = {
-                        "type": "update",
-                        "sequence": int(body["seq"]),
-                        "previous": body.get("previous"),
-                        "at": body["at"],
-                        "lists": body["lists"],
-                    }
-                    self.broadcast(Notice.of(update))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # Redis gone: wait and subscribe again
-                log.warning("push_subscription_lost error=%s", exc)
-                await asyncio.sleep(1.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-
-    def _alert(self, data: bytes) -> None:
-        """Forwards one alert notice as it is. A malformed one is logged and
-        skipped: it must not cost the subscription (and every client a resync)."""
-        try:
-            message = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            message = None
-        if not isinstance(message, dict) or message.get("type") != "alert":
-            log.warning("alert_notice_ignored reason=not_an_alert_message size=%d", len(data))
-            return
-        self.broadcast(Notice.of(message))
 
 
 @dataclass(slots=True)
@@ -496,7 +230,7 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
         metrics,
         hub,
         {t.token_sha256: Caller(name, t.role) for name, t in settings.api.tokens.items()},
-        _outline(Path(boundary_path)),
+        read_outline(Path(boundary_path)),
         EngineClock(store, settings.time.clock),
     )
 
@@ -1178,7 +912,7 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
 
     async def snapshot() -> dict[str, Any]:
         raw = await store.client.hgetall(store.key("published"))
-        state = {_text(k): v for k, v in raw.items()}
+        state = {text_of(k): v for k, v in raw.items()}
         tick_at = state.pop("tick_at", None)
         at_s = await api.now()
         lists: dict[str, Any] = {}
@@ -1311,10 +1045,6 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
     return app
 
 
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class RankingMoved(Exception):
     """The store changed while a ranking was read page by page."""
 
@@ -1338,12 +1068,6 @@ async def pages(
             return
         start += count
         count *= 4
-
-
-QUERY_TOKEN_REFUSED = (
-    "a token in the URL (access_token) is taken only by /v1/stream and /v1/ws: "
-    "send it as an Authorization: Bearer header"
-)
 
 
 def page_security(tile_url: str | None) -> dict[str, str]:
@@ -1376,361 +1100,6 @@ def page_security(tile_url: str | None) -> dict[str, str]:
     }
 
 
-def store_unavailable() -> Response:
-    """The answer of any route while Redis cannot be reached."""
-    return JSONResponse({"error": "store unavailable"}, status_code=503)
-
-
-def validation_failed(errors: Sequence[Any]) -> Response:
-    """A 422 of FastAPI's ``HTTPValidationError`` shape (``{"detail": [{"type",
-    "loc", "msg", "input"}]}``), each input quoted back at most
-    ``ECHO_CHARS`` characters long (a 9 KB value is not sent back whole)
-    and only when it is a plain value."""
-    detail = []
-    for error in errors:
-        item = {k: error[k] for k in ("type", "loc", "msg") if k in error}
-        value = error.get("input")
-        if isinstance(value, str):
-            item["input"] = value[:ECHO_CHARS]
-        elif isinstance(value, bool | int | float) or value is None:
-            item["input"] = value
-        if isinstance(error.get("ctx"), dict):
-            item["ctx"] = {k: str(v)[:ECHO_CHARS] for k, v in error["ctx"].items()}
-        detail.append(item)
-    return JSONResponse({"detail": jsonable_encoder(detail)}, status_code=422)
-
-
-def bearer(header: str, query_token: str | None) -> str | None:
-    """The token of an ``Authorization: Bearer TOKEN`` header, else the
-    ``access_token`` query parameter's.
-
-    >>> bearer("Bearer abc ", None), bearer("bearer", "q"), bearer("", None)
-    ('abc', 'q', None)
-    """
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value:
-        return value.strip()
-    return query_token
-
-
-def query_of(scope: Any) -> dict[str, str]:
-    """A request's query parameters as Starlette reads them (the last of a
-    repeated one wins, as in ``request.query_params.get``)."""
-    text = scope["query_string"].decode("latin-1")
-    return dict(urllib.parse.parse_qsl(text, keep_blank_values=True))
-
-
-def header_of(scope: Any, name: bytes) -> str:
-    """A request header (lower-case ``name``) as Starlette reads it: the
-    first one, or "" when absent."""
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return ""
-
-
-# values FastAPI would read the same way: plain decimals and whole numbers only
-_DECIMAL = re.compile(r"-?[0-9]{1,3}(?:\.[0-9]{1,20})?")
-_WHOLE = re.compile(r"0|[1-9][0-9]{0,5}")
-
-
-def decimal_in(text: str | None, bound: float) -> float | None:
-    """A plain decimal number within ``[-bound, bound]``, else None.
-
-    >>> decimal_in("39.952583", 90), decimal_in("-75.2", 180), decimal_in("91", 90)
-    (39.952583, -75.2, None)
-    >>> decimal_in("1e1", 90), decimal_in(" 1", 90), decimal_in(None, 90)
-    (None, None, None)
-    """
-    if text is None or _DECIMAL.fullmatch(text) is None:
-        return None
-    value = float(text)
-    return value if -bound <= value <= bound else None
-
-
-def whole(text: str | None, default: int) -> int | None:
-    """A whole number written plainly (``default`` when absent), else None.
-
-    >>> whole("9", 0), whole(None, 20), whole("09", 0), whole("-1", 0), whole("", 0)
-    (9, 20, None, None, None)
-    """
-    if text is None:
-        return default
-    return int(text) if _WHOLE.fullmatch(text) is not None else None
-
-
-MAX_LIMIT = 1000
-RISK_PARAMS = frozenset({"lat", "lon"})
-HOTSPOTS_PARAMS = frozenset({"horizon", "resolution", "limit", "family", "bbox", "format"})
-
-
-@dataclass(frozen=True, slots=True)
-class HotspotsQuery:
-    """``/v1/hotspots``'s parameters."""
-
-    horizon: str = "week"
-    resolution: int = 9
-    limit: int = 20
-    family: str | None = None
-    bbox: str | None = None
-    format: str = "json"
-
-    @staticmethod
-    def read(query: dict[str, str]) -> HotspotsQuery | None:
-        """The parameters as FastAPI reads them, or None when one is unknown
-        or not plainly valid (FastAPI answers those, with its messages)."""
-        if not query.keys() <= HOTSPOTS_PARAMS:
-            return None
-        d = HOTSPOTS_DEFAULT
-        resolution = whole(query.get("resolution"), d.resolution)
-        limit = whole(query.get("limit"), d.limit)
-        format = query.get("format", d.format)
-        if resolution is None or limit is None or not 1 <= limit <= MAX_LIMIT:
-            return None
-        if format not in ("json", "geojson"):
-            return None
-        horizon = query.get("horizon", d.horizon)
-        return HotspotsQuery(
-            horizon, resolution, limit, query.get("family"), query.get("bbox"), format
-        )
-
-
-HOTSPOTS_DEFAULT = HotspotsQuery()
-
-
-async def read_alerts(
-    store: Store, recent: int
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The open alerts (newest ``updated_at`` first) and the ``recent`` most
-    recently closed ones (newest notice first, one per alert id), as
-    docs/alerts.md keeps them. The open set and the newest notices are read
-    in one transaction, so an alert is never listed as both or neither."""
-    stream = store.key("alerts")
-    async with store.client.pipeline(transaction=True) as pipe:
-        pipe.hgetall(store.key("alerts", "open"))
-        if recent > 0:
-            pipe.xrevrange(stream, count=ALERT_PAGE)
-        replies: list[Any] = await pipe.execute()
-    opened = [a for a in map(_alert_of, replies[0].values()) if a is not None]
-    opened.sort(key=lambda a: (-_updated_s(a), str(a.get("id"))))
-    if recent <= 0:
-        return opened, []
-    seen = {_text(k) for k in replies[0]}
-    closed: list[dict[str, Any]] = []
-    page: list[Any] = replies[1]
-    while page:
-        for _, raw_fields in page:
-            fields = {_text(k): v for k, v in raw_fields.items()}
-            alert_id = _text(fields.get("id", ""))
-            if alert_id in seen:
-                continue
-            seen.add(alert_id)
-            alert = _alert_of(fields.get("alert"))
-            # (an "open" last notice for an id not in the open set is torn
-            # state, not a closed alert)
-            if alert is not None and alert.get("status") != "open":
-                closed.append(alert)
-                if len(closed) >= recent:
-                    return opened, closed
-        if len(page) < ALERT_PAGE:
-            break
-        older = f"({_text(page[-1][0])}"  # exclusive: the page's last entry is read
-        page = list(await store.client.xrevrange(stream, max=older, count=ALERT_PAGE) or [])
-    return opened, closed
-
-
-def _alert_of(raw: object) -> dict[str, Any] | None:
-    """An alert's JSON as stored; None (logged) when it is not an object."""
-    try:
-        value = orjson.loads(raw) if isinstance(raw, bytes | str) else None
-    except orjson.JSONDecodeError:
-        value = None
-    if not isinstance(value, dict):
-        log.warning("alert_unreadable type=%s", type(raw).__name__)
-        return None
-    return value
-
-
-def _updated_s(alert: dict[str, Any]) -> float:
-    """``updated_at`` as POSIX seconds (-inf when missing or malformed)."""
-    try:
-        return datetime.fromisoformat(str(alert.get("updated_at"))).timestamp()
-    except ValueError:
-        return -math.inf
-
-
-def study_area(settings: Settings, outline: str) -> Area | None:
-    """Where the engine's events come from, as ``/v1/risk`` reports it: the
-    events' box and boundary (``events.bbox``, ``events.boundary``), else
-    the outline the display draws (``outline``); None when there is neither
-    (every point counts)."""
-    ev = settings.events
-    bbox = tuple(ev.bbox) if ev.bbox else None
-    boundary = None
-    for path in (ev.boundary, None if bbox else outline):
-        if path is None:
-            continue
-        try:
-            boundary = Boundary.load(path)
-            break
-        except (OSError, ValueError) as exc:
-            log.warning("study_area_unreadable path=%s error=%s", path, exc)
-    if bbox is None and boundary is None:
-        return None
-    return Area(bbox=(bbox[0], bbox[1], bbox[2], bbox[3]) if bbox else None, boundary=boundary)
-
-
-def _outline(path: Path) -> bytes:
-    """The boundary file as RFC 7946 GeoJSON: no ``crs`` member (7946 knows
-    only WGS 84 lon/lat) and rings wound by the right-hand rule (exterior
-    rings counter-clockwise, holes clockwise), whatever the file had."""
-    try:
-        doc = orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError) as exc:
-        log.warning("boundary_missing path=%s error=%s (the display draws no outline)", path, exc)
-        return b'{"type": "FeatureCollection", "features": []}'
-    return orjson.dumps(rfc7946(doc))
-
-
-def rfc7946(node: Any) -> Any:
-    """A GeoJSON object with every ``crs`` member dropped and polygon rings
-    rewound (exterior counter-clockwise, holes clockwise).
-
-    >>> rfc7946({"type": "Polygon", "crs": {}, "coordinates": [[[0, 0], [0, 1], [1, 0], [0, 0]]]})
-    {'type': 'Polygon', 'coordinates': [[[0, 0], [1, 0], [0, 1], [0, 0]]]}
-    """
-    if isinstance(node, list):
-        return [rfc7946(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: rfc7946(v) for k, v in node.items() if k not in ("crs", "coordinates")}
-    if "coordinates" in node:
-        kind, coordinates = node.get("type"), node["coordinates"]
-        if kind == "Polygon":
-            coordinates = _wound(coordinates)
-        elif kind == "MultiPolygon" and isinstance(coordinates, list):
-            coordinates = [_wound(polygon) for polygon in coordinates]
-        out["coordinates"] = coordinates
-    return out
-
-
-def _wound(rings: Any) -> Any:
-    """A polygon's rings, the first counter-clockwise and the rest clockwise."""
-    if not isinstance(rings, list):
-        return rings
-    out = []
-    for i, ring_ in enumerate(rings):
-        if isinstance(ring_, list) and len(ring_) >= 3:
-            counter = _signed_area([p[:2] for p in ring_]) > 0
-            if counter != (i == 0):
-                ring_ = ring_[::-1]
-        out.append(ring_)
-    return out
-
-
-FIRST_YEAR, LAST_YEAR = 1970, 9998  # days the dosage routes can read (and the day after)
-ECHO_CHARS = 40  # of a bad value, quoted back in an error
-MESSAGE_CHARS = 200  # of a message that may quote one in full (the dosage plan's)
-
-
-def cut(value: object) -> str:
-    """A value as an error message quotes it: at most ``ECHO_CHARS`` characters.
-
-    >>> cut("x" * 100) == repr("x" * 40) + "..."
-    True
-    """
-    text = str(value)
-    return repr(text[:ECHO_CHARS]) + ("..." if len(text) > ECHO_CHARS else "")
-
-
-def invalid(where: str, name: str, message: str, value: object) -> RequestValidationError:
-    """A 422 in the shape FastAPI's own validation errors take (one error
-    model for every 422), for parameter ``name`` in ``where`` ("query",
-    "path", "body")."""
-    return RequestValidationError(
-        [{"type": "value_error", "loc": (where, name), "msg": message, "input": value}]
-    )
-
-
-def local_day(text: str | None, today: str) -> str:
-    """``date=YYYY-MM-DD`` as given (``today`` when absent): a real day in
-    the years ``FIRST_YEAR`` to ``LAST_YEAR`` (a day's bounds and the day
-    before and after must be datable), else a 422 that says so.
-
-    >>> local_day(None, "2025-03-14"), local_day("2024-02-29", "2025-03-14")
-    ('2025-03-14', '2024-02-29')
-    """
-    if text is None:
-        return today
-    try:
-        day = date.fromisoformat(text) if _DAY.fullmatch(text) else None
-    except ValueError:
-        day = None
-    if day is None:
-        raise invalid("query", "date", f"date must be a day YYYY-MM-DD, got {cut(text)}", text)
-    if not FIRST_YEAR <= day.year <= LAST_YEAR:
-        message = f"date must be in the years {FIRST_YEAR} to {LAST_YEAR}, got {cut(text)}"
-        raise invalid("query", "date", message, text)
-    return text
-
-
-_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-DATE_PATTERN = (  # (the document's: years FIRST_YEAR to LAST_YEAR; format "date" rules out Feb 30)
-    r"^(?:19[7-9][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9])"
-    r"-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])$"
-)
-
-
-_LON = r"-?(?:180(?:\.0+)?|(?:1[0-7][0-9]|[1-9]?[0-9])(?:\.[0-9]+)?)"
-_LAT = r"-?(?:90(?:\.0+)?|[1-8]?[0-9](?:\.[0-9]+)?)"
-BBOX_PATTERN = f"^{_LON},{_LAT},{_LON},{_LAT}$"
-_BBOX = re.compile(BBOX_PATTERN)
-
-
-def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
-    """``west,south,east,north`` in degrees, four plain decimals (longitudes
-    -180..180, latitudes -90..90); a 422 that says so otherwise. A west edge
-    east of the east one is a box across the antimeridian (RFC 7946, 5.2);
-    the two latitudes bound the box in either order.
-
-    >>> parse_bbox("-75.2,39.9,-75.1,40.0"), parse_bbox("170,10,-170,-10")
-    ((-75.2, 39.9, -75.1, 40.0), (170.0, -10.0, -170.0, 10.0))
-    """
-    if text is None:
-        return None
-    if _BBOX.fullmatch(text) is None:
-        message = (
-            "bbox is west,south,east,north: four plain decimals, longitudes -180..180 "
-            f"and latitudes -90..90, got {cut(text)}"
-        )
-        raise invalid("query", "bbox", message, text)
-    west, south, east, north = (float(x) for x in text.split(","))
-    return west, min(south, north), east, max(south, north)
-
-
-def in_box(cell: str, box: tuple[float, float, float, float]) -> bool:
-    """Whether the cell's centre is in the box (one across the antimeridian
-    when its west edge is east of its east edge)."""
-    lat, lon = cell_center(int(cell, 16))
-    west, south, east, north = box
-    across = lon >= west or lon <= east
-    return south <= lat <= north and (west <= lon <= east if west <= east else across)
-
-
-def polygon(cell: str) -> list[list[float]]:
-    """The cell's hexagon as a closed GeoJSON ring ([lon, lat], counter-clockwise)."""
-    ring_ = [[lon, lat] for lat, lon in cell_boundary(int(cell, 16))]
-    if _signed_area(ring_) < 0:
-        ring_.reverse()
-    return [*ring_, ring_[0]]
-
-
-def _signed_area(ring_: Sequence[Sequence[float]]) -> float:
-    return 0.5 * sum(
-        a[0] * b[1] - b[0] * a[1] for a, b in zip(ring_, [*ring_[1:], ring_[0]], strict=True)
-    )
-
-
 def peak_hours(profile: Sequence[float], n: int = 3) -> list[int]:
     """The ``n`` hours of the week with the most weight (Monday 00h = 0).
 
@@ -1739,35 +1108,6 @@ def peak_hours(profile: Sequence[float], n: int = 3) -> list[int]:
     """
     best = heapq.nlargest(n, range(len(profile)), key=profile.__getitem__)
     return [h for h in best if profile[h] > 0]
-
-
-def window_hours(day: str, start: str, end: str) -> list[int]:
-    """Hours of the week (Monday 00h = 0) from ``day`` ``start`` to ``end``;
-    an end at or before the start runs into the next day.
-
-    >>> window_hours("fri", "22:00", "02:00")
-    [118, 119, 120, 121]
-    >>> window_hours("sun", "23:00", "01:00")
-    [167, 0]
-    """
-    if day not in DAYS:
-        raise invalid("query", "day", f"day must be one of {', '.join(DAYS)}, got {cut(day)}", day)
-    first = _hour(start, "from")
-    last = _hour(end, "to")
-    span = (last - first) % 24 or 24
-    base = DAYS.index(day) * 24 + first
-    return [(base + h) % 168 for h in range(span)]
-
-
-HOUR_PATTERN = "^(?:[01][0-9]|2[0-3]):00$"
-_WHOLE_HOUR = re.compile(HOUR_PATTERN)
-
-
-def _hour(text: str, name: str) -> int:
-    if _WHOLE_HOUR.fullmatch(text) is None:
-        message = f"{name} must be a whole hour HH:00, 00:00 to 23:00, got {cut(text)}"
-        raise invalid("query", name, message, text)
-    return int(text[:2])
 
 
 class _RedactTokens(logging.Filter):

@@ -186,7 +186,6 @@ class BatchConsumer:
         if not assigned or self.consumer is None:
             return
         applied = await self._stored_offsets({f"{tp.topic}:{tp.partition}" for tp in assigned})
-        applied = await self._forget_lost_logs(assigned, applied)
         for tp in assigned:
             last = applied.get(f"{tp.topic}:{tp.partition}")
             if last is None:
@@ -202,44 +201,26 @@ class BatchConsumer:
                     last + 1,
                 )
 
-    async def _forget_lost_logs(
-        self, assigned: list[TopicPartition], applied: dict[str, int]
-    ) -> dict[str, int]:
-        """The stored offsets without those of partitions whose log ends at
-        or below them and that the group never committed: that log is not
-        the one the store applied (the broker's storage was lost, or the
-        topic was made again, which drops its committed offsets too), and the
-        store would refuse every record in it up to the old offset, silently.
-        Such an offset is deleted and the partition read from its start;
-        events are keyed by id, so one the store applied before replaces
-        itself. Logged and counted (``hotspots_offset_resets_total``).
-
-        A committed offset rules a lost log out because Tansu under-reports a
-        log's end (docs/tansu.md, ListOffsets): a stored offset inside the
-        last record batch looks beyond the end."""
-        if self.consumer is None:
-            return applied
-        behind = []
-        for tp in assigned:
-            if (
-                f"{tp.topic}:{tp.partition}" in applied
-                and await self.consumer.committed(tp) is None
-            ):
-                behind.append(tp)
-        if not behind:
-            return applied
-        try:
-            ends = await self.consumer.end_offsets(behind)
-        except KafkaError as exc:  # not known now: the stored offsets stand
-            log.warning("end_offsets_failed error=%s", exc)
-            return applied
-        lost = {
-            f"{tp.topic}:{tp.partition}": (tp, end)
-            for tp, end in ends.items()
-            if end <= applied[f"{tp.topic}:{tp.partition}"]
-        }
+    async def _forget_lost_logs(self) -> None:
+        """Drop the stored offset of each partition not yet past it whose
+        high watermark (the log's end, as a fetch returned it) is at or below
+        the offset the store applied: that log is not the one the store
+        applied (the broker's storage was lost, or the topic was made again),
+        and the store would refuse every record in it up to the old offset,
+        silently (a fetch past the end of a Tansu log returns nothing, with
+        no error, and the position stays there). Such a partition is read
+        from its start; events are keyed by id, so one the store applied
+        before replaces itself. Logged and counted
+        (``hotspots_offset_resets_total``). A new log that grew past the old
+        offset before the worker read it cannot be told from the old one."""
+        assert self.consumer is not None
+        lost = {}
+        for tp, floor in self.applied_floor.items():
+            end = self.consumer.highwater(tp)
+            if end is not None and end <= floor:
+                lost[f"{tp.topic}:{tp.partition}"] = (tp, floor, end)
         if not lost:
-            return applied
+            return
         while True:
             try:
                 await self.store.client.hdel(self.store.key("offsets"), *sorted(lost))
@@ -247,18 +228,19 @@ class BatchConsumer:
                 break
             except STORE_DOWN as exc:
                 await self._store_down(exc)
-        for source, (tp, end) in sorted(lost.items()):
+        for _, (tp, floor, end) in sorted(lost.items()):
+            del self.applied_floor[tp]
+            await self.consumer.seek_to_beginning(tp)
             log.error(
                 "offsets_ahead_of_log topic=%s partition=%d stored=%d log_end=%d "
                 "action=stored_offset_deleted (the log is not the one the store applied: "
                 "broker storage lost or topic made again)",
                 tp.topic,
                 tp.partition,
-                applied[source],
+                floor,
                 end,
             )
             self.metrics.offset_resets.labels(tp.topic).inc()
-        return {s: o for s, o in applied.items() if s not in lost}
 
     async def _stored_offsets(self, sources: set[str]) -> dict[str, int]:
         ordered = sorted(sources)
@@ -335,7 +317,10 @@ class BatchConsumer:
             )
             if batch:
                 self.kafka_ok = True  # (an empty poll says nothing: the client retries quietly)
-            return self._past_applied(batch) if self.applied_floor else batch
+            if not self.applied_floor:
+                return batch
+            await self._forget_lost_logs()
+            return self._past_applied(batch)
         except KafkaError as exc:
             self.kafka_ok = False
             self.metrics.kafka_errors.inc()

@@ -62,7 +62,7 @@ class _Section(BaseModel):
 class StoreSettings(_Section):
     redis_url: str = "redis://127.0.0.1:6379/0"
     namespace: str = Field(default="hotspots", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    ledger_retention: DurationS = 7 * 86400.0
+    ledger_retention: DurationS = 365 * 86400.0
     prune_below: float = Field(default=1e-3, gt=0)
     batch_max_events: int = Field(default=10_000, ge=1, le=100_000)
     # Redis ACL and TLS; secrets only by the NAME of an env var holding them

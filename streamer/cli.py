@@ -14,7 +14,7 @@ import orjson
 
 from streamer import app
 from streamer.adapters.store import EngineClock
-from streamer.core import decay
+from streamer.core import decay, weekhours
 from streamer.settings import ConfigError, Settings, load_settings
 
 
@@ -495,31 +495,20 @@ def _print_ranked(rows: Sequence[Any], *, as_json: bool) -> None:
             print(f"{r.rank:>4}  {r.cell}  {r.score:12.4f}")
 
 
-_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
 def window_hours(day: str, start: str, end: str) -> list[int]:
-    """Hours of the week covered by ``day`` from ``start`` to ``end`` (HH:MM),
-    wrapping past midnight into the next day.
+    """:func:`streamer.core.weekhours.window_hours` (a day's full name or any
+    case will do), a usage error naming the flag when the window breaks
+    its rule.
 
-    >>> window_hours("fri", "22:00", "02:00")
+    >>> window_hours("Friday", "22:00", "02:00")
     [118, 119, 120, 121]
-    >>> window_hours("sun", "23:00", "01:00")
-    [167, 0]
     """
-    if day.lower()[:3] not in _DAYS:
-        raise UsageError(f"--day {day!r}: use one of {', '.join(_DAYS)}")
+    flags = {"day": "--day", "from": "--from", "to": "--to"}
     try:
-        h0, m0 = (int(x) for x in start.split(":"))
-        h1, m1 = (int(x) for x in end.split(":"))
-    except ValueError:
-        raise UsageError(f"--from/--to must be HH:MM, got {start!r}, {end!r}") from None
-    if not (0 <= h0 < 24 and 0 <= h1 <= 24 and 0 <= m0 < 60 and 0 <= m1 < 60):
-        raise UsageError(f"--from/--to out of range: {start!r}, {end!r}")
-    first = _DAYS.index(day.lower()[:3]) * 24 + h0
-    length = (h1 * 60 + m1 - h0 * 60 - m0) % (24 * 60) or 24 * 60
-    hours = -(-(m0 + length) // 60)
-    return [(first + i) % 168 for i in range(hours)]
+        return weekhours.window_hours(day.lower()[:3], start, end)
+    except weekhours.WindowError as exc:
+        given = day if exc.field == "day" else exc.value
+        raise UsageError(f"{flags[exc.field]}: {exc.rule}, got {given!r}") from None
 
 
 async def _window(args: argparse.Namespace, settings: Settings, store: Any) -> int:

@@ -52,8 +52,9 @@ from streamer.api.geojson import read_outline, study_area
 from streamer.api.hub import Hub
 from streamer.api.lane import LaneApp
 from streamer.api.metrics import Metrics, Timing
-from streamer.api.params import BBOX_PATTERN, DATE_PATTERN, DAYS, HOUR_PATTERN
+from streamer.api.params import BBOX_PATTERN, DATE_PATTERN
 from streamer.api.ranking import RankingMoved, pages
+from streamer.core.weekhours import DAYS, HOUR_PATTERN
 from streamer.settings import DATA_DIR, Settings
 
 log = logging.getLogger("hotspots.api")

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from datetime import date
 
 from streamer.api.errors import cut, invalid
+from streamer.core import weekhours
 
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 FIRST_YEAR, LAST_YEAR = 1970, 9998  # days the dosage routes can read (and the day after)
 
 # values FastAPI would read the same way: plain decimals and whole numbers only
@@ -139,29 +139,13 @@ def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
 
 
 def window_hours(day: str, start: str, end: str) -> list[int]:
-    """Hours of the week (Monday 00h = 0) from ``day`` ``start`` to ``end``;
-    an end at or before the start runs into the next day.
+    """:func:`streamer.core.weekhours.window_hours`, a 422 naming the
+    parameter when the window breaks its rule.
 
     >>> window_hours("fri", "22:00", "02:00")
     [118, 119, 120, 121]
-    >>> window_hours("sun", "23:00", "01:00")
-    [167, 0]
     """
-    if day not in DAYS:
-        raise invalid("query", "day", f"day must be one of {', '.join(DAYS)}, got {cut(day)}", day)
-    first = _hour(start, "from")
-    last = _hour(end, "to")
-    span = (last - first) % 24 or 24
-    base = DAYS.index(day) * 24 + first
-    return [(base + h) % 168 for h in range(span)]
-
-
-HOUR_PATTERN = "^(?:[01][0-9]|2[0-3]):00$"
-_WHOLE_HOUR = re.compile(HOUR_PATTERN)
-
-
-def _hour(text: str, name: str) -> int:
-    if _WHOLE_HOUR.fullmatch(text) is None:
-        message = f"{name} must be a whole hour HH:00, 00:00 to 23:00, got {cut(text)}"
-        raise invalid("query", name, message, text)
-    return int(text[:2])
+    try:
+        return weekhours.window_hours(day, start, end)
+    except weekhours.WindowError as exc:
+        raise invalid("query", exc.field, f"{exc.rule}, got {cut(exc.value)}", exc.value) from None

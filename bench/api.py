@@ -123,7 +123,7 @@ from streamer.api import token_digest
 from streamer.core.events import Event
 from streamer.settings import Settings, load_settings
 
-SAMPLE = ROOT / "data" / "philadelphia_2025.csv.gz"
+SAMPLE = ROOT / "streamer" / "data" / "philadelphia_2025.csv.gz"
 RESULTS = ROOT / "bench" / "results" / "latest-api.json"
 PUSH_RESULTS = ROOT / "bench" / "results" / "latest-api-push.json"
 REDIS_URL = "redis://127.0.0.1:6379/0"

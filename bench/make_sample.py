@@ -2,7 +2,7 @@
 
 Keeps the Philadelphia rows of the latest calendar year in the shared file
 (or, if a year does not fit in the size budget, the latest whole months that
-do), only the columns ``config/sources/philadelphia.toml`` reads, with
+do), only the columns ``streamer/config/sources/philadelphia.toml`` reads, with
 coordinates rounded to 6 decimals (about 0.1 m). Rows stay in source order.
 The gzip header carries no name or time, so the output is byte-for-byte
 reproducible.
@@ -24,7 +24,7 @@ import pyarrow.csv as pacsv
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = REPO.parent / "shared" / "data" / "philadelphia" / "incidents_2016_2025.csv.gz"
-OUT = REPO / "data" / "philadelphia_2025.csv.gz"
+OUT = REPO / "streamer" / "data" / "philadelphia_2025.csv.gz"
 COLUMNS = ["dc_key", "t_local", "lat", "lon", "text_general_code"]
 
 

@@ -69,7 +69,7 @@ import redis.asyncio as aioredis
 
 from bench.common import ROOT, drop_namespace, read_marker, spawn, stop_child, tail
 
-SAMPLE = ROOT / "data" / "philadelphia_2025.csv.gz"
+SAMPLE = ROOT / "streamer" / "data" / "philadelphia_2025.csv.gz"
 RESULTS = ROOT / "bench" / "results" / "latest-pipeline.json"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 PARTITIONS = 4

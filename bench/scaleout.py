@@ -5,7 +5,7 @@ draining a backlog.
         [--partitions P] [--max-seconds T]
 
 On one local Tansu broker (``LocalBroker``, in-memory, 127.0.0.1) and the
-local Redis: N real events (``data/philadelphia_2025.csv.gz`` as native JSON,
+local Redis: N real events (``streamer/data/philadelphia_2025.csv.gz`` as native JSON,
 keyed by id; the sample's 148 k events repeated with new ids when N is
 larger) are published once, before anything is timed, to an incidents topic
 of P partitions (6: an even share for 1, 2 and 3 workers). Then, for each K
@@ -499,8 +499,8 @@ async def run(args: argparse.Namespace, fleet: Fleet) -> dict[str, Any]:
             "runs": args.runs,
             "partitions": args.partitions,
             "max_seconds": args.max_seconds,
-            "worker_settings": "defaults (config/default.toml) but namespace, group, topics, "
-            "worker.partitions",
+            "worker_settings": "defaults (streamer/config/default.toml) but namespace, group, "
+            "topics, worker.partitions",
         },
         "machine": machine(),
         "runs": [],

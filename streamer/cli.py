@@ -56,7 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     bf.add_argument("path")
     bf.add_argument(
         "--profile",
-        help="source profile (config/sources/NAME.toml); none for JSON lines of native events",
+        help=(
+            "source profile (streamer/config/sources/NAME.toml); "
+            "none for JSON lines of native events"
+        ),
     )
     bf.add_argument("--force", action="store_true", help="load a file even if it was loaded")
     bf.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -171,7 +174,7 @@ def _parser() -> argparse.ArgumentParser:
         help="inject synthetic clusters into a historical file and score the alerts",
     )
     ev.add_argument("path")
-    ev.add_argument("--profile", help="source profile (config/sources/NAME.toml)")
+    ev.add_argument("--profile", help="source profile (streamer/config/sources/NAME.toml)")
     ev.add_argument(
         "--warmup-from", help="DATE: baselines are built from here (default: a year before --from)"
     )
@@ -197,7 +200,7 @@ def _parser() -> argparse.ArgumentParser:
         help="backtest the rankings: hit rate, PAI, PEI against baselines (--grid: tune)",
     )
     acc.add_argument("path")
-    acc.add_argument("--profile", help="source profile (config/sources/NAME.toml)")
+    acc.add_argument("--profile", help="source profile (streamer/config/sources/NAME.toml)")
     acc.add_argument("--from", dest="start", required=True, metavar="DATE", help="first day")
     acc.add_argument("--to", dest="end", required=True, metavar="DATE", help="last day, inclusive")
     acc.add_argument("--resolution", type=int, default=9, help="H3 resolution (default 9)")
@@ -238,7 +241,7 @@ def _parser() -> argparse.ArgumentParser:
         help="gross and net effect of an operation in target cells, displacement (WDQ), map",
     )
     asx.add_argument("path")
-    asx.add_argument("--profile", help="source profile (config/sources/NAME.toml)")
+    asx.add_argument("--profile", help="source profile (streamer/config/sources/NAME.toml)")
     asx.add_argument(
         "--targets", required=True, metavar="FILE", help="H3 cell ids: one a line, or a cell column"
     )
@@ -261,7 +264,7 @@ def _parser() -> argparse.ArgumentParser:
         help="how much of the flagged area comes from proactive/enforcement events",
     )
     fc.add_argument("path")
-    fc.add_argument("--profile", help="source profile (config/sources/NAME.toml)")
+    fc.add_argument("--profile", help="source profile (streamer/config/sources/NAME.toml)")
     fc.add_argument("--from", dest="start", required=True, metavar="DATE")
     fc.add_argument("--to", dest="end", required=True, metavar="DATE", help="inclusive")
     fc.add_argument("--resolution", type=int, default=10)

@@ -1,7 +1,7 @@
 """Bulk event files: a force's CSV export (through a source profile) or native JSON lines.
 
-A *source profile* (``config/sources/<name>.toml``, documented in
-``config/sources/README.md``) says which export column holds which field of
+A *source profile* (``streamer/config/sources/<name>.toml``, documented in
+``streamer/config/sources/README.md``) says which export column holds which field of
 the event model and how its times are written. :func:`read_columns` turns a
 file into chunks of numpy columns for the batch paths (backfill, benchmarks,
 evaluation); :func:`iter_records` turns it into native event dicts for the
@@ -119,7 +119,7 @@ _KNOWN = (
 
 
 def load_profile(name_or_path: str) -> SourceProfile:
-    """Load a source profile by name (``config/sources/NAME.toml``) or path.
+    """Load a source profile by name (``streamer/config/sources/NAME.toml``) or path.
 
     Raises ``ValueError`` naming the file and the offending key.
     """

@@ -1,6 +1,6 @@
 """Emerging hot spots: detection, patterns and the alert lifecycle (pure).
 
-The model, stated once (the README repeats it for analysts):
+The model, stated once (docs/alerts.md repeats it for analysts):
 
 - Each cell of the alert resolution has two decayed event counts: ``S``
   over the short horizon and ``L`` over the baseline horizon (each event

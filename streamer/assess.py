@@ -49,11 +49,9 @@ from streamer.core.assessment import (
 from streamer.core.cells import U64, cell_boundary, cell_from_hex, cell_hex, cells_of_many
 from streamer.core.cells import resolution_of as cell_resolution
 from streamer.core.weights import WeightTable
-
-# one FlagError for both commands: parse_moment raises it
-from streamer.evaluate_alerts import FlagError as FlagError
 from streamer.evaluate_alerts import parse_moment
 from streamer.settings import Settings
+from streamer.usage import UsageError
 
 Floats = npt.NDArray[np.float64]
 Objects = npt.NDArray[np.object_]
@@ -110,7 +108,7 @@ def source_profile(profile_name: str | None) -> tuple[SourceProfile | None, Zone
     try:
         profile = load_profile(profile_name) if profile_name else None
     except (ValueError, FileNotFoundError) as exc:
-        raise FlagError(f"--profile: {exc}") from None
+        raise UsageError(f"--profile: {exc}") from None
     return profile, ZoneInfo(profile.timezone if profile else "UTC")
 
 
@@ -120,7 +118,7 @@ def load_events(
     """Valid events of the file in ``span`` (the last row of an id wins;
     cancels remove it)."""
     if not Path(path).exists():
-        raise FlagError(f"{path}: no such file")
+        raise UsageError(f"{path}: no such file")
     cols = concat_columns(read_columns(path, profile))
     zone = ZoneInfo(profile.timezone if profile else "UTC")
     # native JSON lines carry an origin per event
@@ -155,13 +153,13 @@ def parse_span(text: str, zone: ZoneInfo, flag: str) -> Period:
     """
     start, sep, end = text.partition("..")
     if not sep or not start or not end:
-        raise FlagError(f"{flag}: expected FROM..TO (e.g. 2025-01-01..2025-03-31), got {text!r}")
+        raise UsageError(f"{flag}: expected FROM..TO (e.g. 2025-01-01..2025-03-31), got {text!r}")
     period = Period(
         parse_moment(start.strip(), zone, flag),
         parse_moment(end.strip(), zone, flag, inclusive_end=True),
     )
     if period.to_s <= period.from_s:
-        raise FlagError(f"{flag}: the span {text!r} ends before it starts")
+        raise UsageError(f"{flag}: the span {text!r} ends before it starts")
     return period
 
 
@@ -170,13 +168,13 @@ def read_cells(path: str, flag: str) -> list[int]:
     with a ``cell`` column; all of one resolution."""
     file = Path(path)
     if not file.exists():
-        raise FlagError(f"{flag}: {path}: no such file")
+        raise UsageError(f"{flag}: {path}: no such file")
     lines = file.read_text(encoding="utf-8").splitlines()
     first = lines[0].strip().lower() if lines else ""
     if "," in first or first == "cell":
         rows = csv.DictReader(lines)
         if rows.fieldnames is None or "cell" not in [f.strip().lower() for f in rows.fieldnames]:
-            raise FlagError(f"{flag}: {path}: a CSV needs a column named 'cell'")
+            raise UsageError(f"{flag}: {path}: a CSV needs a column named 'cell'")
         name = next(f for f in rows.fieldnames if f.strip().lower() == "cell")
         texts = [(row.get(name) or "").strip() for row in rows]
     else:
@@ -188,12 +186,12 @@ def read_cells(path: str, flag: str) -> list[int]:
         try:
             cells.append(cell_from_hex(text))
         except ValueError as exc:
-            raise FlagError(f"{flag}: {path}: {exc}") from None
+            raise UsageError(f"{flag}: {path}: {exc}") from None
     if not cells:
-        raise FlagError(f"{flag}: {path}: no cell ids")
+        raise UsageError(f"{flag}: {path}: no cell ids")
     resolutions = {cell_resolution(c) for c in cells}
     if len(resolutions) > 1:
-        raise FlagError(f"{flag}: {path}: cells of several resolutions {sorted(resolutions)}")
+        raise UsageError(f"{flag}: {path}: cells of several resolutions {sorted(resolutions)}")
     return list(dict.fromkeys(cells))
 
 
@@ -219,7 +217,7 @@ def areas_of(
     if options.control_path is not None:
         given = frozenset(read_cells(options.control_path, "--control"))
         if cell_resolution(next(iter(given))) != cell_resolution(targets[0]):
-            raise FlagError("--control: its cells are not of the targets' resolution")
+            raise UsageError("--control: its cells are not of the targets' resolution")
         control = given - target - buffer
         note = f"control: {len(given)} cells from {options.control_path}"
         if len(control) < len(given):
@@ -238,9 +236,9 @@ def areas_of(
 
 def _check_assess(options: AssessOptions) -> None:
     if options.buffer_rings < 0:
-        raise FlagError("--buffer-rings must be 0 or more")
+        raise UsageError("--buffer-rings must be 0 or more")
     if options.control_path is None and options.control_rings <= options.buffer_rings:
-        raise FlagError("--control-rings must be more than --buffer-rings")
+        raise UsageError("--control-rings must be more than --buffer-rings")
 
 
 def _fmt(value: float | None, digits: int = 1, suffix: str = "") -> str:
@@ -387,7 +385,7 @@ def main_assess(options: AssessOptions, settings: Settings) -> int:
     before = parse_span(options.before, zone, "--before")
     after = parse_span(options.after, zone, "--after")
     if before.to_s > after.from_s:
-        raise FlagError("--before must end before --after starts")
+        raise UsageError("--before must end before --after starts")
     span = Period(before.from_s, after.to_s)
     events = load_events(options.path, profile, settings, span, now_s=time.time())
     harm = weights_of(app.weight_table(settings), events.categories, events.origins)
@@ -399,7 +397,7 @@ def main_assess(options: AssessOptions, settings: Settings) -> int:
     in_before = (t_s >= before.from_s) & (t_s < before.to_s)
     areas = areas_of(options, targets, event_cells, in_before)
     if not areas.control:
-        raise FlagError(
+        raise UsageError(
             "the control area is empty (no cell of the band had events before); "
             "widen --control-rings or give --control FILE"
         )
@@ -486,20 +484,20 @@ def main_feedback(options: FeedbackOptions, settings: Settings) -> int:
     """Run ``hotspots feedback-check``; returns its exit code."""
     started = time.monotonic()
     if options.horizon not in settings.horizons:
-        raise FlagError(
+        raise UsageError(
             f"--horizon {options.horizon!r}: configured horizons are {sorted(settings.horizons)}"
         )
     if not 0 < options.coverage <= 1:
-        raise FlagError("--coverage must be a share in (0, 1], e.g. 0.01 for 1%")
+        raise UsageError("--coverage must be a share in (0, 1], e.g. 0.01 for 1%")
     if not 0 <= options.resolution <= 15:
-        raise FlagError("--resolution must be an H3 resolution, 0 to 15")
+        raise UsageError("--resolution must be an H3 resolution, 0 to 15")
     profile, zone = source_profile(options.profile)
     span = Period(
         parse_moment(options.start, zone, "--from"),
         parse_moment(options.end, zone, "--to", inclusive_end=True),
     )
     if span.to_s <= span.from_s:
-        raise FlagError("--to must not be before --from")
+        raise UsageError("--to must not be before --from")
     events = load_events(options.path, profile, settings, span, now_s=time.time())
     # "every event" at full weight, whatever the configured feedback factors are
     configured = app.weight_table(settings)

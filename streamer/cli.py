@@ -16,10 +16,7 @@ from streamer import app
 from streamer.adapters.store import EngineClock
 from streamer.core import decay, weekhours
 from streamer.settings import ConfigError, Settings, load_settings
-
-
-class UsageError(Exception):
-    """A bad flag value: printed, exit code 2."""
+from streamer.usage import UsageError
 
 
 def _fail(message: str) -> NoReturn:
@@ -570,18 +567,15 @@ async def _backfill(args: argparse.Namespace, settings: Settings, store: Any) ->
 
 
 async def _dosage_report(args: argparse.Namespace, settings: Settings, store: Any) -> int:
-    from streamer.dosage_report import FlagError, ReportOptions
+    from streamer.dosage_report import ReportOptions
     from streamer.dosage_report import main as report_main
 
     options = ReportOptions(start=args.start, end=args.end, out_dir=args.out, as_json=args.json)
-    try:
-        return await report_main(options, settings, store)
-    except FlagError as exc:
-        raise UsageError(str(exc)) from None
+    return await report_main(options, settings, store)
 
 
 def _evaluate(args: argparse.Namespace, settings: Settings) -> NoReturn:
-    from streamer.evaluate import EvaluateOptions, FlagError
+    from streamer.evaluate import EvaluateOptions
     from streamer.evaluate import main as evaluate_main
 
     options = EvaluateOptions(
@@ -601,12 +595,12 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> NoReturn:
     )
     try:
         raise SystemExit(evaluate_main(options, settings))
-    except FlagError as exc:
+    except UsageError as exc:
         _fail(str(exc))
 
 
 def _evaluate_alerts(args: argparse.Namespace, settings: Settings) -> NoReturn:
-    from streamer.evaluate_alerts import EvaluateOptions, FlagError
+    from streamer.evaluate_alerts import EvaluateOptions
     from streamer.evaluate_alerts import main as evaluate_main
 
     options = EvaluateOptions(
@@ -628,7 +622,7 @@ def _evaluate_alerts(args: argparse.Namespace, settings: Settings) -> NoReturn:
     )
     try:
         raise SystemExit(evaluate_main(options, settings))
-    except FlagError as exc:
+    except UsageError as exc:
         _fail(str(exc))
 
 
@@ -636,7 +630,6 @@ def _assess(args: argparse.Namespace, settings: Settings) -> NoReturn:
     from streamer.assess import (
         AssessOptions,
         FeedbackOptions,
-        FlagError,
         main_assess,
         main_feedback,
     )
@@ -675,7 +668,7 @@ def _assess(args: argparse.Namespace, settings: Settings) -> NoReturn:
                 settings,
             )
         )
-    except FlagError as exc:
+    except UsageError as exc:
         _fail(str(exc))
 
 

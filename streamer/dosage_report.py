@@ -33,16 +33,13 @@ from rich.table import Table
 from streamer.adapters.patrols import Dosage
 from streamer.adapters.store import EngineClock, Store
 from streamer.settings import Settings
+from streamer.usage import UsageError
 
 PLANNED_COLOR = "#b8c4d6"
 DELIVERED_COLOR = "#1f5fa8"
 COVERED_COLOR = "#c0392b"
 MAX_DAYS = 400
 """Longest span: a day's fixed plan is kept this long (``P:dosage:planned:DAY``)."""
-
-
-class FlagError(ValueError):
-    """A bad flag value (the command line prints it and exits with code 2)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,14 +131,14 @@ def days_of(start: str, end: str) -> list[date]:
     >>> days_of("2025-03-02", "2025-03-01")
     Traceback (most recent call last):
     ...
-    streamer.dosage_report.FlagError: --from 2025-03-02 is after --to 2025-03-01
+    streamer.dosage_report.UsageError: --from 2025-03-02 is after --to 2025-03-01
     """
     first, last = _date("--from", start), _date("--to", end)
     if first > last:
-        raise FlagError(f"--from {first} is after --to {last}")
+        raise UsageError(f"--from {first} is after --to {last}")
     count = (last - first).days + 1
     if count > MAX_DAYS:
-        raise FlagError(f"--from {first} --to {last} spans {count} days; at most {MAX_DAYS}")
+        raise UsageError(f"--from {first} --to {last} spans {count} days; at most {MAX_DAYS}")
     return [first + timedelta(days=i) for i in range(count)]
 
 
@@ -149,7 +146,7 @@ def _date(flag: str, text: str) -> date:
     try:
         return date.fromisoformat(text.strip())
     except ValueError:
-        raise FlagError(f"{flag}: not a date (YYYY-MM-DD): {text!r}") from None
+        raise UsageError(f"{flag}: not a date (YYYY-MM-DD): {text!r}") from None
 
 
 def cell_days(summary: dict[str, Any]) -> tuple[CellDay, ...]:
@@ -468,16 +465,16 @@ def json_of(report: Report, files: dict[str, str]) -> dict[str, Any]:
 def _out_dir(text: str) -> Path:
     out = Path(text)
     if out.exists() and not out.is_dir():
-        raise FlagError(f"--out: {text!r} is not a directory")
+        raise UsageError(f"--out: {text!r} is not a directory")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise FlagError(f"--out: cannot create {text!r}: {exc.strerror}") from None
+        raise UsageError(f"--out: cannot create {text!r}: {exc.strerror}") from None
     return out
 
 
 async def main(options: ReportOptions, settings: Settings, store: Store) -> int:
-    """Run the command; returns its exit code. Raises :class:`FlagError` for
+    """Run the command; returns its exit code. Raises :class:`UsageError` for
     bad flags before reading anything."""
     days = days_of(options.start, options.end)
     out = _out_dir(options.out_dir)

@@ -51,9 +51,9 @@ from streamer.core.accuracy import (
 )
 from streamer.core.area import Boundary
 from streamer.core.cells import U64, cells_in_box, cells_of_many, centers_of_many
-from streamer.evaluate_alerts import FlagError as FlagError
 from streamer.evaluate_alerts import read_file_columns
 from streamer.settings import DATA_DIR, Settings
+from streamer.usage import UsageError
 
 DEFAULT_BOUNDARY = DATA_DIR / "philadelphia_police_districts.geojson"
 GRID_HALF_LIVES_S = tuple(d * DAY_S for d in (3, 7, 14, 28, 90, 365))
@@ -88,7 +88,7 @@ def parse_day(text: str, zone: ZoneInfo, flag: str, *, next_day: bool = False) -
     try:
         day = date.fromisoformat(text)
     except ValueError:
-        raise FlagError(f"{flag}: not a date (YYYY-MM-DD): {text!r}") from None
+        raise UsageError(f"{flag}: not a date (YYYY-MM-DD): {text!r}") from None
     return day + timedelta(days=1) if next_day else day
 
 
@@ -313,13 +313,13 @@ def write_png(
 # the command -------------------------------------------------------------------------
 def _check(options: EvaluateOptions) -> None:
     if options.period not in ("day", "shift"):
-        raise FlagError("--period: day or shift")
+        raise UsageError("--period: day or shift")
     if not 0 <= options.resolution <= 15:
-        raise FlagError("--resolution: 0 to 15")
+        raise UsageError("--resolution: 0 to 15")
     if options.coverage not in COVERAGES:
-        raise FlagError(f"--coverage: one of {', '.join(str(c) for c in COVERAGES)}")
+        raise UsageError(f"--coverage: one of {', '.join(str(c) for c in COVERAGES)}")
     if options.grid and options.train_to is None:
-        raise FlagError("--grid needs --train-to (the first day of the test span)")
+        raise UsageError("--grid needs --train-to (the first day of the test span)")
 
 
 def main(options: EvaluateOptions, settings: Settings) -> int:
@@ -334,21 +334,21 @@ def main(options: EvaluateOptions, settings: Settings) -> int:
     first = parse_day(options.start, zone, "--from")
     end = parse_day(options.end, zone, "--to", next_day=True)
     if not first < end:
-        raise FlagError("dates: need --from <= --to")
+        raise UsageError("dates: need --from <= --to")
     split: date | None = None
     if options.train_to is not None:
         split = parse_day(options.train_to, zone, "--train-to")
         if not first < split < end:
-            raise FlagError("--train-to: must fall after --from and no later than --to")
+            raise UsageError("--train-to: must fall after --from and no later than --to")
     edges = period_edges(first, end, zone, options.period)
     bpath = boundary_path(settings)
     try:
         boundary = Boundary.load(bpath)
     except (OSError, ValueError) as exc:
-        raise FlagError(f"boundary {bpath}: {exc}") from None
+        raise UsageError(f"boundary {bpath}: {exc}") from None
     study = study_cells(boundary, options.resolution)
     if study.size == 0:
-        raise FlagError(f"boundary {bpath}: no cell of resolution {options.resolution} inside")
+        raise UsageError(f"boundary {bpath}: no cell of resolution {options.resolution} inside")
     t, lat, lon, weight = counting_events(cols, settings, now_s=time.time())
     before_end = t < edges[-1]
     t, lat, lon, weight = t[before_end], lat[before_end], lon[before_end], weight[before_end]
@@ -357,7 +357,7 @@ def main(options: EvaluateOptions, settings: Settings) -> int:
     inside = study[pos] == cell
     history = History.build(t[inside], pos[inside], weight[inside], int(study.size))
     if not np.any(history.t_s >= edges[0]):
-        raise FlagError("no counting event in the study area between --from and --to")
+        raise UsageError("no counting event in the study area between --from and --to")
     loaded_s = time.monotonic() - started
 
     reference = reference_methods(settings, options.period)
@@ -380,7 +380,7 @@ def main(options: EvaluateOptions, settings: Settings) -> int:
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     if result.events.size == 0:
-        raise FlagError("no period between --from and --to holds an event")
+        raise UsageError("no period between --from and --to holds an event")
     seconds = time.monotonic() - started
     ref_names = [m.name for m in reference]
     engine_names = [m.name for m in reference if isinstance(m, Decayed)]
@@ -423,7 +423,7 @@ def main(options: EvaluateOptions, settings: Settings) -> int:
         train = result.period_start_s < split_s
         test = ~train
         if not np.any(train) or not np.any(test):
-            raise FlagError("--train-to: both spans need periods with events")
+            raise UsageError("--train-to: both spans need periods with events")
         report.update(
             {
                 "train_periods": int(train.sum()),

@@ -49,10 +49,7 @@ from streamer.core.alert_evaluation import (
     evaluate,
 )
 from streamer.settings import Settings, parse_duration_s
-
-
-class FlagError(ValueError):
-    """A bad flag value (the command line prints it and exits with code 2)."""
+from streamer.usage import UsageError
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +82,9 @@ def parse_sizes(text: str) -> tuple[int, ...]:
     try:
         sizes = sorted({int(part) for part in text.split(",") if part.strip()})
     except ValueError:
-        raise FlagError(f"--sizes: expected whole numbers like 3,5,8, got {text!r}") from None
+        raise UsageError(f"--sizes: expected whole numbers like 3,5,8, got {text!r}") from None
     if not sizes or sizes[0] < 1:
-        raise FlagError(f"--sizes: cluster sizes must be at least 1, got {text!r}")
+        raise UsageError(f"--sizes: cluster sizes must be at least 1, got {text!r}")
     return tuple(sizes)
 
 
@@ -109,7 +106,7 @@ def parse_moment(text: str, zone: ZoneInfo, flag: str, *, inclusive_end: bool = 
             return datetime(day.year, day.month, day.day, tzinfo=zone).timestamp()
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise FlagError(f"{flag}: not a date (YYYY-MM-DD) or ISO 8601 time: {text!r}") from None
+        raise UsageError(f"{flag}: not a date (YYYY-MM-DD) or ISO 8601 time: {text!r}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone)
     return moment.timestamp()
@@ -130,9 +127,9 @@ def read_file_columns(path: str, profile_name: str | None) -> tuple[Columns, Zon
     try:
         profile = load_profile(profile_name) if profile_name else None
     except (ValueError, FileNotFoundError) as exc:
-        raise FlagError(f"--profile: {exc}") from None
+        raise UsageError(f"--profile: {exc}") from None
     if not Path(path).exists():
-        raise FlagError(f"{path}: no such file")
+        raise UsageError(f"{path}: no such file")
     cols = concat_columns(read_columns(path, profile))
     return cols, ZoneInfo(profile.timezone if profile else "UTC")
 
@@ -178,17 +175,17 @@ def plan_of(options: EvaluateOptions, zone: ZoneInfo, first_s: float, last_s: fl
         else _year_before(from_s, zone)
     )
     if not warmup_s <= from_s < to_s:
-        raise FlagError("dates: need --warmup-from <= --from <= --to")
+        raise UsageError("dates: need --warmup-from <= --from <= --to")
     if options.radius_m <= 0 or options.hours <= 0:
-        raise FlagError("--radius-m and --hours must be positive")
+        raise UsageError("--radius-m and --hours must be positive")
     if options.clusters < 1:
-        raise FlagError("--clusters must be at least 1")
+        raise UsageError("--clusters must be at least 1")
     if options.jobs is not None and options.jobs < 1:
-        raise FlagError("--jobs must be at least 1")
+        raise UsageError("--jobs must be at least 1")
     try:
         tick_s = parse_duration_s(options.tick)
     except ValueError as exc:
-        raise FlagError(f"--tick: {exc}") from None
+        raise UsageError(f"--tick: {exc}") from None
     return Plan(
         warmup_from_s=warmup_s,
         from_s=from_s,
@@ -323,13 +320,13 @@ def main(options: EvaluateOptions, settings: Settings) -> int:
     cols, zone = read_file_columns(options.path, options.profile)
     finite = cols.occurred_at_s[np.isfinite(cols.occurred_at_s)]
     if finite.size == 0:
-        raise FlagError(f"{options.path}: no event with a readable time")
+        raise UsageError(f"{options.path}: no event with a readable time")
     plan = plan_of(options, zone, float(finite.min()), float(finite.max()))
     events = background_events(
         cols, settings, from_s=plan.warmup_from_s, to_s=plan.to_s, now_s=time.time()
     )
     if not np.any(events.t_s >= plan.from_s):
-        raise FlagError("no event in the evaluation span (--from .. --to)")
+        raise UsageError("no event in the evaluation span (--from .. --to)")
     with RichProgress(disable=options.quiet, transient=True, console=console) as bar:
         task = bar.add_task("evaluate", total=None)
 

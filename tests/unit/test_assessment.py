@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from streamer.assess import FlagError, parse_span, read_cells
+from streamer.assess import parse_span, read_cells
 from streamer.core.assessment import (
     AreaCounts,
     Period,
@@ -24,6 +24,7 @@ from streamer.core.assessment import (
     wdq,
 )
 from streamer.core.cells import cell_hex, cell_of, ring
+from streamer.usage import UsageError
 
 CITY_HALL_9 = cell_of(39.9524, -75.1636, 9)
 
@@ -213,7 +214,7 @@ def test_parse_span_days_are_inclusive_and_local() -> None:
     p = parse_span("2025-01-01..2025-03-31", zone, "--before")
     assert p.days == pytest.approx(90 - 1 / 24)  # clocks went forward on 9 March
     for bad in ("2025-01-01", "2025-03-01..2025-01-01", "x..y"):
-        with pytest.raises(FlagError):
+        with pytest.raises(UsageError):
             parse_span(bad, zone, "--before")
 
 
@@ -227,9 +228,9 @@ def test_read_cells_lines_and_csv(tmp_path: Path) -> None:
     assert read_cells(str(table), "--targets") == [int(a, 16), int(b, 16)]
     mixed = tmp_path / "m.txt"
     mixed.write_text(f"{a}\n{cell_hex(cell_of(39.9524, -75.1636, 10))}\n")
-    with pytest.raises(FlagError, match="several resolutions"):
+    with pytest.raises(UsageError, match="several resolutions"):
         read_cells(str(mixed), "--targets")
     junk = tmp_path / "j.txt"
     junk.write_text("not-a-cell\n")
-    with pytest.raises(FlagError, match="not an H3 cell"):
+    with pytest.raises(UsageError, match="not an H3 cell"):
         read_cells(str(junk), "--targets")

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from streamer import cli
 from streamer.api import params
 from streamer.core.weekhours import WindowError, window_hours
+from streamer.usage import UsageError
 
 WINDOWS = [
     ("fri", "22:00", "02:00"),
@@ -26,7 +27,7 @@ WINDOWS = [
 def cli_hours(day: str, start: str, end: str) -> list[int] | None:
     try:
         return cli.window_hours(day, start, end)
-    except cli.UsageError:
+    except UsageError:
         return None
 
 
@@ -57,5 +58,5 @@ def test_the_rule() -> None:
 
 def test_the_command_line_names_the_flag_and_takes_a_days_full_name() -> None:
     assert cli.window_hours("Friday", "22:00", "02:00") == [118, 119, 120, 121]
-    with pytest.raises(cli.UsageError, match="--from: from must be a whole hour"):
+    with pytest.raises(UsageError, match="--from: from must be a whole hour"):
         cli.window_hours("fri", "22:30", "02:00")

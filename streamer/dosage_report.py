@@ -7,8 +7,8 @@ Each local day (``grid.timezone``) from ``--from`` to ``--to`` is read through
 planned hot spot that day (pass-bys left out, a visit across midnight split),
 *planned* minutes are the required visits times the required minutes, and a
 hot spot is *covered* when its required dose was met. A day whose planned
-cells were never fixed (nobody asked for it while it was today) is reported
-with the plan as it stands, and the output says so.
+cells were never fixed (no leader ran that day and no plan was set) is
+reported with the plan as it stands, and the output says so.
 """
 
 from __future__ import annotations

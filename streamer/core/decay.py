@@ -145,8 +145,3 @@ def needs_rebase(newest_t_s: float, half_life_s: float, landmark: int) -> bool:
     False
     """
     return newest_t_s / half_life_s - landmark > REBASE_AFTER_HALF_LIVES
-
-
-def oracle_score(weights: F64, t_s: F64, at_s: float, half_life_s: float) -> float:
-    """The definition, computed directly (for tests): ``sum w 2**(-(at-t)/h)``."""
-    return math.fsum((weights * np.exp2(-(at_s - t_s) / half_life_s)).tolist())

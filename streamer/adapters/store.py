@@ -28,6 +28,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
+from streamer.adapters import keys
 from streamer.core import decay
 from streamer.core.aggregate import Batch, batch_of
 from streamer.core.batching import Rows
@@ -168,7 +169,7 @@ class Store:
     ) -> None:
         self.client = client
         self.namespace = namespace
-        self.prefix = "{" + namespace + "}"
+        self.prefix = keys.namespace_prefix(namespace)
         self.horizons = dict(horizons)
         self.names = list(horizons)
         self.resolutions = list(resolutions)
@@ -191,7 +192,8 @@ class Store:
 
     # keys -------------------------------------------------------------
     def key(self, *parts: object) -> str:
-        """A key of this namespace, e.g. ``key("rank", "week", 9)``."""
+        """A key of this namespace by its parts, e.g. ``key("rank", "week", 9)``
+        (:mod:`streamer.adapters.keys` names each key family)."""
         return ":".join([self.prefix, *map(str, parts)])
 
     def _header(self, landmarks: dict[str, int], **extra: object) -> bytes:
@@ -207,7 +209,7 @@ class Store:
 
     async def landmarks(self, default_t_s: float | None = None) -> dict[str, int]:
         """The stored landmark of each horizon (or the one to start with)."""
-        raw = await self.client.hmget(self.key("meta"), [f"k:{n}" for n in self.names])
+        raw = await self.client.hmget(keys.meta(self.prefix), [f"k:{n}" for n in self.names])
         out = {}
         for name, value in zip(self.names, raw, strict=True):
             if value is not None:
@@ -555,7 +557,7 @@ class Store:
 
     async def trim_ledger(self, now_s: float, *, chunk: int = 5000) -> int:
         """Forget ledger entries older than the retention; returns how many."""
-        days = await self.client.smembers(self.key("ledger", "days"))
+        days = await self.client.smembers(keys.ledger_days(self.prefix))
         cutoff = _day(now_s - self.ledger_retention_s)
         landmarks = await self.landmarks(now_s)
         forgotten = 0
@@ -580,7 +582,7 @@ class Store:
         """Whether the ledger holds each id's contribution (a tombstone, left
         by a cancel, holds none)."""
         out = np.zeros(len(ids), dtype=np.bool_)
-        key = self.key("ledger")
+        key = keys.ledger(self.prefix)
         for start in range(0, len(ids), chunk):
             part = ids[start : start + chunk]
             if isinstance(self.client, RedisCluster):
@@ -599,10 +601,10 @@ class Store:
         packed once: redis-py's way through a command costs more CPU than the
         rest of a kept ``/v1/hotspots`` answer.)"""
         if isinstance(self.client, RedisCluster):
-            raw = await self.client.hget(self.key("meta"), "seq")
+            raw = await self.client.hget(keys.meta(self.prefix), "seq")
         else:
             if self._seq_command is None:
-                self._seq_command = pack_command([b"HGET", self.key("meta"), b"seq"])
+                self._seq_command = pack_command([b"HGET", keys.meta(self.prefix), b"seq"])
             raw = await self._send_packed(self._seq_command)
         return int(raw or 0)
 
@@ -622,9 +624,9 @@ class Store:
         self._check(horizon, resolution)
         # one transaction: the landmark and the scores it scales are a snapshot
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hmget(self.key("meta"), [f"k:{horizon}", "seq"])
+            pipe.hmget(keys.meta(self.prefix), [f"k:{horizon}", "seq"])
             pipe.zrevrange(
-                self.key("rank", horizon, resolution),
+                keys.rank(self.prefix, horizon, resolution),
                 start,
                 start + max(count, 1) - 1,
                 withscores=True,
@@ -652,11 +654,11 @@ class Store:
         """Several cells in full (one transaction); cells the store does not
         hold are left out."""
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hgetall(self.key("meta"))
-            pipe.hgetall(self.key("labels"))
+            pipe.hgetall(keys.meta(self.prefix))
+            pipe.hgetall(keys.labels(self.prefix))
             for c in cells:
-                pipe.get(self.key("cell", c))
-                pipe.get(self.key("how", c))
+                pipe.get(keys.cell(self.prefix, c))
+                pipe.get(keys.hour_of_week(self.prefix, c))
             meta_raw, labels_raw, *rows = await pipe.execute()
         if not any(rows[0::2]):
             return {}
@@ -767,18 +769,19 @@ class Store:
         """Top cells for a set of hours of the week (0 = Monday 00:00), by
         their hour-of-week profile (decayed with the profile horizon)."""
         self._check(self.profile_horizon, resolution)
-        landmark_raw = await self.client.hget(self.key("meta"), f"k:{self.profile_horizon}")
+        landmark_raw = await self.client.hget(keys.meta(self.prefix), f"k:{self.profile_horizon}")
         if landmark_raw is None:
             return []
         factor = decay.decay_factor(at_s, self.horizons[self.profile_horizon], int(landmark_raw))
-        cells = await self.client.zrange(self.key("rank", self.profile_horizon, resolution), 0, -1)
+        ranking = keys.rank(self.prefix, self.profile_horizon, resolution)
+        cells = await self.client.zrange(ranking, 0, -1)
         wanted = sorted(set(hours))
         totals: list[tuple[float, str]] = []
         for start in range(0, len(cells), 2000):
             chunk = cells[start : start + 2000]
             async with self.client.pipeline(transaction=False) as pipe:
                 for c in chunk:
-                    pipe.get(self.key("how", _text(c)))
+                    pipe.get(keys.hour_of_week(self.prefix, _text(c)))
                 rows = await pipe.execute()
             for c, packed in zip(chunk, rows, strict=True):
                 if packed is None:
@@ -862,7 +865,7 @@ class EngineClock:
     async def refresh(self) -> float:
         """Re-read the watermark (event mode) and return ``now``."""
         if self.mode == "event":
-            raw = await self.store.client.hget(self.store.key("meta"), "watermark")
+            raw = await self.store.client.hget(keys.meta(self.store.prefix), "watermark")
             if raw is not None:
                 self._t = float(raw)
         return self()

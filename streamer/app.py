@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -12,7 +13,9 @@ from zoneinfo import ZoneInfo
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
+from streamer.adapters.alert_delivery import AlertDelivery, Webhook
 from streamer.adapters.files import SourceProfile
+from streamer.adapters.metrics import Metrics
 from streamer.adapters.store import Store
 from streamer.backfill import BackfillReport, Progress
 from streamer.backfill import backfill as run_backfill
@@ -209,6 +212,49 @@ def core(settings: Settings) -> Core:
     """Validation rules, scorer and (when built) compiled kernel for the settings."""
     rules, scoring = event_rules(settings), scorer(settings)
     return Core(rules, scoring, FastParser(rules, scoring) if fastpath.AVAILABLE else None)
+
+
+def alert_delivery(
+    settings: Settings,
+    store: Store,
+    metrics: Metrics,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> AlertDelivery:
+    """The alert delivery of the settings, reading each webhook's secret from
+    ``environ`` (default ``os.environ``). Raises :class:`ConfigError` naming
+    the webhook and the variable when a secret is missing."""
+    env = os.environ if environ is None else environ
+    webhooks = []
+    for name, hook in settings.alerts.webhooks.items():
+        secret = env.get(hook.secret_env)
+        if not secret:
+            raise ConfigError(
+                f"key 'alerts.webhooks.{name}.secret_env': the environment variable "
+                f"{hook.secret_env} (the HMAC secret of webhook {name!r}) is not set or empty; "
+                f"set it, or remove [alerts.webhooks.{name}]"
+            )
+        webhooks.append(
+            Webhook(
+                name=name,
+                url=hook.url,
+                secret=secret.encode(),
+                kinds=frozenset(hook.kinds),
+                timeout_s=hook.timeout,
+                max_attempts=hook.max_attempts,
+                backoff_s=hook.backoff,
+            )
+        )
+    return AlertDelivery(
+        store.client,
+        stream_key=store.key("alerts"),
+        topic=settings.alerts.topic,
+        bootstrap=settings.kafka.bootstrap,
+        webhooks=webhooks,
+        metrics=metrics,
+        kafka_options=kafka_options(settings, "aiokafka"),
+        admin_options=kafka_options(settings),
+    )
 
 
 def ensure_topics(settings: Settings) -> list[str]:

@@ -26,7 +26,6 @@ import faust
 from mode import Service
 
 from streamer import app as wiring
-from streamer.adapters.alert_delivery import build_delivery
 from streamer.adapters.alerter import Alerter
 from streamer.adapters.consumer import BatchConsumer, ConsumerOptions
 from streamer.adapters.metrics import Metrics
@@ -258,7 +257,7 @@ def build(
         fapp.timer(interval=settings.alerts.interval, on_leader=True)(detect)
         # Delivery keeps the stream's order only with one deliverer at a
         # time: the holder of a lease of its own (any worker may hold it).
-        delivery = build_delivery(settings, store, metrics)
+        delivery = wiring.alert_delivery(settings, store, metrics)
         delivery_lease = Lease(store, holder, ttl_ms=lease.ttl_ms, name="alerts:deliverer")
 
         async def deliver() -> None:

@@ -42,7 +42,7 @@ from streamer.adapters.broker import ensure_topics
 from streamer.adapters.consumer import STORE_DOWN
 from streamer.adapters.metrics import Metrics
 from streamer.adapters.store import Store
-from streamer.settings import ConfigError, Settings
+from streamer.settings import Settings
 
 __all__ = [
     "RECLAIM_IDLE_S",
@@ -50,7 +50,6 @@ __all__ = [
     "InvalidNotice",
     "Notice",
     "Webhook",
-    "build_delivery",
     "consumer_name",
     "ensure_groups",
     "sign",
@@ -671,48 +670,3 @@ async def ensure_groups(store: Store, settings: Settings) -> None:
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
-
-
-def build_delivery(
-    settings: Settings,
-    store: Store,
-    metrics: Metrics,
-    *,
-    environ: Mapping[str, str] | None = None,
-) -> AlertDelivery:
-    """The alert delivery of the settings, reading each webhook's secret from
-    ``environ`` (default ``os.environ``). Raises :class:`ConfigError` naming
-    the webhook and the variable when a secret is missing."""
-    from streamer import app as wiring  # the composition root's Kafka options
-
-    env = os.environ if environ is None else environ
-    webhooks = []
-    for name, hook in settings.alerts.webhooks.items():
-        secret = env.get(hook.secret_env)
-        if not secret:
-            raise ConfigError(
-                f"key 'alerts.webhooks.{name}.secret_env': the environment variable "
-                f"{hook.secret_env} (the HMAC secret of webhook {name!r}) is not set or empty; "
-                f"set it, or remove [alerts.webhooks.{name}]"
-            )
-        webhooks.append(
-            Webhook(
-                name=name,
-                url=hook.url,
-                secret=secret.encode(),
-                kinds=frozenset(hook.kinds),
-                timeout_s=hook.timeout,
-                max_attempts=hook.max_attempts,
-                backoff_s=hook.backoff,
-            )
-        )
-    return AlertDelivery(
-        store.client,
-        stream_key=store.key("alerts"),
-        topic=settings.alerts.topic,
-        bootstrap=settings.kafka.bootstrap,
-        webhooks=webhooks,
-        metrics=metrics,
-        kafka_options=wiring.kafka_options(settings, "aiokafka"),
-        admin_options=wiring.kafka_options(settings),
-    )

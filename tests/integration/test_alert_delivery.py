@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 
 from streamer import app
-from streamer.adapters.alert_delivery import AlertDelivery, build_delivery, verify
+from streamer.adapters.alert_delivery import AlertDelivery, verify
 from streamer.adapters.broker import LocalBroker, free_port
 from streamer.adapters.metrics import Metrics
 from streamer.adapters.store import Store
@@ -57,7 +57,7 @@ class Engine:
     metrics: Metrics = field(default_factory=Metrics)
 
     def delivery(self) -> AlertDelivery:
-        return build_delivery(self.settings, self.store, self.metrics, environ=ENV)
+        return app.alert_delivery(self.settings, self.store, self.metrics, environ=ENV)
 
     @property
     def key(self) -> str:
@@ -243,9 +243,9 @@ async def test_a_missing_secret_fails_at_build_time(
         {"cad": {"url": "https://cad.example/hook", "secret_env": "CAD_HOOK_SECRET"}},
     )
     with pytest.raises(ConfigError, match=r"CAD_HOOK_SECRET.*'cad'"):
-        build_delivery(engine.settings, engine.store, engine.metrics, environ={})
+        app.alert_delivery(engine.settings, engine.store, engine.metrics, environ={})
     with pytest.raises(ConfigError, match="CAD_HOOK_SECRET"):
-        build_delivery(
+        app.alert_delivery(
             engine.settings, engine.store, engine.metrics, environ={"CAD_HOOK_SECRET": ""}
         )
 

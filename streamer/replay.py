@@ -4,7 +4,7 @@ at a multiple of real time or as fast as possible."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -18,37 +18,9 @@ from streamer.adapters.files import SourceProfile, iter_records
 Progress = Callable[[int], None]
 
 
-def bad_records(n: int) -> Iterator[tuple[bytes, bytes, str]]:
-    """``n`` malformed records of assorted kinds: (key, value, expected reason)."""
-    good = {
-        "id": "bad",
-        "kind": "incident",
-        "occurred_at": "2025-01-01T00:00:00+00:00",
-        "lat": 39.95,
-        "lon": -75.16,
-        "category": "Thefts",
-    }
-    kinds: list[tuple[bytes, str]] = [
-        (b"this is not json", "bad_json"),
-        (orjson.dumps({k: v for k, v in good.items() if k != "lat"}), "missing_field"),
-        (orjson.dumps({**good, "lat": "39.95"}), "bad_type"),
-        (orjson.dumps({**good, "lat": 0.0, "lon": 0.0}), "null_island"),
-        (orjson.dumps({**good, "lat": 123.0}), "lat_out_of_range"),
-        (orjson.dumps({**good, "occurred_at": "yesterday"}), "bad_time"),
-        (orjson.dumps({**good, "occurred_at": "2199-01-01T00:00:00+00:00"}), "future_time"),
-        (orjson.dumps({**good, "op": "delete"}), "unknown_op"),
-        (orjson.dumps({**good, "category": "x" * 20_000}), "too_large"),
-        (b'{"id": "nan", "lat": NaN}', "bad_json"),
-    ]
-    for i in range(n):
-        value, reason = kinds[i % len(kinds)]
-        yield f"bad-{i}".encode(), value, reason
-
-
 @dataclass
 class ReplayReport:
     sent: int = 0
-    bad: int = 0
     seconds: float = 0.0
     by_topic: dict[str, int] = field(default_factory=dict)
 
@@ -59,15 +31,13 @@ def replay(
     bootstrap: str,
     topics: dict[str, str],
     speed: float | None,
-    inject_bad: int = 0,
-    bad_topic: str | None = None,
     progress: Progress | None = None,
     client_options: dict[str, Any] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> ReplayReport:
     """Publish ``records`` (native event dicts) keyed by id; ``topics`` maps
     kind to topic. ``speed`` = multiple of real time, ``None`` = as fast as
-    possible. Bad records, if any, are spread through the stream."""
+    possible."""
     producer = KafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
@@ -79,7 +49,6 @@ def replay(
     report = ReplayReport()
     started = time.monotonic()
     first_event: float | None = None
-    bad = list(bad_records(inject_bad))
     try:
         for i, rec in enumerate(records):
             if speed is not None and rec.get("occurred_at"):
@@ -93,15 +62,8 @@ def replay(
             producer.send(topic, key=str(rec["id"]).encode(), value=orjson.dumps(rec))
             report.sent += 1
             report.by_topic[topic] = report.by_topic.get(topic, 0) + 1
-            if bad and i % 97 == 13:
-                key, value, _ = bad.pop()
-                producer.send(bad_topic or topics["incident"], key=key, value=value)
-                report.bad += 1
             if progress is not None and i % 1000 == 0:
                 progress(report.sent)
-        for key, value, _ in bad:
-            producer.send(bad_topic or topics["incident"], key=key, value=value)
-            report.bad += 1
         producer.flush()
     finally:
         producer.close()

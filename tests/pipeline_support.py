@@ -21,11 +21,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from streamer import app
 from streamer.adapters.consumer import BatchConsumer, ConsumerOptions
+from streamer.adapters.event_sink import EventSink
 from streamer.adapters.metrics import Metrics
 from streamer.adapters.store import Store
-from streamer.replay import bad_records
 from streamer.settings import Settings, load_settings
 from tests import oracle
+from tests.malformed import bad_records
 
 FAST = ConsumerOptions(
     max_records=2000,
@@ -203,15 +204,15 @@ async def assert_matches_oracle(store: Store, alive: dict[str, oracle.Row], at_s
 def consumer_for(settings: Settings, client: aioredis.Redis) -> BatchConsumer:
     parts = app.core(settings)
     k = settings.kafka
+    store, metrics = app.store(settings, client), Metrics()
     return BatchConsumer(
         bootstrap=k.bootstrap,
         topics=[k.incidents_topic, k.calls_topic],
         group=k.group,
         dead_letter_topic=k.dead_letter_topic,
-        store=app.store(settings, client),
-        rules=parts.rules,
-        scorer=parts.scorer,
-        metrics=Metrics(),
+        store=store,
+        sink=EventSink(store, parts.rules, parts.scorer, metrics),
+        metrics=metrics,
         options=FAST,
     )
 

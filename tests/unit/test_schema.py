@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from streamer.core.events import Cancel, Event, EventRules, InvalidEvent, parse_record
-from streamer.replay import bad_records
+from tests.malformed import bad_records
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "schema" / "event.schema.json").read_text())
 NOW = 1_800_000_000.0

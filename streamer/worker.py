@@ -1,5 +1,6 @@
 """The live worker: faust for lifecycle, leadership, timers and web views;
-the batch consumer (``adapters/consumer.py``) for the event topics.
+batch consumers (``adapters/consumer.py``) for the event topics and the
+patrol pings.
 
 faust's per-event stream path is the bottleneck of a 100 k events/s worker
 (it moved ~14 k msgs/s here), so no faust agent reads the event topics. faust
@@ -10,6 +11,7 @@ the timers, and serves ``/metrics``, ``/healthz`` and ``/readyz``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import re
@@ -28,8 +30,9 @@ from mode import Service
 from streamer import app as wiring
 from streamer.adapters.alerter import Alerter
 from streamer.adapters.consumer import BatchConsumer, ConsumerOptions
+from streamer.adapters.event_sink import EventSink
 from streamer.adapters.metrics import Metrics
-from streamer.adapters.patrol_worker import DosageTicker, PingConsumer
+from streamer.adapters.patrol_worker import DosageTicker, PingSink
 from streamer.adapters.patrols import Dosage
 from streamer.adapters.publisher import Maintainer, Publisher
 from streamer.adapters.store import EngineClock, Store
@@ -144,9 +147,7 @@ def build(
         group=k.group,
         dead_letter_topic=k.dead_letter_topic,
         store=store,
-        rules=parts.rules,
-        scorer=parts.scorer,
-        fast=parts.fast,
+        sink=EventSink(store, parts.rules, parts.scorer, metrics, fast=parts.fast),
         metrics=metrics,
         client_options=wiring.kafka_options(settings, "aiokafka"),
         options=options
@@ -180,17 +181,16 @@ def build(
     cast(Any, fapp).service(BatchService(consumer))
     dosage = Dosage(store, settings) if settings.dosage.enabled else None
     if dosage is not None:
-        pings = PingConsumer(
-            dosage=dosage,
+        pings = BatchConsumer(
             bootstrap=k.bootstrap,
             topics=[settings.dosage.topic],
             group=f"{k.group}-patrols",
             dead_letter_topic=k.dead_letter_topic,
             store=store,
-            rules=parts.rules,
-            scorer=parts.scorer,
+            sink=PingSink(dosage, parts.rules, metrics),
             metrics=metrics,
-            options=consumer.options,
+            # the event consumer's health checks are the worker's readiness
+            options=dataclasses.replace(consumer.options, health_interval_s=None),
             client_options=consumer.client_options,
         )
         cast(Any, fapp).service(BatchService(pings))

@@ -1,16 +1,24 @@
-"""The batch path: Kafka to Redis, one store round trip per batch.
+"""The batch path's Kafka side: a consumer group read in batches, each batch
+handed to a :class:`BatchSink` for its store write.
 
 faust's per-event stream machinery moves ~14 k msgs/s on this machine; a
-plain aiokafka ``getmany`` loop moves ~385 k. So the worker consumes the
-event topics here, in batches, while faust runs the worker's lifecycle,
+plain aiokafka ``getmany`` loop moves ~385 k. So the worker consumes its
+topics here, in batches, while faust runs the worker's lifecycle,
 leader-only timers and web views (see ``streamer/worker.py``).
 
-Exactly-once effect: each batch's store write records, in the same atomic
-script, the last offset applied for every partition; a redelivered record at
-or below it is skipped by the store, and on assignment the consumer seeks
-past it. Kafka offsets are committed only after the store write. Dead
-letters are produced before the store write (a crash in between may send
-one twice, never lose one), and only for records past the stored offset.
+The consumer owns Kafka and the waiting: polls, dead letters, the wait
+through a store outage, commits, readiness. A sink owns what a batch is and
+how the store takes it: the event topics' (``adapters/event_sink.py``) and
+the patrol pings' (``adapters/patrol_worker.py``).
+
+Kafka offsets are committed only after the store write; a stop during a
+store outage leaves the batch uncommitted (redelivered to whoever takes
+over). Dead letters are produced before the store write (a crash in between
+may send one twice, never lose one). Exactly-once effect, for a sink that
+holds offsets: each store write records, in the same atomic script, the last
+offset applied for every partition; a redelivered record at or below it is
+skipped by the store, on assignment the consumer seeks past it, and dead
+letters go out only for records past it.
 """
 
 from __future__ import annotations
@@ -20,9 +28,9 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -30,11 +38,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamer.adapters.metrics import Metrics
-from streamer.adapters.store import ApplyPlan, Store
-from streamer.core.batching import DeadLetter, Message, Prepared, prepare_values
-from streamer.core.events import EventRules
-from streamer.core.fastpath import FastParser
-from streamer.core.scoring import Scorer
+from streamer.adapters.store import Store
+from streamer.core.batching import DeadLetter, Message
 
 _TOP_UP_WAIT_MS = 5  # polls that add to a batch while Redis is busy
 
@@ -60,8 +65,9 @@ class ConsumerOptions:
     fetch_max_wait_ms: int = 20
     # how often Kafka (a metadata request) and Redis (PING) are asked whether
     # they answer, for readiness: an idle worker, or one whose client retries
-    # a lost broker quietly, learns of an outage no other way
-    health_interval_s: float = 5.0
+    # a lost broker quietly, learns of an outage no other way (None: never,
+    # for a consumer whose readiness no probe asks)
+    health_interval_s: float | None = 5.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -76,6 +82,65 @@ def message_of(record: Any) -> Message:
         record.key,
         tuple((k, bytes(v)) for k, v in (record.headers or ())),
     )
+
+
+Records = dict[TopicPartition, list[Any]]
+"""One poll's records (aiokafka's), by partition."""
+
+
+class Step(Protocol):
+    """One batch as its sink planned the store write."""
+
+    @property
+    def dead(self) -> Sequence[DeadLetter]:
+        """Records for the dead-letter topic, each with its reason."""
+        ...
+
+    @property
+    def sent(self) -> asyncio.Event:
+        """Set once the write's request is out: an overlapping consumer then
+        goes on preparing the next batch while the store runs this one."""
+        ...
+
+
+PartT = TypeVar("PartT")
+StepT = TypeVar("StepT", bound=Step)
+
+
+class BatchSink(Protocol[PartT, StepT]):
+    """The batch step that a :class:`BatchConsumer` drives: decode a poll's
+    records, plan one store write of a batch, write it. The consumer sends
+    the dead letters, retries the write through a store outage, commits.
+
+    ``holds_offsets``: the store write records each partition's last offset
+    in ``{NS}:offsets`` atomically with the data, so the consumer seeks past
+    it, skips records at or below it and sends no dead letter twice.
+    ``overlaps``: the next batch may be polled and prepared while this one's
+    write runs; otherwise each batch is written and committed before the
+    next poll, and :meth:`polled` hears of every poll."""
+
+    holds_offsets: bool
+    overlaps: bool
+
+    def prepare(self, records: Records) -> PartT:
+        """Decode one poll's records (no I/O: it may run while the store
+        writes the previous batch)."""
+        ...
+
+    def plan(self, parts: list[PartT]) -> StepT:
+        """The store write of one batch, from its parts in poll order."""
+        ...
+
+    async def write(self, step: StepT) -> None:
+        """One attempt at the store write, counted when it went through;
+        raises one of :data:`STORE_DOWN` while the store is down."""
+        ...
+
+    async def polled(self, *, caught_up: bool) -> None:
+        """After each poll that did not fail, its batch written (a sink that
+        does not overlap): ``caught_up`` when Kafka answers and the poll was
+        not full (no backlog)."""
+        ...
 
 
 class _SeekPastApplied(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -95,7 +160,9 @@ class _SeekPastApplied(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class BatchConsumer:
-    """Consumes the event topics in batches and applies them to the store."""
+    """Consumes ``topics`` in batches for ``sink``, the consumer group
+    ``group``'s member: polls, dead letters, the wait through a store outage,
+    commits after the store write, readiness."""
 
     def __init__(
         self,
@@ -105,25 +172,19 @@ class BatchConsumer:
         group: str,
         dead_letter_topic: str,
         store: Store,
-        rules: EventRules,
-        scorer: Scorer,
+        sink: BatchSink[Any, Any],
         metrics: Metrics,
         options: ConsumerOptions | None = None,
-        clock: Callable[[], float] = time.time,
         client_options: dict[str, Any] | None = None,
-        fast: FastParser | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.topics = topics
         self.group = group
         self.dead_letter_topic = dead_letter_topic
         self.store = store
-        self.rules = rules
-        self.scorer = scorer
-        self.fast = fast
+        self.sink = sink
         self.metrics = metrics
         self.options = options or ConsumerOptions()
-        self.clock = clock
         self.client_options = client_options or {}
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -183,7 +244,7 @@ class BatchConsumer:
 
     async def seek_past_applied(self, assigned: list[TopicPartition]) -> None:
         """Start each partition after the last offset the store applied."""
-        if not assigned or self.consumer is None:
+        if not assigned or self.consumer is None or not self.sink.holds_offsets:
             return
         applied = await self._stored_offsets({f"{tp.topic}:{tp.partition}" for tp in assigned})
         for tp in assigned:
@@ -260,15 +321,21 @@ class BatchConsumer:
         # longer walks it (it paused the loop ~70 ms, a latency tail).
         gc.collect()
         gc.freeze()
-        watch = asyncio.ensure_future(self._watch_health())
+        watch = None
+        if self.options.health_interval_s is not None:
+            watch = asyncio.ensure_future(self._watch_health(self.options.health_interval_s))
         try:
-            await self._consume(self.options.max_records)
+            if self.sink.overlaps:
+                await self._consume_overlapping(self.options.max_records)
+            else:
+                await self._consume_in_turn(self.options.max_records)
         finally:
-            watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
+            if watch is not None:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
 
-    async def _consume(self, limit: int) -> None:
+    async def _consume_overlapping(self, limit: int) -> None:
         in_flight: asyncio.Future[None] | None = None
         while not self.stopping.is_set():
             batch = await self._poll(self.options.poll_timeout_ms, limit)
@@ -281,22 +348,22 @@ class BatchConsumer:
                 # grow to what Redis can take, and each cell is written once
                 # per batch. Writes (and commits) stay strictly in order.
                 started = time.monotonic()
-                prepared = self._prepare(batch)
+                parts = [self.sink.prepare(batch)]
                 size = sum(len(r) for r in batch.values())
                 while in_flight is not None and not in_flight.done() and size < limit:
                     more = await self._poll(_TOP_UP_WAIT_MS, limit - size)
                     if more:
-                        prepared.extend(self._prepare(more))
+                        parts.append(self.sink.prepare(more))
                         for tp, records in more.items():
                             batch.setdefault(tp, []).extend(records)
                         size += sum(len(r) for r in more.values())
-                plan = self._plan(prepared)
+                step = self.sink.plan(parts)
                 if in_flight is not None:
                     await in_flight
-                in_flight = asyncio.ensure_future(self._write(batch, prepared, plan, started))
+                in_flight = asyncio.ensure_future(self._write(batch, step, started))
                 # let the write go out whole before the next batch's preparation
                 # holds the loop, so Redis runs it meanwhile
-                sending = asyncio.ensure_future(plan.sent.wait())
+                sending = asyncio.ensure_future(step.sent.wait())
                 await asyncio.wait({in_flight, sending}, return_when=asyncio.FIRST_COMPLETED)
                 sending.cancel()
             elif in_flight is not None:
@@ -306,13 +373,23 @@ class BatchConsumer:
             await in_flight
         await self.flush_commits()
 
-    async def _poll(
-        self, timeout_ms: int, max_records: int
-    ) -> dict[TopicPartition, list[Any]] | None:
+    async def _consume_in_turn(self, limit: int) -> None:
+        while not self.stopping.is_set():
+            batch = await self._poll(self.options.poll_timeout_ms, limit)
+            if batch:
+                started = time.monotonic()
+                await self._write(batch, self.sink.plan([self.sink.prepare(batch)]), started)
+            if batch is not None and not self.stopping.is_set():
+                # a full batch leaves a backlog; an empty poll says Kafka is
+                # caught up only while the broker answers (kafka_ok)
+                full = sum(len(records) for records in batch.values()) >= limit
+                await self.sink.polled(caught_up=self.kafka_ok and not full)
+
+    async def _poll(self, timeout_ms: int, max_records: int) -> Records | None:
         """One ``getmany``; ``None`` after a Kafka error (logged, waited out)."""
         assert self.consumer is not None
         try:
-            batch: dict[TopicPartition, list[Any]] = await self.consumer.getmany(
+            batch: Records = await self.consumer.getmany(
                 timeout_ms=timeout_ms, max_records=max_records
             )
             if batch:
@@ -328,12 +405,10 @@ class BatchConsumer:
             await asyncio.sleep(0.5)
             return None
 
-    def _past_applied(
-        self, batch: dict[TopicPartition, list[Any]]
-    ) -> dict[TopicPartition, list[Any]]:
+    def _past_applied(self, batch: Records) -> Records:
         """The batch without records the store applied before assignment
         (counted as stale); a partition's floor goes once it is passed."""
-        out: dict[TopicPartition, list[Any]] = {}
+        out: Records = {}
         for tp, records in batch.items():
             floor = self.applied_floor.get(tp)
             if floor is None or not records:
@@ -350,59 +425,20 @@ class BatchConsumer:
                 out[tp] = fresh
         return out
 
-    async def process(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        """Dead letters, then one store write, then the commit."""
-        started = time.monotonic()
-        prepared = self._prepare(batch)
-        await self._write(batch, prepared, self._plan(prepared), started)
-        await self.flush_commits()
-
-    def _prepare(self, batch: dict[TopicPartition, list[Any]]) -> Prepared:
-        # columns, not a Message per record: the compiled kernel needs only
-        # the values; a dead letter builds its whole message (rare)
-        records: list[Any] = []
-        sources: list[str] = []
-        for tp in sorted(batch, key=lambda t: (t.topic, t.partition)):
-            records += batch[tp]
-            sources += [f"{tp.topic}:{tp.partition}"] * len(batch[tp])
-        return prepare_values(
-            [r.value for r in records],
-            sources,
-            [r.offset for r in records],
-            lambda i: message_of(records[i]),
-            self.rules,
-            self.scorer,
-            now_s=self.clock(),
-            fast=self.fast,
-        )
-
-    def _plan(self, prepared: Prepared) -> ApplyPlan:
-        return self.store.plan(
-            prepared.ops, now_s=time.time(), rows=prepared.rows, positions=prepared.positions
-        )
-
-    async def _write(
-        self,
-        batch: dict[TopicPartition, list[Any]],
-        prepared: Prepared,
-        plan: ApplyPlan,
-        started: float,
-    ) -> None:
-        if prepared.dead:
-            applied = await self._stored_offsets(
-                {f"{d.message.topic}:{d.message.partition}" for d in prepared.dead}
+    async def _write(self, batch: Records, step: Step, started: float) -> None:
+        """Dead letters, then the sink's store write (waited through an
+        outage), then the commit."""
+        if step.dead:
+            dead = list(step.dead)
+            await self._dead_letter(
+                await self._past_stored(dead) if self.sink.holds_offsets else dead
             )
-            fresh = [
-                d
-                for d in prepared.dead
-                if d.message.offset > applied.get(f"{d.message.topic}:{d.message.partition}", -1)
-            ]
-            await self._dead_letter(fresh)
-        result = None
-        while result is None:
+        written = False
+        while not written:
             t0 = time.monotonic()
             try:
-                result = await self.store.apply_plan(plan)
+                await self.sink.write(step)
+                written = True
                 self._store_up()
             except STORE_DOWN as exc:
                 await self._store_down(exc)
@@ -410,23 +446,23 @@ class BatchConsumer:
                     return  # not committed: redelivered to whoever takes over
             self.metrics.store_seconds.observe(time.monotonic() - t0)
         self._commit_later(batch)
-        m = self.metrics
-        for outcome, n in prepared.outcomes.items():
-            m.events.labels(outcome).inc(n)
-        m.verdicts.labels("duplicate").inc(result.duplicate)
-        m.verdicts.labels("stale").inc(result.stale)
-        m.verdicts.labels("unknown_cancel").inc(result.unknown_cancel)
-        m.cancels.labels("by_id").inc(result.cancelled)
-        m.cancels.labels("by_fields").inc(result.cancelled_by_fields)
-        m.cancels.labels("repeated").inc(result.cancel_repeated)
-        m.cancels.labels("unknown").inc(result.unknown_cancel)
-        m.unknown_categories.inc(sum(prepared.unknown_categories.values()))
-        m.batch_size.observe(sum(len(r) for r in batch.values()))
-        m.batch_seconds.observe(time.monotonic() - started)
-        if prepared.newest_event_s is not None:
-            m.event_lag.set(time.time() - prepared.newest_event_s)
+        if not self.sink.overlaps:
+            await self.flush_commits()
+        self.metrics.batch_seconds.observe(time.monotonic() - started)
         self.batches += 1
         self._record_lag(batch)
+
+    async def _past_stored(self, dead: list[DeadLetter]) -> list[DeadLetter]:
+        """The dead letters of records past their partition's stored offset
+        (the others were sent before, by the write that stored it)."""
+        applied = await self._stored_offsets(
+            {f"{d.message.topic}:{d.message.partition}" for d in dead}
+        )
+        return [
+            d
+            for d in dead
+            if d.message.offset > applied.get(f"{d.message.topic}:{d.message.partition}", -1)
+        ]
 
     async def _dead_letter(self, dead: list[DeadLetter]) -> None:
         assert self.producer is not None
@@ -465,7 +501,7 @@ class BatchConsumer:
                 m.offset,
             )
 
-    def _commit_later(self, batch: dict[TopicPartition, list[Any]]) -> None:
+    def _commit_later(self, batch: Records) -> None:
         """Queue the commit of a batch the store holds; commits run one at a
         time, each of everything queued since the last."""
         for tp, records in batch.items():
@@ -497,7 +533,7 @@ class BatchConsumer:
             self.metrics.kafka_errors.inc()
             log.warning("commit_failed error=%s (store offsets keep redelivery harmless)", exc)
 
-    def _record_lag(self, batch: dict[TopicPartition, list[Any]]) -> None:
+    def _record_lag(self, batch: Records) -> None:
         assert self.consumer is not None
         for tp, records in batch.items():
             high = self.consumer.highwater(tp)
@@ -554,11 +590,19 @@ class BatchConsumer:
         self.metrics.ready.set(1 if self.ready() else 0)
         return self.ready()
 
-    async def _watch_health(self) -> None:
+    async def _watch_health(self, interval_s: float) -> None:
         while not self.stopping.is_set():
             await self.check_health()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), self.options.health_interval_s)
+                await asyncio.wait_for(self.stopping.wait(), interval_s)
 
 
-__all__ = ["BatchConsumer", "ConsumerOptions", "message_of"]
+__all__ = [
+    "STORE_DOWN",
+    "BatchConsumer",
+    "BatchSink",
+    "ConsumerOptions",
+    "Records",
+    "Step",
+    "message_of",
+]

@@ -1,6 +1,6 @@
-"""The worker's patrol parts: the ping consumer and the leader's dosage tick.
+"""The worker's patrol parts: the pings' batch step and the leader's dosage tick.
 
-The consumer reads ``dosage.topic`` in batches (its own consumer group),
+The pings' consumer reads ``dosage.topic`` in batches (its own consumer group),
 sends malformed pings to the dead-letter topic with a reason, stores the
 rest and recomputes the visits of the units concerned, then commits. Visits
 are a function of each unit's stored pings, so a redelivered batch changes
@@ -13,89 +13,94 @@ engine observed (docs/dosage.md).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiokafka import TopicPartition
 
 from streamer.adapters.alert_delivery import ensure_groups
 from streamer.adapters.alerter import write_notices
-from streamer.adapters.consumer import STORE_DOWN, BatchConsumer, message_of
+from streamer.adapters.consumer import STORE_DOWN, Records, message_of
+from streamer.adapters.metrics import Metrics
 from streamer.adapters.patrols import Dosage, iso
 from streamer.core.batching import DeadLetter
 from streamer.core.cells import center_hex
 from streamer.core.dosage import Ping, parse_ping
 from streamer.core.emerging import Notice
-from streamer.core.events import InvalidEvent
+from streamer.core.events import EventRules, InvalidEvent
 from streamer.settings import Settings
 
 log = logging.getLogger("hotspots.patrols")
 
 
-class PingConsumer(BatchConsumer):
-    """Pings in, visits out: :class:`BatchConsumer`'s Kafka plumbing (group,
-    dead letters, commits, outage handling) with a batch step of its own."""
+@dataclass(frozen=True, slots=True)
+class PingBatch:
+    """A batch of ping records: the pings, and the malformed ones."""
 
-    def __init__(self, *, dosage: Dosage, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    pings: list[Ping]
+    dead: list[DeadLetter]
+    sent: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class PingSink:
+    """Pings in, visits out: the batch step of the pings' consumer
+    (:class:`~streamer.adapters.consumer.BatchConsumer`, a group of its own).
+
+    It holds no offsets: visits are a function of each unit's stored pings,
+    so a redelivered batch changes nothing. It does not overlap: each poll's
+    mark of what the engine observed follows the write of its batch."""
+
+    holds_offsets = False
+    overlaps = False
+
+    def __init__(
+        self,
+        dosage: Dosage,
+        rules: EventRules,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.dosage = dosage
+        self.rules = rules
+        self.metrics = metrics
+        self.clock = clock
 
-    async def run(self) -> None:
-        assert self.consumer is not None
-        while not self.stopping.is_set():
-            limit = self.options.max_records
-            batch = await self._poll(self.options.poll_timeout_ms, limit)
-            if batch:
-                await self.process(batch)
-            if batch is not None and not self.stopping.is_set():
-                # a full batch leaves a backlog; an empty poll says Kafka is
-                # caught up only while the broker answers (kafka_ok)
-                full = sum(len(records) for records in batch.values()) >= limit
-                await self._mark_watched(caught_up=self.kafka_ok and not full)
+    def prepare(self, records: Records) -> PingBatch:
+        pings: list[Ping] = []
+        dead: list[DeadLetter] = []
+        now_s = self.clock()
+        for tp in sorted(records, key=lambda t: (t.topic, t.partition)):
+            for r in records[tp]:
+                try:
+                    pings.append(parse_ping(r.value or b"", self.rules, now_s))
+                except InvalidEvent as exc:
+                    dead.append(DeadLetter(message_of(r), exc.reason, exc.detail))
+        return PingBatch(pings, dead)
 
-    async def _mark_watched(self, *, caught_up: bool) -> None:
+    def plan(self, parts: list[PingBatch]) -> PingBatch:
+        if len(parts) == 1:
+            return parts[0]
+        return PingBatch([p for b in parts for p in b.pings], [d for b in parts for d in b.dead])
+
+    async def write(self, step: PingBatch) -> None:
+        step.sent.set()
+        units = await self.dosage.add_pings(step.pings)
+        await self.dosage.recompute(units)
+        self.metrics.pings.labels("accepted").inc(len(step.pings))
+        self.metrics.pings.labels("dead_letter").inc(len(step.dead))
+
+    async def polled(self, *, caught_up: bool) -> None:
         """Record what the engine has observed (:meth:`Dosage.watched`); a
         store outage only delays the mark."""
         try:
             await self.dosage.watched(self.clock(), caught_up=caught_up)
         except STORE_DOWN as exc:
             log.warning("dosage_watch_not_recorded error=%s", exc)
-
-    async def process(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        started = time.monotonic()
-        pings: list[Ping] = []
-        dead: list[DeadLetter] = []
-        now_s = self.clock()
-        for tp in sorted(batch, key=lambda t: (t.topic, t.partition)):
-            for r in batch[tp]:
-                try:
-                    pings.append(parse_ping(r.value or b"", self.rules, now_s))
-                except InvalidEvent as exc:
-                    dead.append(DeadLetter(message_of(r), exc.reason, exc.detail))
-        if dead:
-            await self._dead_letter(dead)
-        while True:
-            t0 = time.monotonic()
-            try:
-                units = await self.dosage.add_pings(pings)
-                await self.dosage.recompute(units)
-                self._store_up()
-                break
-            except STORE_DOWN as exc:
-                await self._store_down(exc)
-                if self.stopping.is_set():
-                    return  # not committed: redelivered, and harmless
-            finally:
-                self.metrics.store_seconds.observe(time.monotonic() - t0)
-        self._commit_later(batch)
-        await self.flush_commits()
-        self.metrics.pings.labels("accepted").inc(len(pings))
-        self.metrics.pings.labels("dead_letter").inc(len(dead))
-        self.metrics.batch_seconds.observe(time.monotonic() - started)
-        self.batches += 1
 
 
 class DosageTicker:

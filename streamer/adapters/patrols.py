@@ -1,6 +1,6 @@
 """Patrol dosage in Redis: pings in, visits and doses out.
 
-Keys (``P`` = the store prefix; README "Patrol dosage"):
+Keys (``P`` = the store prefix; :mod:`streamer.adapters.keys` names them):
 
 - ``P:patrol:pings:UNIT`` sorted set: score = ping time, member = the ping
   (JSON); exact duplicates collapse; older than ``dosage.retention`` trimmed.
@@ -37,6 +37,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from streamer.adapters import keys
 from streamer.adapters.store import Store
 from streamer.core import dosage as core
 from streamer.core.cells import center_hex
@@ -98,6 +99,8 @@ class Dosage:
         self.requirement = core.Requirement(d.required_visits, d.required_visit)
 
     def key(self, *parts: object) -> str:
+        """A key of this namespace by its parts (:mod:`streamer.adapters.keys`
+        names each key family)."""
         return self.store.key(*parts)
 
     def day_of(self, t_s: float) -> str:
@@ -118,11 +121,11 @@ class Dosage:
         keep = self.settings.dosage.retention
         async with self.store.client.pipeline(transaction=True) as pipe:
             for unit, items in by_unit.items():
-                key = self.key("patrol", "pings", unit)
+                key = keys.patrol_pings(self.store.prefix, unit)
                 pipe.zadd(key, {_ping_json(p): p.at_s for p in items})
                 newest = max(p.at_s for p in items)
                 pipe.zremrangebyscore(key, "-inf", f"({newest - keep}")
-            pipe.sadd(self.key("patrol", "units"), *by_unit)
+            pipe.sadd(keys.patrol_units(self.store.prefix), *by_unit)
             await pipe.execute()
         return {unit: min(p.at_s for p in items) for unit, items in by_unit.items()}
 
@@ -142,7 +145,7 @@ class Dosage:
         names = sorted(set(units))
         if not names:
             return
-        resume_key = self.key("patrol", "resume")
+        resume_key = keys.patrol_resume(self.store.prefix)
         stored_resumes = await client.hmget(resume_key, names)
         since: dict[str, float] = {}
         for unit, raw_resume in zip(names, stored_resumes, strict=True):
@@ -150,7 +153,7 @@ class Dosage:
                 since[unit] = float(raw_resume)
         async with client.pipeline(transaction=False) as pipe:
             for unit in names:
-                pings_key = self.key("patrol", "pings", unit)
+                pings_key = keys.patrol_pings(self.store.prefix, unit)
                 if unit in since:
                     pipe.zrangebyscore(pings_key, repr(since[unit]), "+inf")
                 else:
@@ -166,7 +169,7 @@ class Dosage:
         resumed_units = [(unit, first) for unit, _, first, _ in walks if unit in since]
         async with client.pipeline(transaction=False) as pipe:
             for unit, first in resumed_units:
-                pipe.hget(self.key("patrol", "visits", first.isoformat()), unit)
+                pipe.hget(keys.patrol_visits(self.store.prefix, first.isoformat()), unit)
             stored = await pipe.execute()
         stored_lists = {unit: raw for (unit, _), raw in zip(resumed_units, stored, strict=True)}
         last: dict[str, float] = {}
@@ -189,7 +192,7 @@ class Dosage:
                 day = first_day
                 while day <= last_day:
                     name = day.isoformat()
-                    key = self.key("patrol", "visits", name)
+                    key = keys.patrol_visits(self.store.prefix, name)
                     if name in by_day:
                         pipe.hset(key, unit, orjson.dumps(by_day[name]))
                     elif day > first_day or resumed is not None:
@@ -201,12 +204,12 @@ class Dosage:
                 else:
                     pipe.hdel(resume_key, unit)
             if last:
-                pipe.zadd(self.key("dosage", "last"), last, gt=True)
+                pipe.zadd(keys.last_visits(self.store.prefix), last, gt=True)
             await pipe.execute()
 
     async def visits_on(self, day: str) -> list[core.Visit]:
         """Every unit's visits that started on ``day``."""
-        raw = await self.store.client.hgetall(self.key("patrol", "visits", day))
+        raw = await self.store.client.hgetall(keys.patrol_visits(self.store.prefix, day))
         out: list[core.Visit] = []
         for unit, rows in raw.items():
             name = unit.decode() if isinstance(unit, bytes) else str(unit)
@@ -215,7 +218,7 @@ class Dosage:
 
     # the plan -------------------------------------------------------------
     async def plan(self) -> dict[str, Any]:
-        raw = await self.store.client.get(self.key("dosage", "plan"))
+        raw = await self.store.client.get(keys.dosage_plan(self.store.prefix))
         d = self.settings.dosage
         base: dict[str, Any] = {
             "mode": "top",
@@ -243,8 +246,8 @@ class Dosage:
             raise PlanError("'mode' is 'top' (the ranking's top N) or 'list'")
         plan["updated_at"] = iso(now_s)
         async with self.store.client.pipeline(transaction=True) as pipe:
-            pipe.set(self.key("dosage", "plan"), orjson.dumps(plan))
-            pipe.delete(self.key("dosage", "planned", self.day_of(now_s)))
+            pipe.set(keys.dosage_plan(self.store.prefix), orjson.dumps(plan))
+            pipe.delete(keys.planned_cells(self.store.prefix, self.day_of(now_s)))
             await pipe.execute()
         await self.fix_plan(self.day_of(now_s), now_s)
         return await self.plan()
@@ -283,7 +286,7 @@ class Dosage:
             return fixed[0] if fixed is not None else await self._plan_cells(now_s)
         cells = await self._plan_cells(now_s)
         record = orjson.dumps({"cells": cells, "fixed_at": now_s})
-        key = self.key("dosage", "planned", day)
+        key = keys.planned_cells(self.store.prefix, day)
         if not await self.store.client.set(key, record, nx=True, ex=400 * 86400):
             fixed = await self._fixed(day)  # another worker fixed it first
             return fixed[0] if fixed is not None else cells
@@ -296,7 +299,7 @@ class Dosage:
         return None if fixed is None else fixed[1]
 
     async def _fixed(self, day: str) -> tuple[list[dict[str, Any]], float] | None:
-        raw = await self.store.client.get(self.key("dosage", "planned", day))
+        raw = await self.store.client.get(keys.planned_cells(self.store.prefix, day))
         if not raw:
             return None
         record = orjson.loads(raw)
@@ -315,7 +318,7 @@ class Dosage:
     async def watched(self, now_s: float, *, caught_up: bool) -> None:
         """The ping consumer's mark after a poll: ``since`` is set once,
         ``through`` moves to ``now_s`` when the poll left no backlog."""
-        key = self.key("dosage", "watch")
+        key = keys.ping_watch(self.store.prefix)
         async with self.store.client.pipeline(transaction=False) as pipe:
             pipe.hsetnx(key, "since", repr(now_s))
             if caught_up:
@@ -325,7 +328,7 @@ class Dosage:
     async def watch(self) -> tuple[float | None, float | None]:
         """``(since, through)`` of :meth:`watched` (None where never marked)."""
         since, through = await self.store.client.hmget(
-            self.key("dosage", "watch"), ["since", "through"]
+            keys.ping_watch(self.store.prefix), ["since", "through"]
         )
         return (
             None if since is None else float(since),
@@ -361,7 +364,7 @@ class Dosage:
 
     # notes ------------------------------------------------------------------
     async def notes(self) -> dict[str, dict[str, Any]]:
-        raw = await self.store.client.hgetall(self.key("dosage", "notes"))
+        raw = await self.store.client.hgetall(keys.briefing_notes(self.store.prefix))
         return {_text(k): orjson.loads(v) for k, v in raw.items()}
 
     async def set_note(self, cell: str, text: str, author: str, now_s: float) -> dict[str, Any]:
@@ -369,7 +372,7 @@ class Dosage:
         if len(text) > NOTE_MAX_CHARS:
             raise PlanError(f"a note has at most {NOTE_MAX_CHARS} characters")
         note = {"text": text, "author": author, "updated_at": iso(now_s)}
-        key = self.key("dosage", "notes")
+        key = keys.briefing_notes(self.store.prefix)
         if text.strip():
             await self.store.client.hset(key, cell, orjson.dumps(note))
         else:
@@ -454,12 +457,12 @@ class Dosage:
 
     async def plan_recorded(self, day: str) -> bool:
         """Whether ``day``'s planned cells were fixed (on that day)."""
-        return bool(await self.store.client.exists(self.key("dosage", "planned", day)))
+        return bool(await self.store.client.exists(keys.planned_cells(self.store.prefix, day)))
 
     async def _last_visits(self, cells: list[str]) -> dict[str, float]:
         if not cells:
             return {}
-        scores = await self.store.client.zmscore(self.key("dosage", "last"), cells)
+        scores = await self.store.client.zmscore(keys.last_visits(self.store.prefix), cells)
         return {c: float(s) for c, s in zip(cells, scores, strict=True) if s is not None}
 
     async def unit_view(self, unit: str, day: str, now_s: float) -> dict[str, Any]:

@@ -39,6 +39,19 @@ class Metrics:
     def __post_init__(self) -> None:
         r = self.registry
         collect_process(r)
+        # registered in this order, which is the order of the exposition
+        self._count_records(r)
+        self._time_batches(r)
+        self._gauge_progress(r)
+        self._rank_top_cells(r)
+        self._count_alerts(r)
+        self.pings = Counter(
+            "hotspots_pings_total", "Patrol pings consumed, by outcome", ["outcome"], registry=r
+        )
+        self.ready = Gauge("hotspots_ready", "1 when Kafka and Redis answer", registry=r)
+
+    def _count_records(self, r: CollectorRegistry) -> None:
+        """What became of each consumed record: outcome, store verdict, cancel, dead letter."""
         self.events = Counter(
             "hotspots_events_total", "Events consumed, by outcome", ["outcome"], registry=r
         )
@@ -76,6 +89,9 @@ class Metrics:
             "Events whose category is not in the harm table",
             registry=r,
         )
+
+    def _time_batches(self, r: CollectorRegistry) -> None:
+        """Batch sizes and times, and the store and Kafka faults retried."""
         self.batch_size = Histogram(
             "hotspots_batch_size",
             "Records per consumed batch",
@@ -101,6 +117,9 @@ class Metrics:
             ["topic"],
             registry=r,
         )
+
+    def _gauge_progress(self, r: CollectorRegistry) -> None:
+        """How far behind the worker is, what it tracks and when it last published."""
         self.event_lag = Gauge(
             "hotspots_event_time_lag_seconds",
             "Wall clock minus the newest event time in the last batch",
@@ -127,6 +146,9 @@ class Metrics:
             "worker that never led). Alert on time() - max(...) across workers",
             registry=r,
         )
+
+    def _rank_top_cells(self, r: CollectorRegistry) -> None:
+        """The leader's top cells, its publications and its timer runs."""
         # The score by rank and the cell at each rank are two metrics, so
         # that the score's series are a fixed set (horizons x TOP_CELLS) and
         # a cell's identity is a label only of the info series, which is
@@ -154,6 +176,9 @@ class Metrics:
         self.timer_runs = Counter(
             "hotspots_timer_runs_total", "Leader timer runs", ["timer"], registry=r
         )
+
+    def _count_alerts(self, r: CollectorRegistry) -> None:
+        """Alert notices, open alerts, disks tested and deliveries."""
         self.alert_notices = Counter(
             "hotspots_alert_notices_total", "Alert notices written, by kind", ["kind"], registry=r
         )
@@ -170,10 +195,6 @@ class Metrics:
             ["target", "outcome"],
             registry=r,
         )
-        self.pings = Counter(
-            "hotspots_pings_total", "Patrol pings consumed, by outcome", ["outcome"], registry=r
-        )
-        self.ready = Gauge("hotspots_ready", "1 when Kafka and Redis answer", registry=r)
 
     def show_top_cells(
         self, resolution: int, lists: Mapping[str, Iterable[tuple[str, float]]]

@@ -35,6 +35,7 @@ from streamer.adapters.files import (
     Columns,
     ObjectArray,
     SourceProfile,
+    Standing,
     concat_columns,
     read_columns,
     standing,
@@ -177,11 +178,73 @@ async def backfill(
     # row that cancels removes the id. Cancels before an id's first upsert
     # withdraw what the store held before this file: they go first.
     stand = standing(cols, rules, now_s=now_s)
-    rows = stand.rows
     report.rejected.update(stand.rejected)
     report.superseded = stand.superseded
     report.cancelled = stand.cancelled
     report.store_cancels = int(stand.store_cancels.size)
+    ledger_in_use = await _apply_cancels(
+        cols,
+        stand,
+        store=store,
+        scorer=scorer,
+        report=report,
+        step=step,
+        batch_max_events=batch_max_events,
+        now_s=now_s,
+    )
+    batch, rows, held = await _weigh(
+        cols,
+        stand.rows,
+        store=store,
+        scorer=scorer,
+        report=report,
+        step=step,
+        ledger_in_use=ledger_in_use,
+        batch_max_events=batch_max_events,
+        now_s=now_s,
+    )
+    if len(batch) == 0:
+        await store.client.hset(loaded_key, digest, f"{Path(path).name} {int(now_s)}")
+        report.seconds = time.monotonic() - started
+        return report
+
+    t_s = batch.t_s
+    newest, oldest = float(t_s.max()), float(t_s.min())
+    recent = (t_s >= newest - ledger_window_s) | held
+    settled = batch.take(~recent)
+    report.settled, report.ledgered = len(settled), int(recent.sum())
+    await _merge_settled(
+        settled, store=store, scorer=scorer, report=report, step=step, newest=newest, oldest=oldest
+    )
+    await _ledger_recent(
+        cols.ids[rows[recent]].tolist(),
+        batch.take(recent),
+        store=store,
+        report=report,
+        step=step,
+        batch_max_events=batch_max_events,
+        now_s=now_s,
+    )
+
+    await store.client.hset(loaded_key, digest, f"{Path(path).name} {int(now_s)}")
+    report.seconds = time.monotonic() - started
+    return report
+
+
+async def _apply_cancels(
+    cols: Columns,
+    stand: Standing,
+    *,
+    store: Store,
+    scorer: Scorer,
+    report: BackfillReport,
+    step: Progress,
+    batch_max_events: int,
+    now_s: float,
+) -> bool:
+    """Send the cancels aimed at what the store held before the file, then
+    take out by id the held versions of ids this file upserts and cancels.
+    Whether the store's ledger holds anything."""
     cancel_ops = [
         cancel_op(_cancel_of(cols, int(i), bool(f)), scorer)
         for i, f in zip(stand.store_cancels.tolist(), stand.with_fields.tolist(), strict=True)
@@ -199,7 +262,24 @@ async def backfill(
         for start in range(0, len(quiet), batch_max_events):
             result = await store.apply(quiet[start : start + batch_max_events], now_s=now_s)
             report.cancels_by_id += result.cancelled
+    return ledger_in_use
 
+
+async def _weigh(
+    cols: Columns,
+    rows: npt.NDArray[np.int64],
+    *,
+    store: Store,
+    scorer: Scorer,
+    report: BackfillReport,
+    step: Progress,
+    ledger_in_use: bool,
+    batch_max_events: int,
+    now_s: float,
+) -> tuple[Batch, npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """The standing ``rows`` that count, as a batch with their cells; those
+    rows, and which of them the ledger holds. A held id that no longer
+    counts is taken out of the store by id."""
     # Weights, per distinct (category, origin): factorise once, then index.
     table = scorer.weights
     codes, pairs = pair_codes(cols.categories[rows], cols.origins[rows])
@@ -247,16 +327,21 @@ async def backfill(
         categories=[clean_label(c) for c in categories],
     )
     step("cells", 1, 1)
-    if len(batch) == 0:
-        await store.client.hset(loaded_key, digest, f"{Path(path).name} {int(now_s)}")
-        report.seconds = time.monotonic() - started
-        return report
+    return batch, rows, held
 
-    newest, oldest = float(t_s.max()), float(t_s.min())
-    recent = (t_s >= newest - ledger_window_s) | held
-    settled = batch.take(~recent)
-    report.settled, report.ledgered = len(settled), int(recent.sum())
 
+async def _merge_settled(
+    settled: Batch,
+    *,
+    store: Store,
+    scorer: Scorer,
+    report: BackfillReport,
+    step: Progress,
+    newest: float,
+    oldest: float,
+) -> None:
+    """Sum the settled events per cell, one resolution at a time, and merge
+    the sums into the store."""
     landmarks = await store.ensure_landmarks(newest)
     # Aggregate one resolution (in a thread) while Redis merges the previous
     # one: the two run on different cores. Merges commute, so order is free.
@@ -282,10 +367,20 @@ async def backfill(
         step("merge", j + 1, n_res)
     await asyncio.gather(*writes)
 
-    recent_rows = rows[recent]
-    recent_ids = cols.ids[recent_rows].tolist()
+
+async def _ledger_recent(
+    recent_ids: list[object],
+    b: Batch,
+    *,
+    store: Store,
+    report: BackfillReport,
+    step: Progress,
+    batch_max_events: int,
+    now_s: float,
+) -> None:
+    """Upsert the recent events (``b``, ids ``recent_ids``) through the apply
+    script, so that the ledger holds them."""
     ops_out: list[StoreOp] = []
-    b = batch.take(recent)
     for j, event_id in enumerate(recent_ids):
         cells = tuple(int(c) for c in b.cells[j])
         ops_out.append(
@@ -305,10 +400,6 @@ async def backfill(
         result = await store.apply(ops_out[start : start + batch_max_events], now_s=now_s)
         report.replaced_by_id += result.retracted
         step("ledger", min(start + batch_max_events, len(ops_out)), len(ops_out))
-
-    await store.client.hset(loaded_key, digest, f"{Path(path).name} {int(now_s)}")
-    report.seconds = time.monotonic() - started
-    return report
 
 
 def _cancel_of(cols: Columns, i: int, with_fields: bool) -> Cancel:

@@ -131,7 +131,7 @@ def days_of(start: str, end: str) -> list[date]:
     >>> days_of("2025-03-02", "2025-03-01")
     Traceback (most recent call last):
     ...
-    streamer.dosage_report.UsageError: --from 2025-03-02 is after --to 2025-03-01
+    streamer.usage.UsageError: --from 2025-03-02 is after --to 2025-03-01
     """
     first, last = _date("--from", start), _date("--to", end)
     if first > last:

@@ -51,7 +51,7 @@ from streamer.api.context import Api
 from streamer.api.geojson import read_outline, study_area
 from streamer.api.hub import Hub
 from streamer.api.lane import LaneApp
-from streamer.api.metrics import Metrics, Timing
+from streamer.api.metrics import ApiMetrics, Timing
 from streamer.api.params import BBOX_PATTERN, DATE_PATTERN
 from streamer.api.ranking import RankingMoved, pages
 from streamer.core.weekhours import DAYS, HOUR_PATTERN
@@ -74,7 +74,7 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
     own_client = client is None
     # push clients and requests share the pool: room for many, waiting when full
     store = wiring.store(settings, client or wiring.redis_client(settings, max_connections=512))
-    metrics = Metrics()
+    metrics = ApiMetrics()
     hub = Hub(store, settings.api.client_queue, metrics)
     boundary_path = settings.api.boundary or settings.events.boundary or str(DEFAULT_BOUNDARY)
     gate = Gate({t.token_sha256: Caller(name, t.role) for name, t in settings.api.tokens.items()})
@@ -220,9 +220,9 @@ __all__ = [
     "ROLES",
     "SERVER_OPTIONS",
     "Api",
+    "ApiMetrics",
     "Caller",
     "LaneApp",
-    "Metrics",
     "RankingMoved",
     "build",
     "pages",

@@ -11,7 +11,7 @@ from streamer.api.auth import Gate, Guards
 from streamer.api.cache import Listings, RankingTotals
 from streamer.api.errors import cut, invalid
 from streamer.api.hub import Hub
-from streamer.api.metrics import Metrics
+from streamer.api.metrics import ApiMetrics
 from streamer.core.area import Area
 from streamer.settings import Settings
 
@@ -25,7 +25,7 @@ class Api:
 
     settings: Settings
     store: Store
-    metrics: Metrics
+    metrics: ApiMetrics
     hub: Hub
     gate: Gate
     guards: Guards

@@ -16,7 +16,7 @@ import orjson
 from streamer.adapters.publisher import channel
 from streamer.adapters.store import Store
 from streamer.api.alerts import text_of
-from streamer.api.metrics import Metrics
+from streamer.api.metrics import ApiMetrics
 
 log = logging.getLogger("hotspots.api")
 
@@ -34,7 +34,7 @@ def sse_event(body: bytes) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, slots=True)
-class Notice:
+class PushMessage:
     """One message for every push client, encoded once: the same ASGI
     events go to each of them (uvicorn and the middleware in front of the
     push routes only read body events; one that rewrote them, such as a
@@ -47,18 +47,18 @@ class Notice:
     sse: dict[str, Any]
 
     @classmethod
-    def of(cls, message: dict[str, Any]) -> Notice:
+    def of(cls, message: dict[str, Any]) -> PushMessage:
         body = orjson.dumps(message)
         sequence = int(message["sequence"]) if message["type"] == "update" else -1
         return cls(message["type"], sequence, ws_event(body), sse_event(body))
 
     @classmethod
-    def mark(cls, kind: str) -> Notice:
+    def mark(cls, kind: str) -> PushMessage:
         return cls(kind, -1, {}, {})
 
 
-RESYNC = Notice.mark("resync")
-HEARTBEAT = Notice.mark("heartbeat")
+RESYNC = PushMessage.mark("resync")
+HEARTBEAT = PushMessage.mark("heartbeat")
 
 
 @dataclass(eq=False)
@@ -66,7 +66,7 @@ class Client:
     """One push connection: a bounded queue the hub fills, and when its
     next heartbeat is due (monotonic seconds) with the timer that checks."""
 
-    queue: asyncio.Queue[Notice]
+    queue: asyncio.Queue[PushMessage]
     dropped: asyncio.Event = field(default_factory=asyncio.Event)
     due_s: float = 0.0
     timer: asyncio.TimerHandle | None = None
@@ -77,7 +77,7 @@ class Hub:
     notices (Redis pub/sub) out to push clients. A client whose queue is
     full is dropped, never waited for."""
 
-    def __init__(self, store: Store, client_queue: int, metrics: Metrics) -> None:
+    def __init__(self, store: Store, client_queue: int, metrics: ApiMetrics) -> None:
         self.store = store
         self.client_queue = client_queue
         self.metrics = metrics
@@ -101,7 +101,7 @@ class Hub:
     def leave(self, client: Client) -> None:
         self.clients.discard(client)
 
-    def offer(self, client: Client, notice: Notice) -> None:
+    def offer(self, client: Client, notice: PushMessage) -> None:
         """Queues the notice for the client, or drops the client when its
         queue is full."""
         try:
@@ -112,7 +112,7 @@ class Hub:
             self.metrics.dropped.inc()
             log.info("push_client_dropped reason=queue_full size=%d", self.client_queue)
 
-    def broadcast(self, notice: Notice) -> None:
+    def broadcast(self, notice: PushMessage) -> None:
         for client in list(self.clients):
             self.offer(client, notice)
 
@@ -141,7 +141,7 @@ class Hub:
                         "at": body["at"],
                         "lists": body["lists"],
                     }
-                    self.broadcast(Notice.of(update))
+                    self.broadcast(PushMessage.of(update))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis gone: wait and subscribe again
@@ -161,4 +161,4 @@ class Hub:
         if not isinstance(message, dict) or message.get("type") != "alert":
             log.warning("alert_notice_ignored reason=not_an_alert_message size=%d", len(data))
             return
-        self.broadcast(Notice.of(message))
+        self.broadcast(PushMessage.of(message))

@@ -13,7 +13,7 @@ from fastapi.responses import Response
 
 from streamer.api.auth import Caller, Gate, bearer
 from streamer.api.errors import STORE_DOWN, store_unavailable
-from streamer.api.metrics import Metrics
+from streamer.api.metrics import ApiMetrics
 
 Answer = Callable[[Any], Awaitable[Response | None]]  # an ASGI scope -> a response or None
 
@@ -35,7 +35,7 @@ class LaneApp(FastAPI):
     is down gets its 503 at once. Lane requests are timed under their
     route, as the general way's."""
 
-    def __init__(self, metrics: Metrics, **options: Any) -> None:
+    def __init__(self, metrics: ApiMetrics, **options: Any) -> None:
         super().__init__(**options)
         self.metrics = metrics
         self.lanes: dict[str, Answer] = {}

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from streamer.adapters.metrics import collect_process
 
 
-class Metrics:
+class ApiMetrics:
     """The API's Prometheus metrics (a registry of its own), with the
     process's (CPU, memory, open files), the platform's and the garbage
     collector's."""
@@ -55,7 +55,7 @@ class Timing:
     """Request latency by route (pure ASGI: the decorator middleware costs
     a task and a stream per request). Push streams are not timed."""
 
-    def __init__(self, app: Any, metrics: Metrics) -> None:
+    def __init__(self, app: Any, metrics: ApiMetrics) -> None:
         self.app = app
         self.metrics = metrics
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from streamer.cli import _parser
+from streamer.cli_args import parser
 
 ROOT = Path(__file__).resolve().parents[2]
 ARGS = "--duration 60 --speed 100 --namespace demo-2"
@@ -33,5 +33,5 @@ def test_make_demo_passes_demo_args_to_the_command() -> None:
     assert done.returncode == 0, done.stderr
     command = shlex.split(done.stdout.strip().splitlines()[-1])
     assert command[0].endswith("/hotspots") and command[1] == "demo", command
-    args = _parser().parse_args(command[1:])  # the demo's real flags
+    args = parser().parse_args(command[1:])  # the demo's real flags
     assert (args.duration, args.speed, args.namespace) == (60.0, 100.0, "demo-2")

@@ -14,7 +14,6 @@ are local days in the profile's time zone (UTC for native JSON lines);
 
 from __future__ import annotations
 
-import csv
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -26,7 +25,6 @@ import numpy as np
 import orjson
 from rich.console import Console
 from rich.progress import Progress as RichProgress
-from rich.table import Table
 
 from streamer import app
 from streamer.adapters.files import (
@@ -39,6 +37,7 @@ from streamer.core.accuracy import (
     DAY_S,
     Backtest,
     Blend,
+    Bools,
     Decayed,
     History,
     Method,
@@ -52,6 +51,7 @@ from streamer.core.accuracy import (
 from streamer.core.area import Boundary
 from streamer.core.cells import U64, cells_in_box, cells_of_many, centers_of_many
 from streamer.evaluate_alerts import read_file_columns
+from streamer.evaluate_output import pct, summary_of, table_of, write_csv, write_png
 from streamer.settings import DATA_DIR, Settings
 from streamer.usage import UsageError
 
@@ -194,122 +194,6 @@ def _blend_section(name: str, long: str, short: str, long_share: float) -> str:
     return f'[blends.{name}]\nlong = "{long}"\nshort = "{short}"\nlong_share = {long_share:g}\n'
 
 
-# output ----------------------------------------------------------------------------
-def _pct(p: float) -> str:
-    return f"{p * 100:g}%"
-
-
-def table_of(
-    result: Backtest,
-    title: str,
-    periods: np.ndarray[Any, np.dtype[np.bool_]] | None = None,
-    names: list[str] | None = None,
-) -> Table:
-    """Mean hit rate / PAI / PEI per method (rows) and coverage (columns)."""
-    means = result.means(periods)
-    table = Table(title=title)
-    table.add_column("method")
-    for p, a in zip(result.coverages, result.sizes, strict=True):
-        for head in ("hit", "PAI", "PEI"):
-            table.add_column(f"{_pct(p)} ({a})\n{head}", justify="right")
-    for name in names if names is not None else list(result.methods):
-        row = [name]
-        for p in result.coverages:
-            m = means[name][p]
-            row += [f"{m['hit_rate']:.1%}", f"{m['pai']:.2f}", f"{m['pei']:.2f}"]
-        table.add_row(*row)
-    return table
-
-
-def summary_of(
-    result: Backtest,
-    names: list[str],
-    periods: np.ndarray[Any, np.dtype[np.bool_]] | None = None,
-) -> list[dict[str, Any]]:
-    """The JSON summary: per method and coverage, mean hit rate, PAI, PEI."""
-    means = result.means(periods)
-    return [
-        {
-            "method": name,
-            "coverages": [
-                {
-                    "coverage": p,
-                    "cells": a,
-                    "hit_rate": round(means[name][p]["hit_rate"], 6),
-                    "pai": round(means[name][p]["pai"], 6),
-                    "pei": round(means[name][p]["pei"], 6),
-                }
-                for p, a in zip(result.coverages, result.sizes, strict=True)
-            ],
-        }
-        for name in names
-    ]
-
-
-def write_csv(result: Backtest, names: list[str], zone: ZoneInfo, path: str) -> None:
-    """One row per method, coverage and evaluated period."""
-    starts = [datetime.fromtimestamp(t, zone).isoformat() for t in result.period_start_s]
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(
-            [
-                *("method", "coverage", "cells", "period_start", "events", "captured", "best"),
-                *("hit_rate", "pai", "pei"),
-            ]
-        )
-        for name in names:
-            m = result.methods.index(name)
-            for s, (p, a) in enumerate(zip(result.coverages, result.sizes, strict=True)):
-                for k, start in enumerate(starts):
-                    writer.writerow(
-                        [
-                            name,
-                            p,
-                            a,
-                            start,
-                            int(result.events[k]),
-                            round(result.captured[m, k, s]),
-                            round(result.best[m, k, s]),
-                            f"{result.hit_rate[m, k, s]:.6f}",
-                            f"{result.pai[m, k, s]:.6f}",
-                            f"{result.pei[m, k, s]:.6f}",
-                        ]
-                    )
-
-
-def write_png(
-    result: Backtest,
-    names: list[str],
-    path: str,
-    title: str,
-    periods: np.ndarray[Any, np.dtype[np.bool_]] | None = None,
-) -> None:
-    """PAI against coverage, one line per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    means = result.means(periods)
-    fig, ax = plt.subplots(figsize=(8, 5))
-    xs = [p * 100 for p in result.coverages]
-    for name in names:
-        style = "-" if name.startswith(("engine", "tuned")) else "--"
-        ax.plot(
-            xs, [means[name][p]["pai"] for p in result.coverages], style, marker="o", label=name
-        )
-    ax.set_xscale("log")
-    ax.set_xticks(xs, [_pct(p) for p in result.coverages])
-    ax.set_xlabel("share of the study area flagged")
-    ax.set_ylabel("mean PAI")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 # the command -------------------------------------------------------------------------
 def _check(options: EvaluateOptions) -> None:
     if options.period not in ("day", "shift"):
@@ -322,14 +206,41 @@ def _check(options: EvaluateOptions) -> None:
         raise UsageError("--grid needs --train-to (the first day of the test span)")
 
 
-def main(options: EvaluateOptions, settings: Settings) -> int:
-    """Run the command; returns its exit code."""
-    started = time.monotonic()
-    _check(options)
-    as_json_only = options.json_path == "-"
-    console = Console(quiet=as_json_only)
-    if not console.is_terminal:
-        console = Console(width=170, quiet=as_json_only)
+@dataclass(frozen=True, slots=True)
+class _Study:
+    """The file read, cut to the study area and the dates."""
+
+    zone: ZoneInfo
+    split: date | None  # --train-to
+    edges: list[float]
+    boundary: Path
+    cells: U64  # the study area's cells, sorted
+    history: History
+
+
+@dataclass(slots=True)
+class _Run:
+    """One backtest and what its output needs."""
+
+    options: EvaluateOptions
+    study: _Study
+    result: Backtest
+    reference: list[Method]
+    grid: list[Blend]
+    publishable: list[Blend]
+    console: Console
+    report: dict[str, Any]
+
+    @property
+    def ref_names(self) -> list[str]:
+        return [m.name for m in self.reference]
+
+    @property
+    def engine_names(self) -> list[str]:
+        return [m.name for m in self.reference if isinstance(m, Decayed)]
+
+
+def _read_study(options: EvaluateOptions, settings: Settings) -> _Study:
     cols, zone = read_file_columns(options.path, options.profile)
     first = parse_day(options.start, zone, "--from")
     end = parse_day(options.end, zone, "--to", next_day=True)
@@ -358,8 +269,12 @@ def main(options: EvaluateOptions, settings: Settings) -> int:
     history = History.build(t[inside], pos[inside], weight[inside], int(study.size))
     if not np.any(history.t_s >= edges[0]):
         raise UsageError("no counting event in the study area between --from and --to")
-    loaded_s = time.monotonic() - started
+    return _Study(zone, split, edges, bpath, study, history)
 
+
+def _run_backtest(
+    options: EvaluateOptions, settings: Settings, study: _Study, console: Console
+) -> _Run:
     reference = reference_methods(settings, options.period)
     methods: list[Method] = list(reference)
     grid: list[Blend] = grid_methods(GRID_HALF_LIVES_S) if options.grid else []
@@ -369,22 +284,19 @@ def main(options: EvaluateOptions, settings: Settings) -> int:
     publishable = publishable_blends(settings) if options.grid else []
     methods += [b for b in publishable if b.name not in {g.name for g in grid}]
     smoothing = any(m.smoothing > 0 for m in grid)
-    neighbours = neighbour_index(study) if smoothing else None
+    history = study.history
+    neighbours = neighbour_index(study.cells) if smoothing else None
     with RichProgress(disable=options.quiet, transient=True, console=console) as bar:
-        task = bar.add_task(f"backtest ({len(methods)} methods)", total=len(edges) - 1)
+        task = bar.add_task(f"backtest ({len(methods)} methods)", total=len(study.edges) - 1)
         result = backtest(
             history,
-            edges,
+            study.edges,
             methods,
             neighbours=neighbours,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     if result.events.size == 0:
         raise UsageError("no period between --from and --to holds an event")
-    seconds = time.monotonic() - started
-    ref_names = [m.name for m in reference]
-    engine_names = [m.name for m in reference if isinstance(m, Decayed)]
-    primary = COVERAGES[0]
     report: dict[str, Any] = {
         "parameters": {
             "path": options.path,
@@ -393,142 +305,178 @@ def main(options: EvaluateOptions, settings: Settings) -> int:
             "to": options.end,
             "period": options.period,
             "resolution": options.resolution,
-            "boundary": str(bpath),
-            "history_from": datetime.fromtimestamp(float(history.t_s[0]), zone).isoformat(),
+            "boundary": str(study.boundary),
+            "history_from": datetime.fromtimestamp(float(history.t_s[0]), study.zone).isoformat(),
         },
         "study_cells": result.study_cells,
         "periods": int(result.events.size),
         "periods_skipped": result.skipped,
         "events": int(result.events.sum()),
     }
+    return _Run(options, study, result, reference, grid, publishable, console, report)
+
+
+def _whole_span(run: _Run) -> tuple[list[str], str]:
+    """Without ``--train-to``: every method over the whole span; returns the
+    methods shown and the PNG's title."""
+    options, result = run.options, run.result
+    pai = result.mean_pai(COVERAGES[0])
+    best = max(run.engine_names, key=lambda n: (pai[result.methods.index(n)], n))
+    run.report["best_engine"] = best
+    run.report["methods"] = summary_of(result, run.ref_names)
     span = f"{options.start} .. {options.end}"
-    if split is None:
-        pai = result.mean_pai(primary)
-        best = max(engine_names, key=lambda n: (pai[result.methods.index(n)], n))
-        report["best_engine"] = best
-        report["methods"] = summary_of(result, ref_names)
-        console.print(
-            table_of(
-                result,
-                f"Backtest {span}, {options.period}s, resolution "
-                f"{options.resolution}: mean over {result.events.size} periods",
-                None,
-                ref_names,
-            )
+    run.console.print(
+        table_of(
+            result,
+            f"Backtest {span}, {options.period}s, resolution "
+            f"{options.resolution}: mean over {result.events.size} periods",
+            None,
+            run.ref_names,
         )
-        shown, mask = ref_names, None
-        png_title = f"PAI by coverage, {span}"
-    else:
-        split_s = datetime(split.year, split.month, split.day, tzinfo=zone).timestamp()
-        train = result.period_start_s < split_s
-        test = ~train
-        if not np.any(train) or not np.any(test):
-            raise UsageError("--train-to: both spans need periods with events")
-        report.update(
+    )
+    return run.ref_names, f"PAI by coverage, {span}"
+
+
+def _split_span(run: _Run, split: date, settings: Settings) -> tuple[list[str], Bools]:
+    """With ``--train-to``: choices made on the training span, reported on the
+    test span; returns the methods shown and the test span's mask."""
+    options, result = run.options, run.result
+    split_s = datetime(split.year, split.month, split.day, tzinfo=run.study.zone).timestamp()
+    train = result.period_start_s < split_s
+    test = ~train
+    if not np.any(train) or not np.any(test):
+        raise UsageError("--train-to: both spans need periods with events")
+    run.report.update(
+        {"train_periods": int(train.sum()), "test_periods": int(test.sum()), "split": str(split)}
+    )
+    train_pai = result.mean_pai(options.coverage, train)
+    best_engine = max(run.engine_names, key=lambda n: (train_pai[result.methods.index(n)], n))
+    run.report["best_engine"] = best_engine
+    run.report["methods"] = summary_of(result, run.ref_names, test)
+    shown = run.ref_names
+    if run.grid:
+        shown = _grid_choice(run, split, train, test, best_engine, settings)
+    run.console.print(
+        table_of(
+            result,
+            f"Test span {split} .. {options.end} ({int(test.sum())} {options.period}s, "
+            f"resolution {options.resolution}), unseen by the choice",
+            test,
+            shown,
+        )
+    )
+    return shown, test
+
+
+def _grid_choice(
+    run: _Run, split: date, train: Bools, test: Bools, best_engine: str, settings: Settings
+) -> list[str]:
+    """The grid's configuration chosen on the training span, and the best blend
+    the live engine can publish; returns the methods to show."""
+    options, result, grid = run.options, run.result, run.grid
+    train_pai = result.mean_pai(options.coverage, train)
+    test_pai = result.mean_pai(options.coverage, test)
+    offset = len(run.reference)
+    ranked = sorted(range(len(grid)), key=lambda i: (-train_pai[offset + i], grid[i].name))
+    chosen = grid[ranked[0]]
+    run.report["grid"] = {
+        "coverage": options.coverage,
+        "configurations": len(grid),
+        "chosen": {
+            "name": chosen.name,
+            "long_half_life_s": chosen.long_s,
+            "short_half_life_s": chosen.short_s,
+            "long_share": chosen.long_share,
+            "smoothing": chosen.smoothing,
+            "weights": "harm" if chosen.weighted else "count",
+            "train_pai": round(float(train_pai[offset + ranked[0]]), 6),
+            "test_pai": round(float(test_pai[offset + ranked[0]]), 6),
+            "engine_config": engine_config(chosen),
+        },
+        "top_train": [
             {
-                "train_periods": int(train.sum()),
-                "test_periods": int(test.sum()),
-                "split": str(split),
+                "name": grid[i].name,
+                "train_pai": round(float(train_pai[offset + i]), 6),
+                "test_pai": round(float(test_pai[offset + i]), 6),
             }
+            for i in ranked[:10]
+        ],
+        "test": summary_of(result, [chosen.name, *run.ref_names], test),
+    }
+    own = engine_config(chosen)
+    run.console.print(
+        f"The chosen configuration as a ranking of its own, from an engine configured with:\n{own}"
+        if own is not None
+        else "The chosen configuration is smoothed over neighbours: the live "
+        "store cannot serve it.",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    if run.publishable:
+        at = {m: result.methods.index(m) for m in result.methods}
+        best_pub = max(run.publishable, key=lambda b: (train_pai[at[b.name]], b.name))
+        config = blend_config(settings, best_pub)
+        run.report["grid"]["publishable"] = {
+            "name": best_pub.name,
+            "train_pai": round(float(train_pai[at[best_pub.name]]), 6),
+            "test_pai": round(float(test_pai[at[best_pub.name]]), 6),
+            "best_engine_test_pai": round(float(test_pai[at[best_engine]]), 6),
+            "config": config,
+        }
+        run.console.print(
+            f"Best blend the live engine can publish (configured horizons, harm "
+            f"weights): {best_pub.name}, PAI at {pct(options.coverage)} "
+            f"{train_pai[at[best_pub.name]]:.2f} on the training span, "
+            f"{test_pai[at[best_pub.name]]:.2f} on the test span (the best engine "
+            f"horizon: {test_pai[at[best_engine]]:.2f}). To publish it, add to the "
+            f"config:\n{config}",
+            highlight=False,
+            markup=False,  # the section header is in brackets
+            soft_wrap=True,
         )
-        train_pai = result.mean_pai(options.coverage, train)
-        test_pai = result.mean_pai(options.coverage, test)
-        best_engine = max(engine_names, key=lambda n: (train_pai[result.methods.index(n)], n))
-        report["best_engine"] = best_engine
-        report["methods"] = summary_of(result, ref_names, test)
-        shown, mask = ref_names, test
-        if grid:
-            offset = len(reference)
-            ranked = sorted(range(len(grid)), key=lambda i: (-train_pai[offset + i], grid[i].name))
-            chosen = grid[ranked[0]]
-            report["grid"] = {
-                "coverage": options.coverage,
-                "configurations": len(grid),
-                "chosen": {
-                    "name": chosen.name,
-                    "long_half_life_s": chosen.long_s,
-                    "short_half_life_s": chosen.short_s,
-                    "long_share": chosen.long_share,
-                    "smoothing": chosen.smoothing,
-                    "weights": "harm" if chosen.weighted else "count",
-                    "train_pai": round(float(train_pai[offset + ranked[0]]), 6),
-                    "test_pai": round(float(test_pai[offset + ranked[0]]), 6),
-                    "engine_config": engine_config(chosen),
-                },
-                "top_train": [
-                    {
-                        "name": grid[i].name,
-                        "train_pai": round(float(train_pai[offset + i]), 6),
-                        "test_pai": round(float(test_pai[offset + i]), 6),
-                    }
-                    for i in ranked[:10]
-                ],
-                "test": summary_of(result, [chosen.name, *ref_names], test),
-            }
-            own = engine_config(chosen)
-            console.print(
-                f"The chosen configuration as a ranking of its own, from an engine "
-                f"configured with:\n{own}"
-                if own is not None
-                else "The chosen configuration is smoothed over neighbours: the live "
-                "store cannot serve it.",
-                highlight=False,
-                markup=False,
-                soft_wrap=True,
-            )
-            if publishable:
-                at = {m: result.methods.index(m) for m in result.methods}
-                best_pub = max(publishable, key=lambda b: (train_pai[at[b.name]], b.name))
-                config = blend_config(settings, best_pub)
-                report["grid"]["publishable"] = {
-                    "name": best_pub.name,
-                    "train_pai": round(float(train_pai[at[best_pub.name]]), 6),
-                    "test_pai": round(float(test_pai[at[best_pub.name]]), 6),
-                    "best_engine_test_pai": round(float(test_pai[at[best_engine]]), 6),
-                    "config": config,
-                }
-                console.print(
-                    f"Best blend the live engine can publish (configured horizons, harm "
-                    f"weights): {best_pub.name}, PAI at {_pct(options.coverage)} "
-                    f"{train_pai[at[best_pub.name]]:.2f} on the training span, "
-                    f"{test_pai[at[best_pub.name]]:.2f} on the test span (the best engine "
-                    f"horizon: {test_pai[at[best_engine]]:.2f}). To publish it, add to the "
-                    f"config:\n{config}",
-                    highlight=False,
-                    markup=False,  # the section header is in brackets
-                    soft_wrap=True,
-                )
-            shown = [chosen.name, *ref_names]
-            console.print(
-                table_of(
-                    result,
-                    f"Grid ({len(grid)} configurations), training span {options.start} .. "
-                    f"{split - timedelta(days=1)}: top 5 by mean PAI at {_pct(options.coverage)}",
-                    train,
-                    [grid[i].name for i in ranked[:5]],
-                )
-            )
-        console.print(
-            table_of(
-                result,
-                f"Test span {split} .. {options.end} ({int(test.sum())} {options.period}s, "
-                f"resolution {options.resolution}), unseen by the choice",
-                test,
-                shown,
-            )
+    run.console.print(
+        table_of(
+            result,
+            f"Grid ({len(grid)} configurations), training span {options.start} .. "
+            f"{split - timedelta(days=1)}: top 5 by mean PAI at {pct(options.coverage)}",
+            train,
+            [grid[i].name for i in ranked[:5]],
         )
+    )
+    return [chosen.name, *run.ref_names]
+
+
+def main(options: EvaluateOptions, settings: Settings) -> int:
+    """Run the command; returns its exit code."""
+    started = time.monotonic()
+    _check(options)
+    as_json_only = options.json_path == "-"
+    console = Console(quiet=as_json_only)
+    if not console.is_terminal:
+        console = Console(width=170, quiet=as_json_only)
+    study = _read_study(options, settings)
+    loaded_s = time.monotonic() - started
+    run = _run_backtest(options, settings, study, console)
+    seconds = time.monotonic() - started
+    result, report, split = run.result, run.report, study.split
+    mask: Bools | None = None
+    if split is None:
+        shown, png_title = _whole_span(run)
+    else:
+        shown, mask = _split_span(run, split, settings)
         png_title = f"PAI by coverage, {split} .. {options.end}"
     report["seconds"] = round(time.monotonic() - started, 1)
     console.print(
         f"{result.study_cells} study cells; {int(result.events.sum())} events in "
         f"{result.events.size} {options.period}s ({result.skipped} without events skipped); "
-        f"best engine horizon at {_pct(primary if split is None else options.coverage)}: "
+        f"best engine horizon at {pct(COVERAGES[0] if split is None else options.coverage)}: "
         f"{report['best_engine']}; loaded in {loaded_s:.0f} s, total {seconds:.0f} s",
         highlight=False,
         soft_wrap=True,
     )
     if options.csv_path:
-        write_csv(result, shown, zone, options.csv_path)
+        write_csv(result, shown, study.zone, options.csv_path)
     if options.png_path:
         write_png(result, shown, options.png_path, png_title, mask)
     if as_json_only:

@@ -43,101 +43,59 @@ missing_field
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Literal, cast
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 
-import numpy as np
-import numpy.typing as npt
 import orjson
 
-from streamer.core.area import Area
-
-Kind = Literal["incident", "call"]
-Origin = Literal["reported", "proactive"]
-
-KINDS: tuple[Kind, ...] = ("incident", "call")
-ORIGINS: tuple[Origin, ...] = ("reported", "proactive")
-
-
-class InvalidEvent(ValueError):
-    """Raised for input that cannot become an event.
-
-    ``reason`` is a short stable code (``missing_field``, ``bad_type``,
-    ``not_finite``, ``lat_out_of_range``, ``lon_out_of_range``,
-    ``null_island``, ``outside_area``, ``bad_time``, ``future_time``,
-    ``too_large``, ``bad_json``, ``unknown_op``, ``bad_kind``,
-    ``bad_origin``, ``bad_id``); ``detail`` says what exactly was wrong.
-    """
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """An incident or call that should count (``op = "upsert"``).
-
-    ``occurred_at`` is timezone-aware UTC; ``occurred_at_s`` the same instant
-    as POSIX seconds (what the maths uses).
-    """
-
-    id: str
-    kind: Kind
-    occurred_at: datetime
-    occurred_at_s: float
-    lat_deg: float
-    lon_deg: float
-    category: str
-    origin: Origin = "reported"
-    priority: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Cancel:
-    """Withdraws the event with this id (``op = "cancel"``): a CAD correction,
-    a call found to be a duplicate, a record deleted at source. ``event``:
-    the withdrawn event's own fields, when the record carries them (valid)."""
-
-    id: str
-    kind: Kind = "incident"
-    event: Event | None = None
-
-
-Record = Event | Cancel
-
-
-REASONS: tuple[str, ...] = (
-    "too_large",
-    "bad_json",
-    "missing_field",
-    "bad_type",
-    "bad_id",
-    "bad_kind",
-    "bad_origin",
-    "unknown_op",
-    "not_finite",
-    "lat_out_of_range",
-    "lon_out_of_range",
-    "null_island",
-    "outside_area",
-    "bad_time",
-    "future_time",
+from streamer.core.event_columns import validate_columns
+from streamer.core.event_model import (
+    KINDS,
+    MAX_TEXT_CHARS,
+    MAX_TIME_S,
+    MIN_TIME_S,
+    NULL_ISLAND_DEG,
+    ORIGINS,
+    REASONS,
+    Cancel,
+    Event,
+    EventRules,
+    InvalidEvent,
+    Kind,
+    Origin,
+    Record,
+    _coarse,
+    normalize_category,
+    normalize_id,
 )
-"""Every ``InvalidEvent.reason`` code (for pre-registering metric labels)."""
 
-MAX_TEXT_CHARS = 128
-"""Longest ``id`` and ``category`` accepted."""
-MIN_TIME_S = 0.0
-"""Earliest accepted ``occurred_at``: 1970-01-01T00:00:00Z."""
-MAX_TIME_S = 7289654400.0
-"""First rejected ``occurred_at``: 2201-01-01T00:00:00Z (years after 2200 are rejected)."""
-NULL_ISLAND_DEG = 1e-9
-"""A point with both ``|lat|`` and ``|lon|`` below this is the (0, 0) "no location" marker."""
+# Re-exported: streamer.core.dosage words its errors with these, as parse_record does.
+from streamer.core.event_model import _exact_str as _exact_str
+from streamer.core.event_model import _json_type as _json_type
+from streamer.core.event_model import _show as _show
+
+__all__ = [
+    "KINDS",
+    "MAX_TEXT_CHARS",
+    "MAX_TIME_S",
+    "MIN_TIME_S",
+    "NULL_ISLAND_DEG",
+    "ORIGINS",
+    "REASONS",
+    "Cancel",
+    "Event",
+    "EventRules",
+    "InvalidEvent",
+    "Kind",
+    "Origin",
+    "Record",
+    "decode_object",
+    "normalize_category",
+    "normalize_id",
+    "parse_record",
+    "position",
+    "validate_columns",
+]
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
@@ -152,41 +110,6 @@ _fromtimestamp = datetime.fromtimestamp
 _EPOCH_NAIVE = datetime(1970, 1, 1)
 _EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_SECOND = timedelta(seconds=1)
-
-Bools = npt.NDArray[np.bool_]
-
-
-@dataclass(frozen=True, slots=True)
-class EventRules:
-    """What :func:`parse_record` and :func:`validate_columns` accept.
-
-    ``default_timezone`` (an IANA name) is the zone of times given without an
-    offset; ``area``, when set, rejects points outside it (``outside_area``).
-    """
-
-    max_payload_bytes: int = 16384
-    max_future_skew_s: float = 900.0
-    default_timezone: str = "UTC"
-    area: Area | None = None
-    _zone: tzinfo = field(init=False, repr=False, compare=False, default=UTC)
-
-    def __post_init__(self) -> None:
-        if self.max_payload_bytes < 1:
-            raise ValueError(f"max_payload_bytes must be positive, got {self.max_payload_bytes}")
-        if not self.max_future_skew_s >= 0.0:
-            raise ValueError(f"max_future_skew_s must be >= 0, got {self.max_future_skew_s}")
-        zone: tzinfo = UTC
-        if self.default_timezone != "UTC":
-            try:
-                zone = ZoneInfo(self.default_timezone)
-            except (ZoneInfoNotFoundError, ValueError) as exc:
-                raise ValueError(f"unknown time zone {self.default_timezone!r}") from exc
-        object.__setattr__(self, "_zone", zone)
-
-    @property
-    def zone(self) -> tzinfo:
-        """The :class:`~datetime.tzinfo` of ``default_timezone``."""
-        return self._zone
 
 
 def parse_record(
@@ -291,50 +214,6 @@ def _cancel_from(obj: dict[str, object], rules: EventRules, now_s: float) -> Can
         if isinstance(record, Event):
             event = record
     return Cancel(event_id, kind, event)
-
-
-def normalize_id(value: object) -> str:
-    """An event id as stored: a string of 1-128 characters, integers in decimal.
-
-    >>> normalize_id(42), normalize_id("A-1")
-    ('42', 'A-1')
-    """
-    if value is None:
-        raise InvalidEvent("missing_field", "id is missing")
-    if isinstance(value, str):
-        text = _exact_str(value)
-    elif isinstance(value, int) and not isinstance(value, bool):
-        # 10**128 has 426 bits; checking first keeps str() away from huge numbers.
-        if int.bit_length(value) > 426:
-            raise InvalidEvent("bad_id", f"id is longer than {MAX_TEXT_CHARS} characters")
-        text = int.__repr__(value)
-    else:
-        raise InvalidEvent("bad_id", f"id must be a string or an integer, got {_json_type(value)}")
-    if not text:
-        raise InvalidEvent("bad_id", "id is empty")
-    if len(text) > MAX_TEXT_CHARS:
-        raise InvalidEvent("bad_id", f"id has {len(text)} characters, more than {MAX_TEXT_CHARS}")
-    return text
-
-
-def normalize_category(value: object) -> str:
-    """A category as stored: a string of 1-128 characters (empty counts as missing).
-
-    >>> normalize_category("Thefts")
-    'Thefts'
-    """
-    if value is None:
-        raise InvalidEvent("missing_field", "category is missing")
-    if not isinstance(value, str):
-        raise InvalidEvent("bad_type", f"category must be a string, got {_json_type(value)}")
-    text = _exact_str(value)
-    if not text:
-        raise InvalidEvent("missing_field", "category is empty")
-    if len(text) > MAX_TEXT_CHARS:
-        raise InvalidEvent(
-            "bad_type", f"category has {len(text)} characters, more than {MAX_TEXT_CHARS}"
-        )
-    return text
 
 
 def _kind(value: object) -> Kind:
@@ -508,193 +387,3 @@ def _bad_json(exc: Exception) -> InvalidEvent:
 
 def _too_large(size: int, limit: int) -> InvalidEvent:
     return InvalidEvent("too_large", f"payload is {size} bytes, more than {limit}")
-
-
-# -- messages --------------------------------------------------------------------
-
-
-def _exact_str(value: object) -> str | None:
-    """``value`` as a plain ``str`` (subclasses copied), or None for non-strings."""
-    if type(value) is str:
-        return value
-    if isinstance(value, str):
-        return str.__str__(value)
-    return None
-
-
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    for kind, name in _TYPE_NAMES:
-        if isinstance(value, kind):
-            return name
-    return f"a {type(value).__name__}"
-
-
-_TYPE_NAMES: tuple[tuple[type, str], ...] = (
-    (str, "a string"),
-    (int, "an integer"),
-    (float, "a number"),
-    (dict, "an object"),
-    (list, "an array"),
-    (Mapping, "an object"),
-)
-
-
-def _show(value: object) -> str:
-    """A short, safe rendering of a bad value for a ``detail`` message."""
-    if isinstance(value, str):
-        text = str.__str__(value)
-        return repr(text) if len(text) <= 40 else repr(text[:40]) + "..."
-    if isinstance(value, int) and not isinstance(value, bool) and int.bit_length(value) <= 64:
-        return int.__repr__(value)
-    return _json_type(value)
-
-
-def _coarse(deg: float) -> str:
-    """A coordinate rounded for messages: never a victim's exact position."""
-    return f"{deg:.2f}" if abs(deg) < 1e6 else f"{deg:.1e}"
-
-
-# -- columns ---------------------------------------------------------------------
-
-
-def validate_columns(
-    ids: npt.ArrayLike | Sequence[object],
-    occurred_at_s: npt.ArrayLike,
-    lat_deg: npt.ArrayLike,
-    lon_deg: npt.ArrayLike,
-    categories: npt.ArrayLike | Sequence[object],
-    rules: EventRules,
-    *,
-    now_s: float,
-) -> tuple[Bools, npt.NDArray[np.object_]]:
-    """Validate a bulk file column by column: ``(keep, reasons)``.
-
-    ``keep[i]`` is True for rows that :func:`parse_record` would accept as an
-    upsert; ``reasons[i]`` is None for those and otherwise the same reason
-    code ``parse_record`` raises for that row (given as a mapping with these
-    five fields). ``occurred_at_s`` is POSIX seconds. Columns cannot hold an
-    absent number, so a NaN time is ``bad_time`` and a NaN coordinate
-    ``not_finite``; ``None`` ids and categories are ``missing_field``.
-    """
-    id_col = _text_column(ids)
-    category_col = _text_column(categories)
-    t = np.asarray(occurred_at_s, dtype=np.float64)
-    lat = np.asarray(lat_deg, dtype=np.float64)
-    lon = np.asarray(lon_deg, dtype=np.float64)
-    n = len(t)
-    for name, col in (
-        ("ids", id_col),
-        ("occurred_at_s", t),
-        ("lat_deg", lat),
-        ("lon_deg", lon),
-        ("categories", category_col),
-    ):
-        if col.shape != (n,):
-            raise ValueError(f"{name} has shape {col.shape}, expected ({n},)")
-
-    reasons: npt.NDArray[np.object_] = np.full(n, None, dtype=object)
-    keep: Bools = np.ones(n, dtype=np.bool_)
-
-    def reject(bad: Bools, reason: str | npt.NDArray[np.object_]) -> None:
-        # Checks run in parse_record's order; a row keeps its first failure.
-        hit = bad & keep
-        reasons[hit] = reason if isinstance(reason, str) else reason[hit]
-        keep[bad] = False
-
-    for col, normalize, few in (
-        (id_col, normalize_id, False),
-        (category_col, normalize_category, True),
-    ):
-        codes = _column_reasons(col, normalize, few_distinct=few)
-        if codes is not None:
-            reject(codes.astype(np.bool_), codes)
-    with np.errstate(invalid="ignore"):
-        reject(~((t >= MIN_TIME_S) & (t < MAX_TIME_S)), "bad_time")
-        reject(t > now_s + rules.max_future_skew_s, "future_time")
-        reject(~(np.isfinite(lat) & np.isfinite(lon)), "not_finite")
-        reject(~(np.abs(lat) <= 90.0), "lat_out_of_range")
-        reject(~(np.abs(lon) <= 180.0), "lon_out_of_range")
-        reject((np.abs(lat) < NULL_ISLAND_DEG) & (np.abs(lon) < NULL_ISLAND_DEG), "null_island")
-    if rules.area is not None:
-        rows = np.flatnonzero(keep)
-        outside = rows[~rules.area.contains_many(lat[rows], lon[rows])]
-        reasons[outside] = "outside_area"
-        keep[outside] = False
-    return keep, reasons
-
-
-def _column_reasons(
-    col: npt.NDArray[np.generic], normalize: Callable[[object], str], *, few_distinct: bool
-) -> npt.NDArray[np.object_] | None:
-    """Per-row reason codes from ``normalize`` (None where valid), or None if all are valid.
-
-    Shortcuts rely on the id and category rules depending only on a value's
-    type, and for strings on their length. With ``few_distinct`` (categories)
-    each distinct value is checked once, which relies on equal values getting
-    the same reason; otherwise odd columns go row by row."""
-    n = len(col)
-    if n == 0:
-        return None
-    kind = col.dtype.kind
-    if kind in "biuf":
-        reason = _reason(normalize, col[0].item())
-        return None if reason is None else np.full(n, reason, dtype=object)
-    if kind == "U":
-        return _length_reasons(np.strings.str_len(cast(npt.NDArray[np.str_], col)), normalize)
-    values = col.tolist()
-    if few_distinct:
-        try:
-            distinct = set(values)
-        except TypeError:  # unhashable values: row by row below
-            pass
-        else:
-            bad = {v: r for v in distinct if (r := _reason(normalize, v)) is not None}
-            if not bad:
-                return None
-            return np.array([bad.get(v) for v in values], dtype=object)
-    types = set(map(type, values))
-    if types == {str}:
-        lengths = np.fromiter(map(len, values), dtype=np.int64, count=n)
-        return _length_reasons(lengths, normalize)
-    # Integers fail only for length, and no value is longer than both extremes.
-    if (
-        types == {int}
-        and _reason(normalize, min(values)) is None
-        and _reason(normalize, max(values)) is None
-    ):
-        return None
-    codes = np.array([_reason(normalize, v) for v in values], dtype=object)
-    return codes if codes.astype(np.bool_).any() else None
-
-
-def _text_column(values: npt.ArrayLike | Sequence[object]) -> npt.NDArray[np.generic]:
-    """A column as an array; a Python list stays a list of objects, so that
-    mixed values are not turned into strings by numpy."""
-    if isinstance(values, list | tuple):
-        return np.fromiter(values, dtype=object, count=len(values))
-    return np.asarray(values)
-
-
-def _length_reasons(
-    lengths: npt.NDArray[np.int64], normalize: Callable[[object], str]
-) -> npt.NDArray[np.object_] | None:
-    empty = lengths == 0
-    long = lengths > MAX_TEXT_CHARS
-    if not (empty.any() or long.any()):
-        return None
-    codes: npt.NDArray[np.object_] = np.full(len(lengths), None, dtype=object)
-    codes[empty] = _reason(normalize, "")
-    codes[long] = _reason(normalize, "x" * (MAX_TEXT_CHARS + 1))
-    return codes
-
-
-def _reason(normalize: Callable[[object], str], value: object) -> str | None:
-    try:
-        normalize(value)
-    except InvalidEvent as exc:
-        return exc.reason
-    return None

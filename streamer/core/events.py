@@ -65,14 +65,12 @@ from streamer.core.event_model import (
     Origin,
     Record,
     _coarse,
+    _exact_str,
+    _json_type,
+    _show,
     normalize_category,
     normalize_id,
 )
-
-# Re-exported: streamer.core.dosage words its errors with these, as parse_record does.
-from streamer.core.event_model import _exact_str as _exact_str
-from streamer.core.event_model import _json_type as _json_type
-from streamer.core.event_model import _show as _show
 
 __all__ = [
     "KINDS",

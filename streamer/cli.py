@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -17,6 +18,8 @@ from streamer.adapters.store import EngineClock
 from streamer.core import decay, weekhours
 from streamer.settings import ConfigError, Settings, load_settings
 from streamer.usage import UsageError
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
 def _fail(message: str) -> NoReturn:
@@ -444,19 +447,35 @@ def _assess(args: argparse.Namespace, settings: Settings) -> NoReturn:
 
 
 def _run_worker(args: argparse.Namespace, settings: Settings) -> None:
-    import logging
-
     from faust.worker import Worker
 
     from streamer.worker import build
 
-    logging.basicConfig(
-        level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    logging.basicConfig(level=args.loglevel.upper(), format=LOG_FORMAT)
     app.ensure_topics(settings)
     fapp, _, _ = build(settings, web_port=args.web_port)
+    fapp.conf.loghandlers = [*fapp.conf.loghandlers, *_debug_handlers(args.debug, args.loglevel)]
     worker = Worker(fapp, loglevel=args.loglevel)
     worker.execute_from_commandline()
+
+
+def _debug_handlers(names: Sequence[str], loglevel: str) -> list[logging.Handler]:
+    """A handler for the named loggers' lines below ``loglevel``, which
+    faust's own handler (at ``loglevel``) drops."""
+    if not names:
+        return []
+    threshold = logging.getLevelName(loglevel.upper())
+
+    def wanted(record: logging.LogRecord) -> bool:
+        named = any(record.name == n or record.name.startswith(f"{n}.") for n in names)
+        return named and record.levelno < threshold
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(wanted)
+    for name in names:
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    return [handler]
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:

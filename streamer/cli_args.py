@@ -83,6 +83,14 @@ def _worker_commands(sub: Subparsers) -> None:
     run = sub.add_parser("run", help="run a worker (Kafka in, Redis out)")
     run.add_argument("--web-port", type=int, default=None, help="port of /metrics, /healthz")
     run.add_argument("--loglevel", default="info")
+    run.add_argument(
+        "--debug",
+        action="append",
+        default=[],
+        metavar="LOGGER",
+        help="debug lines of one logger at any --loglevel, e.g. hotspots.timers "
+        "(every leader timer run: timer, holder, start, end); repeatable",
+    )
 
 
 def _replay_commands(sub: Subparsers) -> None:

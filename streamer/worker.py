@@ -39,6 +39,7 @@ from streamer.adapters.store import EngineClock, Store
 from streamer.settings import Settings
 
 log = logging.getLogger("hotspots.worker")
+timer_log = logging.getLogger("hotspots.timers")
 
 
 _LEASE = """
@@ -130,18 +131,59 @@ def build(
     worker_id: str | None = None,
 ) -> tuple[faust.App, BatchConsumer, Metrics]:
     """The faust app of one worker, its batch consumer and its metrics."""
-    k = settings.kafka
-    w = settings.worker
     metrics = Metrics()
     store = wiring.store(settings)
     parts = wiring.core(settings)
     holder = worker_id or new_worker_id()
+    consumer = _event_consumer(settings, store, parts, metrics, options)
+    fapp = _control_app(settings, holder, web_port)
+    cast(Any, fapp).service(BatchService(consumer))
+    clock = EngineClock(store, settings.time.clock)
+    lease = Lease(store, holder, ttl_ms=int(max(settings.worker.lease_ttl, 1.0) * 1000))
+    timers = LeaderTimers(fapp, lease, clock, metrics)
+    publisher = Publisher(store, settings.publish.top_n, clock, blends=wiring.blends(settings))
+    timers.add_publish(settings.publish.interval, publisher)
+    timers.add("maintain", settings.publish.maintain_interval, Maintainer(store, clock).tick)
+    if settings.dosage.enabled:
+        dosage = Dosage(store, settings)
+        pings = BatchConsumer(
+            bootstrap=settings.kafka.bootstrap,
+            topics=[settings.dosage.topic],
+            group=f"{settings.kafka.group}-patrols",
+            dead_letter_topic=settings.kafka.dead_letter_topic,
+            store=store,
+            sink=PingSink(dosage, parts.rules, metrics),
+            metrics=metrics,
+            # the event consumer's health checks are the worker's readiness
+            options=dataclasses.replace(consumer.options, health_interval_s=None),
+            client_options=consumer.client_options,
+        )
+        cast(Any, fapp).service(BatchService(pings))
+        ticker = DosageTicker(dosage, settings, clock)
+        timers.add("dosage", settings.dosage.interval, ticker.tick)
+    if settings.alerts.enabled:
+        alerter = Alerter(store, settings, wiring.weight_table(settings), clock, metrics)
+        timers.add("alerts", settings.alerts.interval, alerter.tick)
+        _alert_delivery(fapp, settings, store, metrics, lease)
+    _web_views(fapp, consumer, metrics, holder)
+    return fapp, consumer, metrics
+
+
+def _event_consumer(
+    settings: Settings,
+    store: Store,
+    parts: wiring.Core,
+    metrics: Metrics,
+    options: ConsumerOptions | None,
+) -> BatchConsumer:
+    """The batch consumer of the incident and call topics."""
+    k, w = settings.kafka, settings.worker
     if parts.fast is None:
         log.warning(
             "worker_kernel kernel=python: the compiled kernel is not built (it needs a C "
             "compiler at install: pip install -e .); batches are prepared several times slower"
         )
-    consumer = BatchConsumer(
+    return BatchConsumer(
         bootstrap=k.bootstrap,
         topics=[k.incidents_topic, k.calls_topic],
         group=k.group,
@@ -159,7 +201,12 @@ def build(
             max_poll_interval_ms=int(w.max_poll_interval * 1000),
         ),
     )
-    fapp = faust.App(
+
+
+def _control_app(settings: Settings, holder: str, web_port: int | None) -> faust.App:
+    """The faust app: lifecycle, leader election and the web endpoints."""
+    k, w = settings.kafka, settings.worker
+    return faust.App(
         f"{k.group}-control",
         broker=f"kafka://{k.bootstrap}",
         store="memory://",
@@ -178,100 +225,94 @@ def build(
         datadir=state_dir(settings, holder),
         broker_credentials=wiring.faust_credentials(settings),
     )
-    cast(Any, fapp).service(BatchService(consumer))
-    dosage = Dosage(store, settings) if settings.dosage.enabled else None
-    if dosage is not None:
-        pings = BatchConsumer(
-            bootstrap=k.bootstrap,
-            topics=[settings.dosage.topic],
-            group=f"{k.group}-patrols",
-            dead_letter_topic=k.dead_letter_topic,
-            store=store,
-            sink=PingSink(dosage, parts.rules, metrics),
-            metrics=metrics,
-            # the event consumer's health checks are the worker's readiness
-            options=dataclasses.replace(consumer.options, health_interval_s=None),
-            client_options=consumer.client_options,
-        )
-        cast(Any, fapp).service(BatchService(pings))
-    clock = EngineClock(store, settings.time.clock)
-    publisher = Publisher(store, settings.publish.top_n, clock, blends=wiring.blends(settings))
-    maintainer = Maintainer(store, clock)
-    lease = Lease(store, holder, ttl_ms=int(max(w.lease_ttl, 1.0) * 1000))
 
-    async def leader_run(name: str, work: Callable[[], Any]) -> tuple[bool, Any]:
+
+class LeaderTimers:
+    """The leader-only timers: each run needs the lease, so two workers
+    never run one at the same time even while faust's leadership moves.
+    Every run is logged at debug level on ``hotspots.timers``."""
+
+    def __init__(self, fapp: faust.App, lease: Lease, clock: EngineClock, metrics: Metrics):
+        self.fapp = fapp
+        self.lease = lease
+        self.clock = clock
+        self.metrics = metrics
+
+    async def run(self, name: str, work: Callable[[], Any]) -> tuple[bool, Any]:
         """Run a timer's work if this worker holds the lease: (ran, result)."""
-        if not await lease.acquire():
+        if not await self.lease.acquire():
             if name == "publish":
-                metrics.hide_top_cells()  # another worker leads: its lists count
+                self.metrics.hide_top_cells()  # another worker leads: its lists count
             return False, None
-        await clock.refresh()
+        await self.clock.refresh()
         started = time.time()
         try:
             result = await work()
         except Exception:  # a timer must not kill the worker; log with context
             log.exception("timer_failed timer=%s", name)
             return False, None
-        metrics.timer_runs.labels(name).inc()
-        # Audit trail for the "one leader at a time" check (bounded list).
-        await store.client.rpush(
-            store.key("timer-log"), f"{name} {holder} {started:.6f} {time.time():.6f}"
+        self.metrics.timer_runs.labels(name).inc()
+        timer_log.debug(
+            "timer_ran timer=%s holder=%s start=%.6f end=%.6f",
+            name,
+            self.lease.holder,
+            started,
+            time.time(),
         )
-        await store.client.ltrim(store.key("timer-log"), -1000, -1)
         return True, result
 
-    top_resolution = store.resolutions[len(store.resolutions) // 2]
+    def add(self, name: str, interval_s: float, work: Callable[[], Any]) -> None:
+        async def tick() -> None:
+            await self.run(name, work)
 
-    async def publish() -> None:
-        ran, message = await leader_run("publish", publisher.tick)
-        if not ran:
-            return
-        metrics.published_at.set(time.time())
-        metrics.seq.set(publisher.tops_seq)
-        if message is not None:
-            metrics.publications.inc()
-        # the lists as of this tick, decayed to it
-        metrics.show_top_cells(
-            top_resolution,
-            {name: publisher.tops.get(f"{name}:{top_resolution}", []) for name in store.names},
-        )
+        self.fapp.timer(interval=interval_s, on_leader=True)(tick)
 
-    async def maintain() -> None:
-        await leader_run("maintain", maintainer.tick)
+    def add_publish(self, interval_s: float, publisher: Publisher) -> None:
+        """The publish timer, which also keeps the worker's top-cell metrics."""
+        store, metrics = publisher.store, self.metrics
+        top_resolution = store.resolutions[len(store.resolutions) // 2]
 
-    fapp.timer(interval=settings.publish.interval, on_leader=True)(publish)
-    fapp.timer(interval=settings.publish.maintain_interval, on_leader=True)(maintain)
-    if dosage is not None:
-        ticker = DosageTicker(dosage, settings, clock)
+        async def publish() -> None:
+            ran, message = await self.run("publish", publisher.tick)
+            if not ran:
+                return
+            metrics.published_at.set(time.time())
+            metrics.seq.set(publisher.tops_seq)
+            if message is not None:
+                metrics.publications.inc()
+            # the lists as of this tick, decayed to it
+            metrics.show_top_cells(
+                top_resolution,
+                {name: publisher.tops.get(f"{name}:{top_resolution}", []) for name in store.names},
+            )
 
-        async def dose() -> None:
-            await leader_run("dosage", ticker.tick)
+        self.fapp.timer(interval=interval_s, on_leader=True)(publish)
 
-        fapp.timer(interval=settings.dosage.interval, on_leader=True)(dose)
-    if settings.alerts.enabled:
-        alerter = Alerter(store, settings, wiring.weight_table(settings), clock, metrics)
 
-        async def detect() -> None:
-            await leader_run("alerts", alerter.tick)
+def _alert_delivery(
+    fapp: faust.App, settings: Settings, store: Store, metrics: Metrics, lease: Lease
+) -> None:
+    """Delivery keeps the alert stream's order only with one deliverer at a
+    time: the holder of a lease of its own (any worker may hold it)."""
+    delivery = wiring.alert_delivery(settings, store, metrics)
+    delivery_lease = Lease(store, lease.holder, ttl_ms=lease.ttl_ms, name="alerts:deliverer")
 
-        fapp.timer(interval=settings.alerts.interval, on_leader=True)(detect)
-        # Delivery keeps the stream's order only with one deliverer at a
-        # time: the holder of a lease of its own (any worker may hold it).
-        delivery = wiring.alert_delivery(settings, store, metrics)
-        delivery_lease = Lease(store, holder, ttl_ms=lease.ttl_ms, name="alerts:deliverer")
+    async def deliver() -> None:
+        try:
+            held = await delivery_lease.acquire()
+            if held and not delivery.running:
+                await delivery.start()
+            elif not held and delivery.running:
+                await delivery.stop()
+        except Exception as exc:  # Redis down: keep what runs, try again next time
+            log.warning("alert_delivery_lease_failed error=%s", exc)
 
-        async def deliver() -> None:
-            try:
-                held = await delivery_lease.acquire()
-                if held and not delivery.running:
-                    await delivery.start()
-                elif not held and delivery.running:
-                    await delivery.stop()
-            except Exception as exc:  # Redis down: keep what runs, try again next time
-                log.warning("alert_delivery_lease_failed error=%s", exc)
+    fapp.timer(interval=max(lease.ttl_ms / 3000, 0.5))(deliver)
+    cast(Any, fapp).service(_Stopper(delivery.stop))
 
-        fapp.timer(interval=max(lease.ttl_ms / 3000, 0.5))(deliver)
-        cast(Any, fapp).service(_Stopper(delivery.stop))
+
+def _web_views(fapp: faust.App, consumer: BatchConsumer, metrics: Metrics, holder: str) -> None:
+    """``/metrics``, ``/healthz`` and ``/readyz`` on faust's web server."""
 
     @fapp.page("/metrics")
     async def metrics_view(web: Any, request: Any) -> Any:
@@ -298,5 +339,3 @@ def build(
             "kafka": consumer.kafka_ok,
         }
         return web.json(body, status=200 if ok else 503)
-
-    return fapp, consumer, metrics

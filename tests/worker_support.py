@@ -1,10 +1,11 @@
 """Helpers for tests of `hotspots run` worker processes: their config file,
-starting and killing them, their web endpoints, and the leader timer log."""
+starting and killing them, their web endpoints, and the leader timer runs they log."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
@@ -110,6 +111,8 @@ class Workers:
                     str(port),
                     "--loglevel",
                     "warning",
+                    "--debug",
+                    "hotspots.timers",
                 ],
                 cwd=ROOT,
                 stdout=log,
@@ -200,7 +203,7 @@ async def wait_sharing(
 
 @dataclass(frozen=True, slots=True)
 class TimerRun:
-    """One entry of ``{NS}:timer-log``."""
+    """One leader timer run, from a worker's ``timer_ran`` log line."""
 
     name: str
     holder: str
@@ -208,13 +211,17 @@ class TimerRun:
     end_s: float
 
 
-async def timer_runs(client: aioredis.Redis, store: Store) -> list[TimerRun]:
-    """The leader timer log, oldest first."""
-    out = []
-    for line in await client.lrange(store.key("timer-log"), 0, -1):
-        name, holder, start, end = line.decode().split()
-        out.append(TimerRun(name, holder, float(start), float(end)))
-    return out
+_TIMER_RAN = re.compile(r"timer_ran timer=(\S+) holder=(\S+) start=([\d.]+) end=([\d.]+)")
+
+
+def timer_runs(workers: Workers) -> list[TimerRun]:
+    """Every leader timer run the workers logged, oldest first."""
+    runs = []
+    for worker in workers.started:
+        text = worker.log.read_text(errors="replace") if worker.log.exists() else ""
+        for name, holder, start, end in _TIMER_RAN.findall(text):
+            runs.append(TimerRun(name, holder, float(start), float(end)))
+    return sorted(runs, key=lambda r: r.start_s)
 
 
 def assert_exclusive(runs: list[TimerRun]) -> None:

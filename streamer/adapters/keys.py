@@ -190,11 +190,6 @@ def leader_lease(prefix: str) -> str:
     return _join(prefix, "leader")
 
 
-def timer_log(prefix: str) -> str:
-    """List: the last timer runs (``name holder start end``)."""
-    return _join(prefix, "timer-log")
-
-
 def demo_marker(prefix: str) -> str:
     """String: marks a namespace that ``hotspots demo`` wrote (so it may empty it)."""
     return _join(prefix, "demo")
@@ -232,7 +227,6 @@ FAMILIES: tuple[Callable[..., str], ...] = (
     updates_channel,
     published,
     leader_lease,
-    timer_log,
     demo_marker,
 )
 """Every key family, in docs/redis.md's order of topics."""

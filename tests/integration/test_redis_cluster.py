@@ -317,10 +317,10 @@ async def test_worker_processes_run_every_timer_on_the_cluster(
             await assert_matches_oracle(store, alive, max(r.t_s for r in alive.values()) + 60)
             deadline = time.monotonic() + 60
             wanted = {"publish", "maintain", "alerts", "dosage"}
-            while {r.name for r in await timer_runs(client, store)} < wanted:
-                assert time.monotonic() < deadline, await timer_runs(client, store)
+            while {r.name for r in timer_runs(workers)} < wanted:
+                assert time.monotonic() < deadline, timer_runs(workers)
                 await asyncio.sleep(0.5)
-            assert_exclusive(await timer_runs(client, store))
+            assert_exclusive(timer_runs(workers))
             assert await client.hget(store.key("published"), "seq") is not None
             assert all(w.events_counted() > 0 for w in started)
             for worker in started:

@@ -142,13 +142,13 @@ async def test_three_workers_leader_killed_and_one_added_mid_stream(
         # the timers moved to another worker after the leader died, and no
         # two workers ever ran them at the same time
         deadline = time.monotonic() + 60
-        runs = await timer_runs(client, store)
+        runs = timer_runs(workers)
         while not any(r.holder != leader and r.start_s > killed_at for r in runs):
             assert time.monotonic() < deadline, f"no timer ran after the leader died: {runs[-5:]}"
             await asyncio.sleep(0.2)
-            runs = await timer_runs(client, store)
+            runs = timer_runs(workers)
         await asyncio.sleep(1)  # a few more ticks on the new leader
-        runs = await timer_runs(client, store)
+        runs = timer_runs(workers)
         assert leader in {r.holder for r in runs if r.end_s <= killed_at}
         assert_exclusive(runs)
         handover_s = min(r.start_s for r in runs if r.start_s > killed_at) - killed_at

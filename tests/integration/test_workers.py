@@ -159,7 +159,7 @@ async def test_two_workers_one_stops_and_timers_never_overlap(
     alive = oracle.live(ops)
     await assert_matches_oracle(store, alive, max(r.t_s for r in alive.values()) + 60)
     assert all(c > 0 for c in counted), counted  # both workers held partitions
-    runs = await timer_runs(client, store)
+    runs = timer_runs(workers)
     assert len(runs) > 5
     assert_exclusive(runs)
 

@@ -258,10 +258,10 @@ async def measure_engine(
     batch_s: list[float] = []
     original = consumer._write  # the store write + commit of one prepared batch
 
-    async def timed(batch: dict[Any, list[Any]], prepared: Any, plan: Any, started: float) -> None:
+    async def timed(batch: dict[Any, list[Any]], step: Any, started: float) -> None:
         t0 = started  # when the batch was polled, before its preparation
         stamps.setdefault("first", t0)
-        await original(batch, prepared, plan, started)
+        await original(batch, step, started)
         t1 = time.monotonic()
         stamps["last"] = t1
         batch_s.append(t1 - t0)

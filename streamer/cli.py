@@ -401,12 +401,8 @@ def _evaluate_alerts(args: argparse.Namespace, settings: Settings) -> NoReturn:
 
 
 def _assess(args: argparse.Namespace, settings: Settings) -> NoReturn:
-    from streamer.assess import (
-        AssessOptions,
-        FeedbackOptions,
-        main_assess,
-        main_feedback,
-    )
+    from streamer.assess import AssessOptions, main_assess
+    from streamer.feedback_check import FeedbackOptions, main_feedback
 
     try:
         if args.command == "assess":

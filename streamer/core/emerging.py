@@ -35,288 +35,49 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from streamer.core.cells import center_hex, neighbours_hex
+from streamer.core.emerging_model import (
+    DAY_S,
+    Alert,
+    CellCounts,
+    DayBins,
+    DetectorConfig,
+    Notice,
+    Test,
+)
+from streamer.core.emerging_stats import (
+    LN2,
+    PATTERNS,
+    Trend,
+    beta_inc,
+    exposure_s,
+    gamma_poisson_sf,
+    mann_kendall,
+    pattern_of,
+)
 
-LN2 = math.log(2.0)
-DAY_S = 86400.0
-_EPS = 1e-15
-_TINY = 1e-300
-
-
-# statistics ------------------------------------------------------------
-def _beta_cf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz)."""
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c = 1.0
-    d = 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > _TINY else _TINY)
-    h = d
-    for m in range(1, 10_000):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > _TINY else _TINY)
-        c = 1.0 + aa / c
-        c = c if abs(c) > _TINY else _TINY
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > _TINY else _TINY)
-        c = 1.0 + aa / c
-        c = c if abs(c) > _TINY else _TINY
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < _EPS:
-            break
-    return h
-
-
-def beta_inc(a: float, b: float, x: float) -> float:
-    """The regularized incomplete beta function ``I_x(a, b)``.
-
-    >>> round(beta_inc(1.0, 1.0, 0.3), 12), round(beta_inc(2.0, 3.0, 0.4), 12)
-    (0.3, 0.5248)
-    """
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    front = math.exp(
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    )
-    if x < (a + 1.0) / (a + b + 2.0):
-        return min(1.0, front * _beta_cf(a, b, x) / a)
-    return max(0.0, 1.0 - front * _beta_cf(b, a, 1.0 - x) / b)
-
-
-def gamma_poisson_sf(observed: float, shape: float, rate_s: float, exposure: float) -> float:
-    """``P(X >= observed)`` when ``X ~ Poisson(lambda * exposure)`` and the
-    rate is uncertain, ``lambda ~ Gamma(shape, rate_s)``: the negative
-    binomial predictive of the empirical-Bayes posterior, continuous in
-    ``observed`` (``I_q(observed, shape)``, ``q = exposure / (rate_s +
-    exposure)``). Heavier-tailed than the Poisson of the same mean when the
-    baseline rests on few events; the Poisson as ``shape`` grows.
-
-    >>> # one event, Gamma(1, 1) rate, unit exposure: P(X >= 1) = 1 - 1/2
-    >>> round(gamma_poisson_sf(1, 1.0, 1.0, 1.0), 12)
-    0.5
-    """
-    if observed <= 0:
-        return 1.0
-    if shape <= 0 or exposure <= 0:
-        return 0.0
-    return beta_inc(observed, shape, exposure / (rate_s + exposure))
-
-
-def exposure_s(half_life_s: float, age_s: float) -> float:
-    """Expected decayed count per unit rate after ``age_s`` of history:
-    ``h / ln 2 * (1 - 2^(-age / h))``.
-
-    >>> round(exposure_s(86400.0, math.inf) / 86400.0, 4)
-    1.4427
-    >>> round(exposure_s(86400.0, 86400.0) / 86400.0, 4)
-    0.7213
-    """
-    full = half_life_s / LN2
-    if math.isinf(age_s):
-        return full
-    return full * -math.expm1(-LN2 * max(age_s, 0.0) / half_life_s)
-
-
-@dataclass(frozen=True, slots=True)
-class Trend:
-    """Mann-Kendall trend test of a series."""
-
-    s: int
-    z: float
-    p: float  # two-sided
-
-    @property
-    def direction(self) -> int:
-        return 0 if self.s == 0 else (1 if self.s > 0 else -1)
-
-
-def mann_kendall(values: Iterable[float]) -> Trend:
-    """Mann-Kendall S, its normal z (continuity-corrected, variance
-    corrected for ties) and the two-sided p-value.
-
-    >>> mann_kendall([1, 2, 3, 4]).s
-    6
-    >>> mann_kendall([3, 3, 3]).p
-    1.0
-    """
-    x = list(values)
-    n = len(x)
-    s = sum((x[j] > x[i]) - (x[j] < x[i]) for i in range(n) for j in range(i + 1, n))
-    ties: dict[float, int] = {}
-    for v in x:
-        ties[v] = ties.get(v, 0) + 1
-    var = (n * (n - 1) * (2 * n + 5) - sum(t * (t - 1) * (2 * t + 5) for t in ties.values())) / 18
-    if var <= 0 or s == 0:
-        return Trend(s, 0.0, 1.0)
-    z = (s - (1 if s > 0 else -1)) / math.sqrt(var)
-    return Trend(s, z, math.erfc(abs(z) / math.sqrt(2.0)))
-
-
-# patterns ----------------------------------------------------------------
-PATTERNS = ("new", "consecutive", "intensifying", "persistent", "diminishing", "sporadic")
-
-
-def pattern_of(hot: list[bool], counts: list[float], trend_p: float) -> str | None:
-    """The emerging-hot-spot pattern of daily bins (oldest first, the last
-    being today), in the spirit of ArcGIS Emerging Hot Spot Analysis:
-
-    - persistent / intensifying / diminishing: hot on at least 90% of the
-      days, today included; intensifying (diminishing) when the daily counts
-      rise (fall) by a Mann-Kendall test at ``trend_p``, else persistent;
-    - historical: at least 90% of the earlier days hot, but not today;
-    - new: hot today and on no earlier day;
-    - consecutive: hot today, on the days just before, and never before that run;
-    - sporadic: hot today, and on some earlier days with gaps between;
-    - None: not hot today and not historical.
-
-    >>> pattern_of([False, False, True], [0, 0, 3], 0.05)
-    'new'
-    >>> pattern_of([True, False, True], [2, 0, 3], 0.05)
-    'sporadic'
-    """
-    n = len(hot)
-    if n == 0:
-        return None
-    today = hot[-1]
-    if today and sum(hot) >= 0.9 * n:
-        trend = mann_kendall(counts)
-        if trend.p < trend_p:
-            return "intensifying" if trend.direction > 0 else "diminishing"
-        return "persistent"
-    if not today:
-        return "historical" if n > 1 and sum(hot[:-1]) >= 0.9 * (n - 1) else None
-    if not any(hot[:-1]):
-        return "new"
-    run = 0
-    for flag in reversed(hot):
-        if not flag:
-            break
-        run += 1
-    if not any(hot[: n - run]):
-        return "consecutive"
-    return "sporadic"
-
-
-# cells and their daily bins -----------------------------------------------
-@dataclass(slots=True)
-class CellCounts:
-    """What the detector knows of one cell: decayed counts at ``at_s``."""
-
-    at_s: float
-    short: float
-    long: float
-    last_event_s: float | None = None
-    total: int = 0  # live events (not decayed): new events show as its growth
-    categories: dict[str, float] = field(default_factory=dict)  # short-horizon counts
-
-
-@dataclass(slots=True)
-class DayBins:
-    """A cell's event counts per local day, the newest ``len(counts)`` days
-    ending at ``day`` (a proleptic ordinal), and the total last seen."""
-
-    day: int
-    seen: int
-    counts: list[int]
-
-    def shift_to(self, day: int) -> None:
-        gap = day - self.day
-        if gap <= 0:
-            return
-        n = len(self.counts)
-        self.counts = (self.counts + [0] * min(gap, n))[-n:]
-        self.day = day
-
-    def encode(self) -> str:
-        return f"{self.day} {self.seen} " + ",".join(map(str, self.counts))
-
-    @classmethod
-    def decode(cls, text: str, days: int) -> DayBins:
-        day, seen, counts = text.split(" ")
-        values = [int(v) for v in counts.split(",")] if counts else []
-        values = ([0] * days + values)[-days:]
-        return cls(int(day), int(seen), values)
-
-
-# the detector -----------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class DetectorConfig:
-    """The ``[alerts]`` settings the maths needs (durations in seconds)."""
-
-    short_s: float
-    long_s: float
-    false_alerts_per_day: float = 1.0
-    min_events: float = 2.5
-    prior_s: float = 30 * DAY_S
-    area_weight: float = 1.0
-    keep_ratio: float = 100.0
-    escalate_ratio: float = 100.0
-    clear_quiet_s: float = 12 * 3600.0
-    pattern_days: int = 14
-    pattern_p: float = 0.05
-    timezone: str = "UTC"
-    short_name: str = "day"
-    baseline_name: str = "year"
-    resolution: int = 9
-
-
-@dataclass(frozen=True, slots=True)
-class Test:
-    """A region's test: decayed count against what its baseline predicts."""
-
-    observed: float
-    expected: float
-    p: float
-    rate_per_s: float  # the shrunk baseline rate of the whole region
-    shape: float  # its gamma posterior: shape (pseudo-events) ...
-    rate_s: float  # ... and rate (exposure time, s)
-
-    def sf(self, observed: float, exposure: float) -> float:
-        """``P(X >= observed)`` over ``exposure`` seconds under this posterior."""
-        return gamma_poisson_sf(observed, self.shape, self.rate_s, exposure)
-
-
-@dataclass(slots=True)
-class Alert:
-    """An open alert (the detector's own record of it)."""
-
-    id: str
-    cells: list[str]
-    opened_at: float
-    updated_at: float
-    first_event_at: float | None
-    last_event_at: float | None
-    notified_p: float
-    peak_p: float
-    p: float = 1.0
-    observed: float = 0.0
-    expected: float = 0.0
-    pattern: str | None = None
-    top_categories: list[tuple[str, float]] = field(default_factory=list)
-    status: str = "open"
-    kind: str = "opened"
-    cleared_at: float | None = None
-    merged_into: str | None = None
-    reason: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Notice:
-    """Something to deliver: ``kind`` is opened, escalated, cleared or merged."""
-
-    kind: str
-    alert: dict[str, Any]
+__all__ = [
+    "DAY_S",
+    "LN2",
+    "PATTERNS",
+    "Alert",
+    "CellCounts",
+    "DayBins",
+    "Detector",
+    "DetectorConfig",
+    "Notice",
+    "Test",
+    "Trend",
+    "beta_inc",
+    "exposure_s",
+    "gamma_poisson_sf",
+    "mann_kendall",
+    "pattern_of",
+]
 
 
 class Detector:

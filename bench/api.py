@@ -115,12 +115,12 @@ from bench.common import ROOT, drop_namespace, read_marker, spawn, stop_child, t
 from bench.pipeline import machine
 from streamer import api as served
 from streamer import app
-from streamer.adapters.broker import free_port
 from streamer.adapters.files import load_profile, read_columns
 from streamer.adapters.publisher import Publisher, channel
 from streamer.adapters.store import EngineClock, Store, StoreOp
 from streamer.api import token_digest
 from streamer.core.events import Event
+from streamer.local.broker import free_port
 from streamer.settings import Settings, load_settings
 
 SAMPLE = ROOT / "streamer" / "data" / "philadelphia_2025.csv.gz"

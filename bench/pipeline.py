@@ -840,7 +840,8 @@ def table(result: dict[str, Any]) -> str:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    from streamer.adapters.broker import LocalBroker, ensure_topics
+    from streamer.adapters.broker import ensure_topics
+    from streamer.local.broker import LocalBroker
     from streamer.settings import load_settings
 
     max_records = load_settings().store.batch_max_events

@@ -124,7 +124,7 @@ class Fleet:
         self.workers: list[Worker] = []
 
     async def start(self, env: dict[str, str], log_path: Path, loglevel: str) -> Worker:
-        from streamer.adapters.broker import free_port
+        from streamer.local.broker import free_port
 
         port = free_port()
         with open(log_path, "ab") as log_file:
@@ -485,7 +485,8 @@ def table(result: dict[str, Any]) -> str:
 
 
 async def run(args: argparse.Namespace, fleet: Fleet) -> dict[str, Any]:
-    from streamer.adapters.broker import LocalBroker, ensure_topics
+    from streamer.adapters.broker import ensure_topics
+    from streamer.local.broker import LocalBroker
 
     t_all = time.monotonic()
     log(f"loading {args.events:,} events")

@@ -83,8 +83,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         serve(settings, args.host, args.port)
         return
     if args.command == "demo":
-        from streamer.demo import DemoOptions
-        from streamer.demo import main as demo_main
+        from streamer.local.demo import DemoOptions
+        from streamer.local.demo import main as demo_main
 
         if args.speed <= 0:
             _fail("--speed must be positive")

@@ -23,8 +23,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from streamer.adapters.broker import LocalBroker
-from streamer.adapters.redis_server import redis_answers
+from streamer.local.broker import LocalBroker
+from streamer.local.redis_server import redis_answers
 from tests import oracle
 from tests.worker_support import Workers
 

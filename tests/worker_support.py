@@ -17,8 +17,8 @@ from types import TracebackType
 import orjson
 import redis.asyncio as aioredis
 
-from streamer.adapters.broker import free_port
 from streamer.adapters.store import Store
+from streamer.local.broker import free_port
 from streamer.settings import Settings
 from tests.pipeline_support import Published
 

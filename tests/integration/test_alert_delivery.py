@@ -20,9 +20,9 @@ from aiokafka.structs import ConsumerRecord
 
 from streamer import app
 from streamer.adapters.alert_delivery import AlertDelivery, verify
-from streamer.adapters.broker import LocalBroker, free_port
 from streamer.adapters.metrics import Metrics
 from streamer.adapters.store import Store
+from streamer.local.broker import LocalBroker, free_port
 from streamer.settings import ConfigError, Settings, load_settings
 
 SECRET = "hook-secret-for-tests"

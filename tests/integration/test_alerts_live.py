@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streamer import app
-from streamer.adapters.broker import LocalBroker
+from streamer.local.broker import LocalBroker
 from tests import oracle
 from tests.pipeline_support import publish, settings_for, wait_applied
 from tests.worker_support import Workers, write_config

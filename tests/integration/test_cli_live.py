@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-from streamer.adapters.broker import LocalBroker
+from streamer.local.broker import LocalBroker
 from tests.cli_support import hotspots
 from tests.pipeline_support import dead_letters
 

@@ -10,7 +10,7 @@ import orjson
 import pytest
 import redis
 
-from streamer.demo import NamespaceNotOwned, claim_namespace, owner_key, remove_namespace
+from streamer.local.namespace import NamespaceNotOwned, claim_namespace, owner_key, remove_namespace
 from tests.cli_support import hotspots
 
 

@@ -30,10 +30,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from streamer.adapters.broker import LocalBroker, free_port
 from streamer.adapters.metrics import Metrics as WorkerMetrics
 from streamer.api import ApiMetrics
 from streamer.api import build as build_api
+from streamer.local.broker import LocalBroker, free_port
 from streamer.settings import load_settings
 from tests.cli_support import hotspots as hotspots_in_tree
 from tests.pipeline_support import settings_for

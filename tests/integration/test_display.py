@@ -26,10 +26,10 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from streamer import app
-from streamer.adapters.broker import LocalBroker
 from streamer.adapters.publisher import Publisher, channel
 from streamer.adapters.store import EngineClock
 from streamer.api import token_digest
+from streamer.local.broker import LocalBroker
 from tests import oracle
 from tests.integration.test_api import DISPLAY, alert_at, serving, write_notice
 from tests.integration.test_api import settings_for as api_settings_for

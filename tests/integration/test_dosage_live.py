@@ -16,8 +16,8 @@ import redis.asyncio as aioredis
 from kafka import KafkaProducer
 
 from streamer import app
-from streamer.adapters.broker import LocalBroker
 from streamer.adapters.patrols import Dosage
+from streamer.local.broker import LocalBroker
 from tests.pipeline_support import dead_letters, settings_for
 from tests.worker_support import Workers, write_config
 

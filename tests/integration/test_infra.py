@@ -19,8 +19,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from kafka import KafkaProducer
 
-from streamer.adapters.broker import LocalBroker, ensure_topics
-from streamer.adapters.redis_server import EmbeddedRedis, ensure_redis, redis_answers
+from streamer.adapters.broker import ensure_topics
+from streamer.local.broker import LocalBroker
+from streamer.local.redis_server import EmbeddedRedis, ensure_redis, redis_answers
 
 MESSAGES = 10_000
 PARTITIONS = 4

@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from streamer import app
-from streamer.adapters.broker import LocalBroker
+from streamer.local.broker import LocalBroker
 from tests import oracle
 from tests.pipeline_support import (
     assert_matches_oracle,

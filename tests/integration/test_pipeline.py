@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streamer import app
-from streamer.adapters.broker import LocalBroker
+from streamer.local.broker import LocalBroker
 from tests import oracle
 from tests.pipeline_support import (
     assert_matches_oracle,

@@ -26,8 +26,8 @@ import redis.asyncio as aioredis
 import websockets
 
 from streamer import app
-from streamer.adapters.broker import LocalBroker, free_port
 from streamer.adapters.publisher import Maintainer, Publisher
+from streamer.local.broker import LocalBroker, free_port
 from streamer.settings import Settings
 from tests import oracle
 from tests.integration.test_api import DISPATCH, DISPLAY, auth, serving

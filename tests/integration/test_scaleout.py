@@ -14,7 +14,7 @@ import zlib
 import redis.asyncio as aioredis
 
 from streamer import app
-from streamer.adapters.broker import LocalBroker
+from streamer.local.broker import LocalBroker
 from tests import oracle
 from tests.pipeline_support import (
     Published,

@@ -16,7 +16,7 @@ import redis
 import redis.exceptions
 
 from streamer import app
-from streamer.adapters.broker import free_port
+from streamer.local.broker import free_port
 from streamer.settings import ConfigError, Settings, load_settings
 from tests import oracle
 from tests.integration.test_store_exact import to_op

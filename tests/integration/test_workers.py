@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamer import app
-from streamer.adapters.broker import LocalBroker, free_port
+from streamer.local.broker import LocalBroker, free_port
 from streamer.settings import Settings
 from tests import oracle
 from tests.integration.test_alert_delivery import until

@@ -5,7 +5,7 @@ from __future__ import annotations
 import h3
 
 from streamer.core.dosage import Ping, VisitRules, visits_of
-from streamer.patrol_sim import PatrolSimulator
+from streamer.local.patrol_sim import PatrolSimulator
 
 CELLS = [
     h3.latlng_to_cell(39.9526, -75.1652, 10),

@@ -28,23 +28,21 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from streamer.adapters.batch_sink import STORE_DOWN, BatchSink, Records, Step, message_of
 from streamer.adapters.metrics import Metrics
 from streamer.adapters.store import Store
-from streamer.core.batching import DeadLetter, Message
+from streamer.core.batching import DeadLetter
 
 _TOP_UP_WAIT_MS = 5  # polls that add to a batch while Redis is busy
 
 log = logging.getLogger("hotspots.consumer")
-STORE_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
 @dataclass
@@ -69,78 +67,6 @@ class ConsumerOptions:
     # for a consumer whose readiness no probe asks)
     health_interval_s: float | None = 5.0
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def message_of(record: Any) -> Message:
-    """An aiokafka record as the core's :class:`Message`."""
-    return Message(
-        record.topic,
-        record.partition,
-        record.offset,
-        record.value,
-        record.timestamp,
-        record.key,
-        tuple((k, bytes(v)) for k, v in (record.headers or ())),
-    )
-
-
-Records = dict[TopicPartition, list[Any]]
-"""One poll's records (aiokafka's), by partition."""
-
-
-class Step(Protocol):
-    """One batch as its sink planned the store write."""
-
-    @property
-    def dead(self) -> Sequence[DeadLetter]:
-        """Records for the dead-letter topic, each with its reason."""
-        ...
-
-    @property
-    def sent(self) -> asyncio.Event:
-        """Set once the write's request is out: an overlapping consumer then
-        goes on preparing the next batch while the store runs this one."""
-        ...
-
-
-PartT = TypeVar("PartT")
-StepT = TypeVar("StepT", bound=Step)
-
-
-class BatchSink(Protocol[PartT, StepT]):
-    """The batch step that a :class:`BatchConsumer` drives: decode a poll's
-    records, plan one store write of a batch, write it. The consumer sends
-    the dead letters, retries the write through a store outage, commits.
-
-    ``holds_offsets``: the store write records each partition's last offset
-    in ``{NS}:offsets`` atomically with the data, so the consumer seeks past
-    it, skips records at or below it and sends no dead letter twice.
-    ``overlaps``: the next batch may be polled and prepared while this one's
-    write runs; otherwise each batch is written and committed before the
-    next poll, and :meth:`polled` hears of every poll."""
-
-    holds_offsets: bool
-    overlaps: bool
-
-    def prepare(self, records: Records) -> PartT:
-        """Decode one poll's records (no I/O: it may run while the store
-        writes the previous batch)."""
-        ...
-
-    def plan(self, parts: list[PartT]) -> StepT:
-        """The store write of one batch, from its parts in poll order."""
-        ...
-
-    async def write(self, step: StepT) -> None:
-        """One attempt at the store write, counted when it went through;
-        raises one of :data:`STORE_DOWN` while the store is down."""
-        ...
-
-    async def polled(self, *, caught_up: bool) -> None:
-        """After each poll that did not fail, its batch written (a sink that
-        does not overlap): ``caught_up`` when Kafka answers and the poll was
-        not full (no backlog)."""
-        ...
 
 
 class _SeekPastApplied(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -29,7 +29,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import orjson
@@ -38,8 +38,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from redis.exceptions import ResponseError
 
+from streamer.adapters.alert_stream import GroupReader, _backoff, _raise_if_cancelling
 from streamer.adapters.broker import ensure_topics
-from streamer.adapters.consumer import STORE_DOWN
 from streamer.adapters.metrics import Metrics
 from streamer.adapters.store import Store
 from streamer.settings import Settings
@@ -58,12 +58,8 @@ __all__ = [
 
 log = logging.getLogger("hotspots.alerts")
 
-T = TypeVar("T")
-
 KAFKA_GROUP = "kafka"
 RECLAIM_IDLE_S = 30.0  # an entry pending this long on another consumer is taken over
-READ_BLOCK_MS = 1000
-READ_COUNT = 100
 MAX_BACKOFF_S = 300.0  # webhook retry delays double up to this (docs/alerts.md)
 SIGNATURE_TOLERANCE_S = 300
 KAFKA_TIMEOUT_S = 10.0  # a produce or topic check the broker does not answer in time is retried
@@ -71,7 +67,6 @@ KAFKA_TIMEOUT_S = 10.0  # a produce or topic check the broker does not answer in
 # the stream's own total order. An existing topic keeps its partition count.
 ALERT_TOPIC_PARTITIONS = 1
 _KAFKA_RETRY_S = (0.5, 5.0)  # first delay, cap
-_REDIS_RETRY_S = (0.1, 5.0)
 _STOP_TIMEOUT_S = 5.0
 _CRASH_PAUSE_S = 1.0
 
@@ -176,172 +171,6 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
-def _raise_if_cancelling() -> None:
-    """Re-raise a cancellation that a client turned into another error (a
-    timeout racing the cancel): retrying would keep a stopped task alive."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
-def _backoff(failures: int, first_s: float, cap_s: float) -> float:
-    return float(min(first_s * 2**failures, cap_s))
-
-
-# the stream, as one consumer group sees it -----------------------------
-class _GroupReader:
-    """Reads, holds and acknowledges a group's entries; waits out Redis outages."""
-
-    def __init__(
-        self,
-        client: aioredis.Redis,
-        key: str,
-        group: str,
-        consumer: str,
-        reclaim_idle_s: float,
-    ) -> None:
-        self.client = client
-        self.key = key
-        self.group = group
-        self.consumer = consumer
-        self.reclaim_idle_s = reclaim_idle_s
-        self._cursor = "0-0"
-        self._own_pending = True
-        self._redis_ok = True
-
-    async def create_group(self) -> None:
-        """``XGROUP CREATE key group $ MKSTREAM``; an existing group is kept."""
-        try:
-            await self.client.xgroup_create(self.key, self.group, id="$", mkstream=True)
-            log.info("alert_group_created key=%s group=%s", self.key, self.group)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-
-    def rewind(self) -> None:
-        """Serve this consumer's own pending entries first again (when its
-        task starts over, the entries it had in hand are still pending)."""
-        self._own_pending = True
-
-    async def batch(self) -> list[tuple[str, dict[bytes, bytes]]]:
-        """The next entries to deliver, oldest first: this consumer's own
-        pending ones (once, after a restart), then entries idle for long on
-        other consumers, then new ones (waiting up to a second for them)."""
-        if self._own_pending:
-            own = await self._xreadgroup("0", block_ms=None)
-            if own:
-                return own
-            self._own_pending = False
-        reclaimed = await self._reclaim()
-        if reclaimed:
-            return reclaimed
-        return await self._xreadgroup(">", block_ms=READ_BLOCK_MS)
-
-    async def _reclaim(self) -> list[tuple[str, dict[bytes, bytes]]]:
-        response: Any = await self._redis(
-            lambda: self.client.xautoclaim(
-                self.key,
-                self.group,
-                self.consumer,
-                min_idle_time=int(self.reclaim_idle_s * 1000),
-                start_id=self._cursor,
-                count=READ_COUNT,
-            ),
-            "xautoclaim",
-        )
-        self._cursor = _text(response[0])
-        # entries trimmed from the stream come back as (None, None) on Redis < 7
-        entries = [(_text(i), f) for i, f in response[1] if i is not None and f is not None]
-        if entries:
-            log.warning(
-                "alert_entries_reclaimed group=%s count=%d first=%s",
-                self.group,
-                len(entries),
-                entries[0][0],
-            )
-        return entries
-
-    async def _xreadgroup(
-        self, start: str, block_ms: int | None
-    ) -> list[tuple[str, dict[bytes, bytes]]]:
-        try:
-            response: Any = await self._redis(
-                lambda: self.client.xreadgroup(
-                    self.group,
-                    self.consumer,
-                    {self.key: start},
-                    count=READ_COUNT,
-                    block=block_ms,
-                ),
-                "xreadgroup",
-            )
-        except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            # the stream key was deleted (and with it the group): start over
-            log.warning("alert_group_missing key=%s group=%s: re-creating", self.key, self.group)
-            await self._redis(self.create_group, "xgroup_create")
-            return []
-        entries: list[tuple[str, dict[bytes, bytes]]] = [
-            (_text(i), f) for _key, found in response or [] for i, f in found
-        ]
-        # an own pending entry trimmed from the stream since comes back empty
-        await self.ack([i for i, f in entries if not f])
-        return [(i, f) for i, f in entries if f]
-
-    async def ack(self, stream_ids: Sequence[str]) -> None:
-        """XACK, retried until Redis answers."""
-        if stream_ids:
-            await self._redis(lambda: self.client.xack(self.key, self.group, *stream_ids), "xack")
-
-    async def hold(self, stream_ids: Sequence[str]) -> None:
-        """Reset the idle time of entries this consumer still works on, so no
-        other consumer reclaims them. Best effort: a failure is only logged."""
-        if not stream_ids:
-            return
-        try:
-            await self.client.xclaim(
-                self.key, self.group, self.consumer, 0, list(stream_ids), justid=True
-            )
-        except STORE_DOWN as exc:
-            log.warning("alert_hold_failed group=%s error=%s", self.group, exc)
-
-    async def pause(self, delay_s: float, held: Sequence[str]) -> None:
-        """Sleep ``delay_s``, keeping ``held`` entries fresh meanwhile."""
-        deadline = time.monotonic() + delay_s
-        while (left := deadline - time.monotonic()) > 0:
-            await asyncio.sleep(min(left, self.reclaim_idle_s / 3))
-            await self.hold(held)
-
-    async def _redis(self, call: Callable[[], Awaitable[T]], what: str) -> T:
-        failures = 0
-        while True:
-            try:
-                result = await call()
-            except STORE_DOWN as exc:
-                _raise_if_cancelling()
-                if self._redis_ok:
-                    log.warning(
-                        "alert_redis_unavailable group=%s op=%s error=%s: waiting, "
-                        "nothing is dropped",
-                        self.group,
-                        what,
-                        exc,
-                    )
-                self._redis_ok = False
-                await asyncio.sleep(_backoff(failures, *_REDIS_RETRY_S))
-                failures += 1
-                continue
-            if not self._redis_ok:
-                log.info("alert_redis_recovered group=%s after_failures=%d", self.group, failures)
-                self._redis_ok = True
-            return result
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 # delivery ---------------------------------------------------------------
 class AlertDelivery:
     """Forwards alert notices to Kafka and to each webhook, each in its own task."""
@@ -429,8 +258,8 @@ class AlertDelivery:
         if tasks:
             log.info("alert_delivery_stopped consumer=%s", self.consumer)
 
-    def _reader(self, group: str) -> _GroupReader:
-        return _GroupReader(self.client, self.stream_key, group, self.consumer, self.reclaim_idle_s)
+    def _reader(self, group: str) -> GroupReader:
+        return GroupReader(self.client, self.stream_key, group, self.consumer, self.reclaim_idle_s)
 
     def _spawn(self, target: str, loop: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
         async def supervised() -> None:
@@ -462,7 +291,7 @@ class AlertDelivery:
         self._count(target, "given_up")
 
     # kafka ----------------------------------------------------------------
-    async def _kafka_loop(self, reader: _GroupReader) -> None:
+    async def _kafka_loop(self, reader: GroupReader) -> None:
         reader.rewind()
         while True:
             # connected before reading: while the broker is down, new entries
@@ -477,7 +306,7 @@ class AlertDelivery:
                     await self._produce(notice, reader)
                 await reader.ack([stream_id])
 
-    async def _connect_kafka(self, reader: _GroupReader, held: Sequence[str]) -> Any:
+    async def _connect_kafka(self, reader: GroupReader, held: Sequence[str]) -> Any:
         """The producer, after making sure the topic exists; retried with
         backoff while the broker is unreachable (``held`` entries kept fresh)."""
         failures = 0
@@ -521,7 +350,7 @@ class AlertDelivery:
                 log.info("alert_kafka_recovered after_failures=%d", failures)
         return self._producer
 
-    async def _produce(self, notice: Notice, reader: _GroupReader) -> None:
+    async def _produce(self, notice: Notice, reader: GroupReader) -> None:
         """Send until the broker acknowledges; nothing is ever dropped."""
         failures = 0
         held = [notice.stream_id]
@@ -576,7 +405,7 @@ class AlertDelivery:
             log.warning("alert_kafka_close_failed error=%r", exc)
 
     # webhooks -------------------------------------------------------------
-    async def _webhook_loop(self, hook: Webhook, reader: _GroupReader) -> None:
+    async def _webhook_loop(self, hook: Webhook, reader: GroupReader) -> None:
         reader.rewind()
         while True:
             for stream_id, fields in await reader.batch():
@@ -589,7 +418,7 @@ class AlertDelivery:
                         await self._post_until_done(hook, notice, reader)
                 await reader.ack([stream_id])
 
-    async def _post_until_done(self, hook: Webhook, notice: Notice, reader: _GroupReader) -> None:
+    async def _post_until_done(self, hook: Webhook, notice: Notice, reader: GroupReader) -> None:
         delay = hook.backoff_s
         for attempt in range(1, hook.max_attempts + 1):
             failure = await self._post(hook, notice)

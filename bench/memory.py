@@ -17,7 +17,7 @@ is shared: a rough figure).
 
 How a chunk goes in, and why: the events older than the ledger retention
 at the chunk's end go by the backfill's bulk path (per-cell sums merged, as
-``streamer/backfill.py`` does), the rest (its last 7 days) through
+``streamer/services/backfill.py`` does), the rest (its last 7 days) through
 ``Store.apply``, the live path, which writes the ledger; batches of
 ``store.batch_max_events``, each applied with ``now_s`` = its newest event
 (the ledger day). Merged and applied events add the same exact terms, so
@@ -62,10 +62,10 @@ from bench.common import drop_namespace, write_result
 from streamer import app
 from streamer.adapters.files import concat_columns, load_profile, read_columns, standing
 from streamer.adapters.store import ApplyResult, Store, StoreOp
-from streamer.backfill import pair_codes
 from streamer.core.aggregate import Batch, encode_cells, hours_of_week
 from streamer.core.cells import cells_of_many
 from streamer.core.scoring import Contribution, clean_label
+from streamer.services.backfill import pair_codes
 from streamer.settings import Settings, load_settings
 
 KINDS = ("rank", "cell", "how", "ledger", "other")
@@ -166,7 +166,7 @@ def chunks(t_s: npt.NDArray[np.float64], chunk: str) -> list[tuple[int, int, flo
 
 async def merge(store: Store, settled: Batch) -> None:
     """Settled events into the store by the backfill's bulk path
-    (``streamer/backfill.py``): per-cell sums, one resolution at a time."""
+    (``streamer/services/backfill.py``): per-cell sums, one resolution at a time."""
     if len(settled) == 0:
         return
     newest, oldest = float(settled.t_s.max()), float(settled.t_s.min())

@@ -12,7 +12,7 @@ when N is larger), published once before anything is timed:
 1. **raw ceiling**: a plain aiokafka ``getmany`` loop reading the N events
    (no group, same fetch settings and ``max_records`` as the engine), no
    processing; msgs/s from the first batch to the last.
-2. **engine**: one ``BatchConsumer`` built by ``streamer.worker.build()``
+2. **engine**: one ``BatchConsumer`` built by ``streamer.services.worker.build()``
    (default settings, fresh group and namespace) reading the same topic from
    the beginning until the store holds all N, or ``--max-seconds`` (40)
    after its first batch if it is slower than that (so the whole run stays
@@ -245,7 +245,7 @@ async def measure_engine(
 ) -> dict[str, Any]:
     """One BatchConsumer, as the worker builds it, until the store holds N
     (or ``max_seconds`` after the first batch, to bound a slow engine)."""
-    from streamer.worker import build
+    from streamer.services.worker import build
 
     namespace = f"bench-pipe-engine-{run}"
     settings = engine_settings(namespace, bootstrap, namespace, TOPICS, redis_url)
@@ -455,7 +455,7 @@ async def _engine_child(cfg: dict[str, Any]) -> None:
     one event loop, until SIGTERM."""
     from streamer.adapters.publisher import Publisher
     from streamer.adapters.store import EngineClock
-    from streamer.worker import build
+    from streamer.services.worker import build
 
     settings = engine_settings(
         cfg["namespace"], cfg["bootstrap"], cfg["namespace"], cfg["topics"], cfg["redis_url"]

@@ -17,14 +17,14 @@ from streamer.adapters.alert_delivery import AlertDelivery, Webhook
 from streamer.adapters.files import SourceProfile
 from streamer.adapters.metrics import Metrics
 from streamer.adapters.store import Store
-from streamer.backfill import BackfillReport, Progress
-from streamer.backfill import backfill as run_backfill
 from streamer.core import fastpath
 from streamer.core.area import Area
 from streamer.core.events import EventRules
 from streamer.core.fastpath import FastParser
 from streamer.core.scoring import Scorer
 from streamer.core.weights import CategoryWeight, WeightTable
+from streamer.services.backfill import BackfillReport, Progress
+from streamer.services.backfill import backfill as run_backfill
 from streamer.settings import ConfigError, Settings
 
 
@@ -291,7 +291,7 @@ async def backfill(
     force: bool = False,
     progress: Progress | None = None,
 ) -> BackfillReport:
-    """:func:`streamer.backfill.backfill` with the settings' rules, scorer,
+    """:func:`streamer.services.backfill.backfill` with the settings' rules, scorer,
     ledger window and batch size."""
     parts = core(settings)
     return await run_backfill(

@@ -132,7 +132,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return await _backfill(args, settings, store)
         if args.command == "top":
             if args.live:
-                from streamer.live import run_top_live
+                from streamer.services.live import run_top_live
 
                 return await run_top_live(
                     settings,
@@ -341,16 +341,16 @@ async def _backfill(args: argparse.Namespace, settings: Settings, store: Any) ->
 
 
 async def _dosage_report(args: argparse.Namespace, settings: Settings, store: Any) -> int:
-    from streamer.dosage_report import ReportOptions
-    from streamer.dosage_report import main as report_main
+    from streamer.analysis.dosage_report import ReportOptions
+    from streamer.analysis.dosage_report import main as report_main
 
     options = ReportOptions(start=args.start, end=args.end, out_dir=args.out, as_json=args.json)
     return await report_main(options, settings, store)
 
 
 def _evaluate(args: argparse.Namespace, settings: Settings) -> NoReturn:
-    from streamer.evaluate import EvaluateOptions
-    from streamer.evaluate import main as evaluate_main
+    from streamer.analysis.evaluate import EvaluateOptions
+    from streamer.analysis.evaluate import main as evaluate_main
 
     options = EvaluateOptions(
         path=args.path,
@@ -374,8 +374,8 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> NoReturn:
 
 
 def _evaluate_alerts(args: argparse.Namespace, settings: Settings) -> NoReturn:
-    from streamer.evaluate_alerts import EvaluateOptions
-    from streamer.evaluate_alerts import main as evaluate_main
+    from streamer.analysis.evaluate_alerts import EvaluateOptions
+    from streamer.analysis.evaluate_alerts import main as evaluate_main
 
     options = EvaluateOptions(
         path=args.path,
@@ -401,8 +401,8 @@ def _evaluate_alerts(args: argparse.Namespace, settings: Settings) -> NoReturn:
 
 
 def _assess(args: argparse.Namespace, settings: Settings) -> NoReturn:
-    from streamer.assess import AssessOptions, main_assess
-    from streamer.feedback_check import FeedbackOptions, main_feedback
+    from streamer.analysis.assess import AssessOptions, main_assess
+    from streamer.analysis.feedback_check import FeedbackOptions, main_feedback
 
     try:
         if args.command == "assess":
@@ -445,7 +445,7 @@ def _assess(args: argparse.Namespace, settings: Settings) -> NoReturn:
 def _run_worker(args: argparse.Namespace, settings: Settings) -> None:
     from faust.worker import Worker
 
-    from streamer.worker import build
+    from streamer.services.worker import build
 
     logging.basicConfig(level=args.loglevel.upper(), format=LOG_FORMAT)
     app.ensure_topics(settings)
@@ -480,7 +480,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from rich.progress import Progress as RichProgress
 
     from streamer.adapters.files import iter_records, load_profile
-    from streamer.replay import replay
+    from streamer.services.replay import replay
 
     try:
         profile = load_profile(args.profile) if args.profile else None

@@ -147,7 +147,7 @@ class WorkerSettings(_Section):
     lease_ttl: DurationS = 15.0
     partitions: int = Field(default=4, ge=1, le=1024)
     # faust's data directory; "" gives each worker its own, named by the
-    # consumer group and the worker's id (streamer.worker.state_dir)
+    # consumer group and the worker's id (streamer.services.worker.state_dir)
     state_dir: str = ""
 
 

@@ -10,7 +10,7 @@
 4. backfill the bundled Philadelphia sample up to 2025-12-01 (local time);
 5. start a worker (``hotspots run``, a subprocess) and replay December
    through Kafka at ``--speed`` times real time, while the live view
-   (:mod:`streamer.live`) shows the rankings move.
+   (:mod:`streamer.services.live`) shows the rankings move.
 
 Ctrl-C, SIGTERM or ``--duration`` stop everything the demo started (replay,
 worker, broker, embedded Valkey) and remove its temporary files. The
@@ -359,7 +359,7 @@ class Demo:
         return f"{what}: {state.sent} events sent to Kafka{when}{worker}"
 
     async def _show(self, settings: Settings) -> int:
-        from streamer.live import LiveView
+        from streamer.services.live import LiveView
 
         store = app.store(settings)
         view = LiveView(

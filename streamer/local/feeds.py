@@ -78,7 +78,7 @@ def start_replay(
     """A thread replaying ``path`` to the event topics at ``speed`` times
     real time until it ends or ``stop`` is set; it reports into ``state``."""
     from streamer.adapters.files import iter_records, load_profile
-    from streamer.replay import replay
+    from streamer.services.replay import replay
 
     k = settings.kafka
     profile = load_profile(profile_name)

@@ -12,8 +12,8 @@ import redis.asyncio as aioredis
 
 from streamer import app
 from streamer.adapters.publisher import Publisher
+from streamer.analysis.evaluate import engine_config
 from streamer.core.accuracy import Blend
-from streamer.evaluate import engine_config
 from streamer.settings import ConfigError, Settings, load_settings
 from tests import oracle
 from tests.integration.test_api import DISPLAY, auth, filled, serving

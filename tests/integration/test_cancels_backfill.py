@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from streamer import app
 from streamer.adapters.files import load_profile
 from streamer.adapters.store import Store
-from streamer.backfill import BackfillReport, backfill
+from streamer.services.backfill import BackfillReport, backfill
 from streamer.settings import load_settings
 from tests import oracle
 from tests.cli_support import hotspots

@@ -14,8 +14,8 @@ from kafka import KafkaProducer
 
 from streamer import app
 from streamer.adapters.files import load_profile
-from streamer.backfill import backfill
 from streamer.local.broker import LocalBroker
+from streamer.services.backfill import backfill
 from tests import oracle
 from tests.integration.test_cancels_backfill import WINDOW_S, bare, counted, subset, with_fields
 from tests.pipeline_support import (

@@ -17,8 +17,8 @@ import redis.asyncio as aioredis
 
 from streamer import app
 from streamer.adapters.store import Store, StoreOp
-from streamer.backfill import backfill
 from streamer.cli import window_hours
+from streamer.services.backfill import backfill
 from streamer.settings import load_settings
 from tests import oracle
 from tests.integration.test_store_exact import make_scorer, make_store, to_op

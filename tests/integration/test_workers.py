@@ -341,7 +341,7 @@ async def test_each_worker_has_a_state_dir_of_its_own(
     """Two workers of one group on one host never share faust's data
     directory by default; another group's worker has another; a set
     ``worker.state_dir`` is used as given."""
-    from streamer.worker import build
+    from streamer.services.worker import build
 
     async def datadir(settings: Settings, worker_id: str | None = None) -> Path:
         fapp, consumer, _ = build(settings, worker_id=worker_id)

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from streamer.assess import parse_span, read_cells
+from streamer.analysis.assess import parse_span, read_cells
 from streamer.core.assessment import (
     AreaCounts,
     Period,

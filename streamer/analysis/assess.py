@@ -1,6 +1,6 @@
 """``hotspots assess``: after an operation, did crime fall in the targeted
 cells and did it move next door (the maths is :mod:`streamer.core.assessment`;
-``hotspots feedback-check`` is :mod:`streamer.feedback_check`).
+``hotspots feedback-check`` is :mod:`streamer.analysis.feedback_check`).
 
 The file is read as ``backfill`` reads it (source profile, validation, the
 last row of an id wins, cancels remove) and weighed with the settings' harm
@@ -31,6 +31,7 @@ from streamer.adapters.files import (
     read_columns,
     standing_rows,
 )
+from streamer.analysis.evaluate_alerts import parse_moment
 from streamer.core.assessment import (
     Assessment,
     Effects,
@@ -43,7 +44,6 @@ from streamer.core.assessment import (
 from streamer.core.cells import U64, cell_boundary, cell_from_hex, cell_hex, cells_of_many
 from streamer.core.cells import resolution_of as cell_resolution
 from streamer.core.weights import WeightTable
-from streamer.evaluate_alerts import parse_moment
 from streamer.settings import Settings
 from streamer.usage import UsageError
 

@@ -20,11 +20,17 @@ import orjson
 from rich.table import Table
 
 from streamer import app
-from streamer.assess import Objects, load_events, report_console, source_profile, weights_of
+from streamer.analysis.assess import (
+    Objects,
+    load_events,
+    report_console,
+    source_profile,
+    weights_of,
+)
+from streamer.analysis.evaluate_alerts import parse_moment
 from streamer.core.assessment import FeedbackCheck, Period, feedback_check
 from streamer.core.cells import cell_hex, cells_of_many
 from streamer.core.weights import WeightTable
-from streamer.evaluate_alerts import parse_moment
 from streamer.settings import Settings
 from streamer.usage import UsageError
 

@@ -32,6 +32,8 @@ from streamer.adapters.files import (
     row_weights,
     standing_rows,
 )
+from streamer.analysis.evaluate_alerts import read_file_columns
+from streamer.analysis.evaluate_output import pct, summary_of, table_of, write_csv, write_png
 from streamer.core.accuracy import (
     COVERAGES,
     DAY_S,
@@ -50,8 +52,6 @@ from streamer.core.accuracy import (
 )
 from streamer.core.area import Boundary
 from streamer.core.cells import U64, cells_in_box, cells_of_many, centers_of_many
-from streamer.evaluate_alerts import read_file_columns
-from streamer.evaluate_output import pct, summary_of, table_of, write_csv, write_png
 from streamer.settings import DATA_DIR, Settings
 from streamer.usage import UsageError
 

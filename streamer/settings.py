@@ -232,7 +232,7 @@ class DosageSettings(_Section):
     max_speed: float = Field(default=2.5, gt=0)  # m/s; faster is driving, not patrolling
     patrol_statuses: list[str] = Field(default_factory=lambda: ["patrol"])
     debounce: DurationS = 60.0  # GPS jitter: a new cell counts after this long in it
-    koper_min: DurationS = 600.0  # a Koper-compliant visit lasts at least this
+    koper_visit: DurationS = 600.0  # a Koper-compliant visit lasts at least this
     retention: DurationS = 3 * 86400.0  # pings kept per unit
     plan_horizon: str = ""  # "": "week" if configured, else the longest horizon
     plan_top_n: int = Field(default=20, ge=1, le=1000)
@@ -329,11 +329,17 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+# keys renamed since a release: a config using the old name is told the new one
+RENAMED = {"dosage.koper_min": "dosage.koper_visit"}
+
+
 def _explain(exc: ValidationError, source: str) -> ConfigError:
     lines = []
     for error in exc.errors():
         key = ".".join(str(p) for p in error["loc"])
-        if error["type"] == "extra_forbidden":
+        if error["type"] == "extra_forbidden" and key in RENAMED:
+            lines.append(f"{source}: key '{key}' is now '{RENAMED[key]}': rename it")
+        elif error["type"] == "extra_forbidden":
             lines.append(f"{source}: unknown key '{key}': remove it or check its spelling")
         else:
             lines.append(f"{source}: key '{key}': {error['msg']} (got {error.get('input')!r})")

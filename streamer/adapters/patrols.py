@@ -61,7 +61,7 @@ def visit_rules(settings: Settings) -> core.VisitRules:
         max_speed_mps=d.max_speed,
         patrol_statuses=frozenset([*d.patrol_statuses, None]),
         debounce_s=d.debounce,
-        koper_min_s=d.koper_min,
+        koper_visit_s=d.koper_visit,
     )
 
 
@@ -404,7 +404,7 @@ class Dosage:
         cells = [e["cell"] for e in planned]
         previous = (date.fromisoformat(day) - timedelta(days=1)).isoformat()
         visits = await self.visits_on(day) + await self.visits_on(previous)
-        doses = core.dose_by_day(visits, set(cells), self.tz, koper_min_s=self.rules.koper_min_s)
+        doses = core.dose_by_day(visits, set(cells), self.tz, koper_visit_s=self.rules.koper_visit_s)
         starting = core.visits_by_day(visits, self.tz)
         peaks = await self.peak_hours(cells, day, now_s)
         lasts = await self._last_visits(cells)

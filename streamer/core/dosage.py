@@ -55,7 +55,7 @@ from streamer.core.pings import PING_REASONS, Ping, parse_ping
 __all__ = [
     "DAY_S",
     "EARTH_RADIUS_M",
-    "KOPER_MIN_S",
+    "KOPER_VISIT_S",
     "LATE_REASON",
     "NEVER_VISITED_REASON",
     "PING_REASONS",
@@ -81,7 +81,7 @@ __all__ = [
 DAY_S = 86400.0
 EARTH_RADIUS_M = 6371008.8
 """Mean Earth radius (IUGG), for distances between consecutive pings."""
-KOPER_MIN_S = 600.0
+KOPER_VISIT_S = 600.0
 """Shortest Koper-compliant visit: 10 minutes."""
 
 LATE_REASON = "unvisited today late in its window"
@@ -107,7 +107,7 @@ class VisitRules:
     ``None`` in the set (the default) means a ping without a status counts as
     patrol, which suits AVL feeds that send no status. ``debounce_s``: how
     long a unit must stay in a new cell (consecutive pings, first to last)
-    before the move counts. ``koper_min_s``: the shortest Koper-compliant
+    before the move counts. ``koper_visit_s``: the shortest Koper-compliant
     visit (pass it on to :func:`dose_by_day`).
     """
 
@@ -119,12 +119,12 @@ class VisitRules:
         default_factory=lambda: frozenset({"patrol", None})
     )
     debounce_s: float = 60.0
-    koper_min_s: float = KOPER_MIN_S
+    koper_visit_s: float = KOPER_VISIT_S
 
     def __post_init__(self) -> None:
         if not 0 <= self.resolution <= 15:
             raise ValueError(f"resolution must be 0-15, got {self.resolution}")
-        for name in ("max_gap_s", "min_visit_s", "max_speed_mps", "debounce_s", "koper_min_s"):
+        for name in ("max_gap_s", "min_visit_s", "max_speed_mps", "debounce_s", "koper_visit_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0.0):
                 raise ValueError(f"{name} must be finite and >= 0, got {value}")
@@ -351,12 +351,12 @@ def dose_by_day(
     cells: Collection[str],
     tz: tzinfo,
     *,
-    koper_min_s: float = KOPER_MIN_S,
+    koper_visit_s: float = KOPER_VISIT_S,
 ) -> dict[tuple[str, str], DayDose]:
     """Doses per ``(cell, day)`` for the cells in ``cells`` (days local to ``tz``).
 
     Pass-bys are ignored. A visit counts (and is Koper-compliant when it lasts
-    at least ``koper_min_s``) on the day it starts; its seconds go to each
+    at least ``koper_visit_s``) on the day it starts; its seconds go to each
     day by time. Only days with some time appear. The result does not depend
     on the order of ``visits``.
     """
@@ -378,7 +378,7 @@ def dose_by_day(
         start_key = (visit.cell, _local_day(visit.start_s, tz))
         count = counts.setdefault(start_key, [0, 0])
         count[0] += 1
-        count[1] += int(visit.seconds >= koper_min_s)
+        count[1] += int(visit.seconds >= koper_visit_s)
     out: dict[tuple[str, str], DayDose] = {}
     for key in sorted(seconds.keys() | counts.keys()):
         n_visits, n_koper = counts.get(key, (0, 0))

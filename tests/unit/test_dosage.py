@@ -409,7 +409,7 @@ def test_debounce_rules() -> None:
 def test_visit_rules_defaults_and_validation() -> None:
     assert RULES.patrol_statuses == frozenset({"patrol", None})
     assert (RULES.max_gap_s, RULES.min_visit_s, RULES.max_speed_mps) == (300.0, 120.0, 2.5)
-    assert (RULES.debounce_s, RULES.koper_min_s) == (60.0, 600.0)
+    assert (RULES.debounce_s, RULES.koper_visit_s) == (60.0, 600.0)
     bad: dict[str, Any]
     for bad in (
         {"resolution": 16},
@@ -457,7 +457,7 @@ def test_a_visit_across_midnight_is_split_between_the_days_by_time() -> None:
             {"car-1": 600.0, "car-2": 300.0},
         ),
     }
-    assert dose_by_day([short], {A}, NY, koper_min_s=300.0)[(A, "2025-06-16")].koper_visits == 1
+    assert dose_by_day([short], {A}, NY, koper_visit_s=300.0)[(A, "2025-06-16")].koper_visits == 1
 
 
 def test_days_are_local_days_even_across_a_clock_change() -> None:

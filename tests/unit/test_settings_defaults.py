@@ -5,10 +5,11 @@ engine does."""
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
 
 import pytest
 
-from streamer.settings import CONFIG_DIR, Settings, load_settings
+from streamer.settings import CONFIG_DIR, ConfigError, Settings, load_settings
 
 RAW = tomllib.loads((CONFIG_DIR / "default.toml").read_text())
 KEYS = [
@@ -34,3 +35,15 @@ def test_a_default_in_the_file_is_the_models_default(section: str, key: str) -> 
 
 def test_the_file_has_keys_to_compare() -> None:
     assert ("store", "ledger_retention") in KEYS and len(KEYS) > 50
+
+
+def test_a_renamed_key_names_its_new_name(tmp_path: Path) -> None:
+    config = tmp_path / "old.toml"
+    config.write_text('[dosage]\nkoper_min = "12m"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(config, environ={})
+    message = str(info.value)
+    assert "'dosage.koper_min' is now 'dosage.koper_visit'" in message
+    assert str(config) in message
+    config.write_text('[dosage]\nkoper_visit = "12m"\n')
+    assert load_settings(config, environ={}).dosage.koper_visit == 720.0

@@ -22,7 +22,7 @@ import orjson
 from streamer.adapters.alert_delivery import ensure_groups
 from streamer.adapters.metrics import Metrics
 from streamer.adapters.store import CellDetails, Store, publish_each
-from streamer.core.emerging import CellCounts, DayBins, Detector, DetectorConfig, Notice
+from streamer.core.emerging import AlertChange, CellCounts, DayBins, Detector, DetectorConfig
 from streamer.core.weights import WeightTable
 from streamer.settings import Settings
 
@@ -76,7 +76,7 @@ def counts_of(details: CellDetails, weights: WeightTable, short: str, long: str)
 
 async def write_notices(
     store: Store,
-    notices: Sequence[Notice],
+    notices: Sequence[AlertChange],
     stream_max: int,
     also: Callable[[Any], None] | None = None,
 ) -> None:
@@ -138,7 +138,7 @@ class Alerter:
     def _key(self, *parts: str) -> str:
         return self.store.key("alerts", *parts)
 
-    async def tick(self) -> list[Notice]:
+    async def tick(self) -> list[AlertChange]:
         """One detection round; returns the notices written."""
         store, client = self.store, self.store.client
         at_s = self.now()
@@ -237,7 +237,7 @@ class Alerter:
             out[cell] = counts
         return out
 
-    async def _write(self, notices: list[Notice], touched: list[str], at_s: float) -> None:
+    async def _write(self, notices: list[AlertChange], touched: list[str], at_s: float) -> None:
         detector = self.detector
         assert detector is not None
         token = f"{time.time():.6f}-{id(self):x}"

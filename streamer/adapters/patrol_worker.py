@@ -30,7 +30,7 @@ from streamer.adapters.patrols import Dosage, iso
 from streamer.core.batching import DeadLetter
 from streamer.core.cells import center_hex
 from streamer.core.dosage import Ping, parse_ping
-from streamer.core.emerging import Notice
+from streamer.core.emerging import AlertChange
 from streamer.core.events import EventRules, InvalidEvent
 from streamer.settings import Settings
 
@@ -112,7 +112,7 @@ class DosageTicker:
         self.now = now
         self._groups = False
 
-    async def tick(self) -> list[Notice]:
+    async def tick(self) -> list[AlertChange]:
         d = self.dosage
         client = d.store.client
         if not self._groups:
@@ -125,7 +125,7 @@ class DosageTicker:
         warn = dict(d.overdue(summary, now_s))
         raw = await client.hgetall(d.key("dosage", "alerts"))
         open_ids = {_text(c): _text(a) for c, a in raw.items()}
-        notices: list[Notice] = []
+        notices: list[AlertChange] = []
         if not summary["observation"]["observed"]:
             # what was not observed cannot be judged: no alert opens or clears
             warn = {c: "" for c in open_ids}
@@ -134,12 +134,12 @@ class DosageTicker:
                 continue
             alert = self._alert(cell, reason, day, now_s, "open")
             open_ids[cell] = alert["id"]
-            notices.append(Notice("opened", alert))
+            notices.append(AlertChange("opened", alert))
         for cell, alert_id in list(open_ids.items()):
             if cell in warn:
                 continue
             alert = self._alert(cell, "visited", day, now_s, "cleared", alert_id)
-            notices.append(Notice("cleared", alert))
+            notices.append(AlertChange("cleared", alert))
             del open_ids[cell]
         summary_json = orjson.dumps(summary)
 

@@ -43,10 +43,10 @@ from streamer.core.cells import center_hex, neighbours_hex
 from streamer.core.emerging_model import (
     DAY_S,
     Alert,
+    AlertChange,
     CellCounts,
     DayBins,
     DetectorConfig,
-    Notice,
     Test,
 )
 from streamer.core.emerging_stats import (
@@ -65,11 +65,11 @@ __all__ = [
     "LN2",
     "PATTERNS",
     "Alert",
+    "AlertChange",
     "CellCounts",
     "DayBins",
     "Detector",
     "DetectorConfig",
-    "Notice",
     "Test",
     "Trend",
     "beta_inc",
@@ -221,7 +221,7 @@ class Detector:
         return Test(s_r, rate * t_s, gamma_poisson_sf(s_r, shape, rate_s, t_s), rate, shape, rate_s)
 
     # one tick ------------------------------------------------------------
-    def step(self, at_s: float) -> list[Notice]:
+    def step(self, at_s: float) -> list[AlertChange]:
         """Test the disks around cells with new events (and those of open
         alerts), then open, grow, merge, escalate or clear alerts."""
         cfg = self.config
@@ -240,7 +240,7 @@ class Detector:
             if (c in triggered and t.p <= p_open and t.observed >= cfg.min_events)
             or (c in held and t.p <= p_keep)
         }
-        notices: list[Notice] = []
+        notices: list[AlertChange] = []
         groups = _components(active, list(self.alerts.values()))
         survivors: set[str] = set()
         self.quiet_cleared = {
@@ -253,7 +253,7 @@ class Detector:
                 alert = self._open(cells, at_s)
                 self._refresh(alert, tests, at_s)
                 alert.notified_p = alert.p
-                notices.append(Notice("opened", self.as_dict(alert)))
+                notices.append(AlertChange("opened", self.as_dict(alert)))
                 survivors.add(alert.id)
                 continue
             alerts.sort(key=lambda a: (a.opened_at, a.id))
@@ -263,14 +263,14 @@ class Detector:
                 other.status, other.kind = "merged", "merged"
                 other.merged_into, other.cleared_at = alert.id, at_s
                 other.reason = f"merged into {alert.id}"
-                notices.append(Notice("merged", self.as_dict(other)))
+                notices.append(AlertChange("merged", self.as_dict(other)))
                 del self.alerts[other.id]
             self._refresh(alert, tests, at_s)
             survivors.add(alert.id)
             if alert.p <= alert.notified_p / cfg.escalate_ratio:
                 alert.notified_p = alert.p
                 alert.kind = "escalated"
-                notices.append(Notice("escalated", self.as_dict(alert)))
+                notices.append(AlertChange("escalated", self.as_dict(alert)))
         for alert in list(self.alerts.values()):
             quiet = (
                 alert.last_event_at is not None and at_s - alert.last_event_at >= cfg.clear_quiet_s
@@ -284,7 +284,7 @@ class Detector:
                 if quiet
                 else "back within its baseline"
             )
-            notices.append(Notice("cleared", self.as_dict(alert)))
+            notices.append(AlertChange("cleared", self.as_dict(alert)))
             del self.alerts[alert.id]
             if quiet:
                 for cell in alert.cells:

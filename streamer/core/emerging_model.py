@@ -116,8 +116,8 @@ class Alert:
 
 
 @dataclass(frozen=True, slots=True)
-class Notice:
-    """Something to deliver: ``kind`` is opened, escalated, cleared or merged."""
+class AlertChange:
+    """A change of an alert to deliver: ``kind`` is opened, escalated, cleared or merged."""
 
     kind: str
     alert: dict[str, Any]

@@ -404,7 +404,9 @@ class Dosage:
         cells = [e["cell"] for e in planned]
         previous = (date.fromisoformat(day) - timedelta(days=1)).isoformat()
         visits = await self.visits_on(day) + await self.visits_on(previous)
-        doses = core.dose_by_day(visits, set(cells), self.tz, koper_visit_s=self.rules.koper_visit_s)
+        doses = core.dose_by_day(
+            visits, set(cells), self.tz, koper_visit_s=self.rules.koper_visit_s
+        )
         starting = core.visits_by_day(visits, self.tz)
         peaks = await self.peak_hours(cells, day, now_s)
         lasts = await self._last_visits(cells)

@@ -30,7 +30,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from redis.utils import HIREDIS_AVAILABLE
 
-from streamer import app as wiring
+from streamer import app as composition
 from streamer import openapi
 from streamer.adapters.patrols import NOTE_MAX_CHARS
 from streamer.adapters.store import EngineClock, Store
@@ -73,7 +73,9 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
     worst of the latency tail."""
     own_client = client is None
     # push clients and requests share the pool: room for many, waiting when full
-    store = wiring.store(settings, client or wiring.redis_client(settings, max_connections=512))
+    store = composition.store(
+        settings, client or composition.redis_client(settings, max_connections=512)
+    )
     metrics = ApiMetrics()
     hub = Hub(store, settings.api.client_queue, metrics)
     boundary_path = settings.api.boundary or settings.events.boundary or str(DEFAULT_BOUNDARY)

@@ -27,7 +27,7 @@ from typing import Any, cast
 import faust
 from mode import Service
 
-from streamer import app as wiring
+from streamer import app
 from streamer.adapters.alerter import Alerter
 from streamer.adapters.consumer import BatchConsumer, ConsumerOptions
 from streamer.adapters.event_sink import EventSink
@@ -132,8 +132,8 @@ def build(
 ) -> tuple[faust.App, BatchConsumer, Metrics]:
     """The faust app of one worker, its batch consumer and its metrics."""
     metrics = Metrics()
-    store = wiring.store(settings)
-    parts = wiring.core(settings)
+    store = app.store(settings)
+    parts = app.core(settings)
     holder = worker_id or new_worker_id()
     consumer = _event_consumer(settings, store, parts, metrics, options)
     fapp = _control_app(settings, holder, web_port)
@@ -141,7 +141,7 @@ def build(
     clock = EngineClock(store, settings.time.clock)
     lease = Lease(store, holder, ttl_ms=int(max(settings.worker.lease_ttl, 1.0) * 1000))
     timers = LeaderTimers(fapp, lease, clock, metrics)
-    publisher = Publisher(store, settings.publish.top_n, clock, blends=wiring.blends(settings))
+    publisher = Publisher(store, settings.publish.top_n, clock, blends=app.blends(settings))
     timers.add_publish(settings.publish.interval, publisher)
     timers.add("maintain", settings.publish.maintain_interval, Maintainer(store, clock).tick)
     if settings.dosage.enabled:
@@ -162,7 +162,7 @@ def build(
         ticker = DosageTicker(dosage, settings, clock)
         timers.add("dosage", settings.dosage.interval, ticker.tick)
     if settings.alerts.enabled:
-        alerter = Alerter(store, settings, wiring.weight_table(settings), clock, metrics)
+        alerter = Alerter(store, settings, app.weight_table(settings), clock, metrics)
         timers.add("alerts", settings.alerts.interval, alerter.tick)
         _alert_delivery(fapp, settings, store, metrics, lease)
     _web_views(fapp, consumer, metrics, holder)
@@ -172,7 +172,7 @@ def build(
 def _event_consumer(
     settings: Settings,
     store: Store,
-    parts: wiring.Core,
+    parts: app.Core,
     metrics: Metrics,
     options: ConsumerOptions | None,
 ) -> BatchConsumer:
@@ -191,7 +191,7 @@ def _event_consumer(
         store=store,
         sink=EventSink(store, parts.rules, parts.scorer, metrics, fast=parts.fast),
         metrics=metrics,
-        client_options=wiring.kafka_options(settings, "aiokafka"),
+        client_options=app.kafka_options(settings, "aiokafka"),
         options=options
         or ConsumerOptions(
             max_records=settings.store.batch_max_events,
@@ -223,7 +223,7 @@ def _control_app(settings: Settings, holder: str, web_port: int | None) -> faust
         broker_max_poll_interval=1000.0,
         consumer_auto_offset_reset="latest",
         datadir=state_dir(settings, holder),
-        broker_credentials=wiring.faust_credentials(settings),
+        broker_credentials=app.faust_credentials(settings),
     )
 
 
@@ -294,7 +294,7 @@ def _alert_delivery(
 ) -> None:
     """Delivery keeps the alert stream's order only with one deliverer at a
     time: the holder of a lease of its own (any worker may hold it)."""
-    delivery = wiring.alert_delivery(settings, store, metrics)
+    delivery = app.alert_delivery(settings, store, metrics)
     delivery_lease = Lease(store, lease.holder, ttl_ms=lease.ttl_ms, name="alerts:deliverer")
 
     async def deliver() -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from streamer.adapters.alert_delivery import ensure_groups
+from streamer.adapters.decode import text
 from streamer.adapters.metrics import Metrics
 from streamer.adapters.store import CellDetails, Store, publish_each
 from streamer.core.emerging import AlertChange, CellCounts, DayBins, Detector, DetectorConfig
@@ -106,7 +107,7 @@ async def write_notices(
         results = await pipe.execute()
     # a display that misses a live message gets the alert from its next snapshot
     if notices:
-        ids = [_text(x) for x in results[first : first + len(notices)]]
+        ids = [text(x) for x in results[first : first + len(notices)]]
         messages = [
             orjson.dumps(
                 {"type": "alert", "kind": n.kind, "stream_id": stream_id, "alert": n.alert}
@@ -158,7 +159,7 @@ class Alerter:
             touched_raw, _, first_t = await pipe.execute()
         if first_t is not None:
             detector.history_from_s = float(first_t)
-        touched = sorted(_text(c) for c in touched_raw)
+        touched = sorted(text(c) for c in touched_raw)
         detector.update(await self._read(touched, at_s), at_s)
         needed = detector.needed(touched)
         if needed:
@@ -196,12 +197,12 @@ class Alerter:
         detector.restore(state)
         days = self.settings.alerts.pattern_days
         raw = await self.store.client.hgetall(self._key("days"))
-        detector.bins = {_text(c): DayBins.decode(_text(v), days) for c, v in raw.items()}
+        detector.bins = {text(c): DayBins.decode(text(v), days) for c, v in raw.items()}
         res = self.settings.alerts.resolution
         members = await self.store.client.zrange(
             self.store.key("rank", self.settings.alerts.baseline, res), 0, -1
         )
-        cells = sorted(_text(c) for c in members)
+        cells = sorted(text(c) for c in members)
         found = await self._read(cells, at_s)
         detector.update({c: v for c, v in found.items() if v is not None}, at_s, initial=True)
         detector.fresh.clear()  # what arrived unseen is binned, but opens nothing by itself
@@ -261,7 +262,3 @@ class Alerter:
 
         await write_notices(self.store, notices, self.settings.alerts.stream_max, also)
         self._token = token
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

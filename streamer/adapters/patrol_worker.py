@@ -25,6 +25,7 @@ import orjson
 from streamer.adapters.alert_delivery import ensure_groups
 from streamer.adapters.alerter import write_notices
 from streamer.adapters.consumer import STORE_DOWN, Records, message_of
+from streamer.adapters.decode import text
 from streamer.adapters.metrics import Metrics
 from streamer.adapters.patrols import Dosage, iso
 from streamer.core.batching import DeadLetter
@@ -124,7 +125,7 @@ class DosageTicker:
         summary = await d.summary(day, now_s)
         warn = dict(d.overdue(summary, now_s))
         raw = await client.hgetall(d.key("dosage", "alerts"))
-        open_ids = {_text(c): _text(a) for c, a in raw.items()}
+        open_ids = {text(c): text(a) for c, a in raw.items()}
         notices: list[AlertChange] = []
         if not summary["observation"]["observed"]:
             # what was not observed cannot be judged: no alert opens or clears
@@ -181,7 +182,3 @@ class DosageTicker:
             "updated_at": stamp,
             "cleared_at": stamp if status != "open" else None,
         }
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

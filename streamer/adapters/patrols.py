@@ -38,6 +38,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from streamer.adapters import keys
+from streamer.adapters.decode import text
 from streamer.adapters.store import Store
 from streamer.core import dosage as core
 from streamer.core.cells import center_hex
@@ -365,7 +366,7 @@ class Dosage:
     # notes ------------------------------------------------------------------
     async def notes(self) -> dict[str, dict[str, Any]]:
         raw = await self.store.client.hgetall(keys.briefing_notes(self.store.prefix))
-        return {_text(k): orjson.loads(v) for k, v in raw.items()}
+        return {text(k): orjson.loads(v) for k, v in raw.items()}
 
     async def set_note(self, cell: str, text: str, author: str, now_s: float) -> dict[str, Any]:
         cell = self._entry({"cell": cell})["cell"]
@@ -526,7 +527,3 @@ class Dosage:
                 compliant_today={r["cell"]} if r["compliant"] else set(),
             )
         return out
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

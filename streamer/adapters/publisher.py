@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from streamer.adapters.decode import text
 from streamer.adapters.store import Store, is_cluster, publish_each
 from streamer.core import decay
 from streamer.core.publication import Entry, diff
@@ -72,7 +73,7 @@ class Publisher:
         every: list[tuple[str, int, float, list[tuple[str, float]]]] = []
         for (name, res), raw in zip(lists_keys, tops, strict=True):
             factor = decay.decay_factor(at_s, store.horizons[name], landmarks[name])
-            rows = [(_text(c), float(v)) for c, v in raw]
+            rows = [(text(c), float(v)) for c, v in raw]
             every.append((f"{name}:{res}", landmarks[name], factor, rows))
         for name, (long, short, share) in self.blends.items():
             for res in store.resolutions:
@@ -135,7 +136,3 @@ class Maintainer:
         removed, deleted = await self.store.prune(at_s)
         forgotten = await self.store.trim_ledger(time.time())
         return {"removed": removed, "deleted": deleted, "forgotten": forgotten}
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

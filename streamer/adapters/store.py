@@ -23,7 +23,8 @@ import numpy.typing as npt
 from redis.asyncio.cluster import RedisCluster
 
 from streamer.adapters import keys
-from streamer.adapters.store_connection import StoreError, _text
+from streamer.adapters.decode import text
+from streamer.adapters.store_connection import StoreError
 from streamer.adapters.store_connection import _resp as _resp
 from streamer.adapters.store_connection import is_cluster as is_cluster
 from streamer.adapters.store_connection import pack_command as pack_command
@@ -185,10 +186,10 @@ class Store(StoreReads):
                 r = await self._run(self._apply, plan.args, plan.sent)
             finally:
                 plan.sent.set()
-            if _text(r[0]) != "retry":
+            if text(r[0]) != "retry":
                 return ApplyResult(*(int(x) for x in r))
             plan.args = None
-            why, rest = _text(r[1]), [_text(x) for x in r[2:]]
+            why, rest = text(r[1]), [text(x) for x in r[2:]]
             ops = plan.ops
             rows, row_fast = plan.rows, plan.row_fast
             if why == "known":

@@ -230,10 +230,6 @@ except ImportError:
     pack_command = _resp
 
 
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 __all__ = [
     "StoreConnection",
     "StoreError",

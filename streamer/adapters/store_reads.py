@@ -13,10 +13,10 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster
 
 from streamer.adapters import keys
+from streamer.adapters.decode import text
 from streamer.adapters.store_connection import (
     StoreConnection,
     StoreError,
-    _text,
     pack_command,
 )
 from streamer.core import decay
@@ -97,7 +97,7 @@ class StoreReads(StoreConnection):
         factor = decay.decay_factor(at_s, half_life, landmark)
         # best first, so the cells below the floor are a tail
         return seq, [
-            Ranked(_text(cell), start + i + 1, score * factor)
+            Ranked(text(cell), start + i + 1, score * factor)
             for i, (cell, score) in enumerate(rows[:count])
             if score >= floor
         ]
@@ -118,7 +118,7 @@ class StoreReads(StoreConnection):
             meta_raw, labels_raw, *rows = await pipe.execute()
         if not any(rows[0::2]):
             return {}
-        meta = {_text(k): _text(v) for k, v in meta_raw.items()}
+        meta = {text(k): text(v) for k, v in meta_raw.items()}
         layout = meta.get("layout", "")
         if layout != ",".join(self.names):
             raise StoreError(
@@ -127,7 +127,7 @@ class StoreReads(StoreConnection):
         factors = [
             decay.decay_factor(at_s, self.horizons[n], int(meta[f"k:{n}"])) for n in self.names
         ]
-        labels = {int(v): _text(k) for k, v in labels_raw.items()}
+        labels = {int(v): text(k) for k, v in labels_raw.items()}
         out: dict[str, CellDetails] = {}
         for c, raw, packed in zip(cells, rows[0::2], rows[1::2], strict=True):
             if raw:
@@ -183,7 +183,7 @@ class StoreReads(StoreConnection):
         seq = int(raw[0])
         nh = len(self.names)
         landmarks = {
-            n: int(v) if _text(v) != "" else None
+            n: int(v) if text(v) != "" else None
             for n, v in zip(self.names, raw[1 : 1 + nh], strict=True)
         }
         rows: list[dict[str, tuple[int, float, int] | None]] = []
@@ -191,7 +191,7 @@ class StoreReads(StoreConnection):
         for _ in cells:
             per: dict[str, tuple[int, float, int] | None] = {}
             for n in self.names:
-                rank, score, size = int(raw[i]), _text(raw[i + 1]), int(raw[i + 2])
+                rank, score, size = int(raw[i]), text(raw[i + 1]), int(raw[i + 2])
                 per[n] = (rank, float(score), size) if rank >= 0 and score else None
                 i += 3
             rows.append(per)
@@ -210,7 +210,7 @@ class StoreReads(StoreConnection):
         raw = await self._run(self._blend, [long, short, resolution, repr(long_share), k])
         rows = raw[1:]
         ranked = [
-            Ranked(_text(rows[i]), i // 2 + 1, float(rows[i + 1])) for i in range(0, len(rows), 2)
+            Ranked(text(rows[i]), i // 2 + 1, float(rows[i + 1])) for i in range(0, len(rows), 2)
         ]
         return int(raw[0]), ranked
 
@@ -237,7 +237,7 @@ class StoreReads(StoreConnection):
             chunk = cells[start : start + 2000]
             async with self.client.pipeline(transaction=False) as pipe:
                 for c in chunk:
-                    pipe.get(keys.hour_of_week(self.prefix, _text(c)))
+                    pipe.get(keys.hour_of_week(self.prefix, text(c)))
                 rows = await pipe.execute()
             for c, packed in zip(chunk, rows, strict=True):
                 if packed is None:
@@ -245,7 +245,7 @@ class StoreReads(StoreConnection):
                 values = struct.unpack(PROFILE_FORMAT, packed.ljust(PROFILE_BYTES, b"\0"))
                 total = math.fsum(values[h] for h in wanted)
                 if total > 0:
-                    totals.append((total, _text(c)))
+                    totals.append((total, text(c)))
         totals.sort(key=lambda x: (-x[0], x[1]))
         return [Ranked(c, i + 1, s * factor) for i, (s, c) in enumerate(totals[:k])]
 

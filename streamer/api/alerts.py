@@ -10,16 +10,12 @@ from typing import Any
 
 import orjson
 
+from streamer.adapters.decode import text
 from streamer.adapters.store import Store
 
 log = logging.getLogger("hotspots.api")
 
 ALERT_PAGE = 500  # notices read per XREVRANGE when listing closed alerts
-
-
-def text_of(value: object) -> str:
-    """A Redis reply (bytes) or value as text."""
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def read_alerts(
@@ -39,13 +35,13 @@ async def read_alerts(
     opened.sort(key=lambda a: (-_updated_s(a), str(a.get("id"))))
     if recent <= 0:
         return opened, []
-    seen = {text_of(k) for k in replies[0]}
+    seen = {text(k) for k in replies[0]}
     closed: list[dict[str, Any]] = []
     page: list[Any] = replies[1]
     while page:
         for _, raw_fields in page:
-            fields = {text_of(k): v for k, v in raw_fields.items()}
-            alert_id = text_of(fields.get("id", ""))
+            fields = {text(k): v for k, v in raw_fields.items()}
+            alert_id = text(fields.get("id", ""))
             if alert_id in seen:
                 continue
             seen.add(alert_id)
@@ -58,7 +54,7 @@ async def read_alerts(
                     return opened, closed
         if len(page) < ALERT_PAGE:
             break
-        older = f"({text_of(page[-1][0])}"  # exclusive: the page's last entry is read
+        older = f"({text(page[-1][0])}"  # exclusive: the page's last entry is read
         page = list(await store.client.xrevrange(stream, max=older, count=ALERT_PAGE) or [])
     return opened, closed
 

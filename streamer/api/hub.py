@@ -13,9 +13,9 @@ from typing import Any
 
 import orjson
 
+from streamer.adapters.decode import text
 from streamer.adapters.publisher import channel
 from streamer.adapters.store import Store
-from streamer.api.alerts import text_of
 from streamer.api.metrics import ApiMetrics
 
 log = logging.getLogger("hotspots.api")
@@ -130,7 +130,7 @@ class Hub:
                 async for raw in pubsub.listen():
                     if raw.get("type") != "message":
                         continue
-                    if text_of(raw.get("channel")) == alerts:
+                    if text(raw.get("channel")) == alerts:
                         self._alert(raw["data"])
                         continue
                     body = orjson.loads(raw["data"])

@@ -17,7 +17,8 @@ from fastapi import FastAPI, WebSocket
 from fastapi.responses import Response
 from starlette.websockets import WebSocketDisconnect
 
-from streamer.api.alerts import read_alerts, text_of
+from streamer.adapters.decode import text
+from streamer.api.alerts import read_alerts
 from streamer.api.context import Api
 from streamer.api.hub import HEARTBEAT, Client, Hub, Send, sse_event, ws_event
 from streamer.core import decay
@@ -167,7 +168,7 @@ class Push:
         """The published rankings, decayed to now, and the open alerts."""
         store = self.store
         raw = await store.client.hgetall(store.key("published"))
-        state = {text_of(k): v for k, v in raw.items()}
+        state = {text(k): v for k, v in raw.items()}
         tick_at = state.pop("tick_at", None)
         at_s = await self.api.now()
         lists: dict[str, Any] = {}

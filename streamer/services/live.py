@@ -114,10 +114,6 @@ def trend(rank: int, before: dict[str, int] | None, cell: str) -> str:
     return "="
 
 
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class LiveView:
     """Reads snapshots of the rankings and renders them (rich or plain text)."""
 

@@ -115,6 +115,7 @@ from bench.common import ROOT, drop_namespace, read_marker, spawn, stop_child, t
 from bench.pipeline import machine
 from streamer import api as served
 from streamer import app
+from streamer.adapters import keys
 from streamer.adapters.files import load_profile, read_columns
 from streamer.adapters.publisher import Publisher, channel
 from streamer.adapters.store import EngineClock, Store, StoreOp
@@ -1485,7 +1486,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         result["store"] = {
             "events": report.accepted,
             "cells": report.cells,
-            "cells_res9_week": int(await client.zcard(store.key("rank", "week", 9))),
+            "cells_res9_week": int(await client.zcard(keys.rank(store.prefix, "week", 9))),
             "backfill_s": round(report.seconds, 2),
         }
         sample = read_sample()

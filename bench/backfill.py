@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 
 from bench.common import drop_namespace, write_result
 from streamer import app
+from streamer.adapters import keys
 from streamer.adapters.files import load_profile
 from streamer.adapters.store import StoreOp
 from streamer.core.scoring import Contribution
@@ -112,7 +113,7 @@ async def _ledger_bytes(client: aioredis.Redis, redis_url: str) -> float:
     ]
     for start in range(0, n, 5000):
         await store.apply(ops[start : start + 5000], now_s=now)
-    ledger = int(await client.memory_usage(store.key("ledger")) or 0)
+    ledger = int(await client.memory_usage(keys.ledger(store.prefix)) or 0)
     days = 0
     async for key in client.scan_iter(match=f"{{{namespace}}}:ledger:day:*"):
         days += int(await client.memory_usage(key) or 0)

@@ -72,6 +72,7 @@ from bench.kernel import timed
 from bench.memory import footprint
 from bench.pipeline import SAMPLE, load_values
 from streamer import app
+from streamer.adapters import keys
 from streamer.adapters.files import iter_records, load_profile
 from streamer.adapters.store import Store
 from streamer.core import decay, fastpath
@@ -259,7 +260,7 @@ async def _latencies(call: Callable[[int], Awaitable[object]], n: int) -> dict[s
 async def reads(store: Store, calls: int, at_s: float) -> dict[str, dict[str, float]]:
     """p50/p99 of the API's store reads."""
     finest = store.resolutions[-1]
-    members = await store.client.zrange(store.key("rank", "year", finest), 0, -1)
+    members = await store.client.zrange(keys.rank(store.prefix, "year", finest), 0, -1)
     rng = random.Random(9)
     names = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
     picked = rng.sample(names, min(500, len(names)))
@@ -325,7 +326,7 @@ async def store_curve(
                 apply_us.append(1e6 * (time.perf_counter() - started) / len(ops))
                 assert result.applied == len(ops), result
                 touched = result.cells / len(ops)
-            watermark = float(await client.hget(store.key("meta"), "watermark") or now_s)
+            watermark = float(await client.hget(keys.meta(store.prefix), "watermark") or now_s)
             latency = await reads(store, calls, watermark)
             horizons = len(store.names)
             out[scale] = {

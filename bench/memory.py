@@ -60,6 +60,7 @@ import redis.asyncio as aioredis
 from bench.backfill import FULL
 from bench.common import drop_namespace, write_result
 from streamer import app
+from streamer.adapters import keys
 from streamer.adapters.files import concat_columns, load_profile, read_columns, standing
 from streamer.adapters.store import ApplyResult, Store, StoreOp
 from streamer.core.aggregate import Batch, encode_cells, hours_of_week
@@ -210,8 +211,8 @@ async def footprint(client: aioredis.Redis, store: Store) -> dict[str, Any]:
     async with client.pipeline(transaction=False) as pipe:
         for name in store.names:
             for res in store.resolutions:
-                pipe.zcard(store.key("rank", name, res))
-        pipe.hlen(store.key("ledger"))
+                pipe.zcard(keys.rank(store.prefix, name, res))
+        pipe.hlen(keys.ledger(store.prefix))
         pipe.info("memory")
         *sizes, ledger, info = await pipe.execute()
     ranked = {
@@ -281,7 +282,7 @@ async def replay(
         apply_s += time.perf_counter() - started
         if maintain:  # what Maintainer.tick does, the clock at the chunk's end
             started = time.perf_counter()
-            watermark = await client.hget(store.key("meta"), "watermark")
+            watermark = await client.hget(keys.meta(store.prefix), "watermark")
             if watermark is not None:
                 await store.ensure_landmarks(float(watermark))
             removed, deleted = await store.prune(end_s)

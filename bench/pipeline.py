@@ -68,6 +68,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from bench.common import ROOT, drop_namespace, read_marker, spawn, stop_child, tail
+from streamer.adapters import keys
 
 SAMPLE = ROOT / "streamer" / "data" / "philadelphia_2025.csv.gz"
 RESULTS = ROOT / "bench" / "results" / "latest-pipeline.json"
@@ -293,7 +294,7 @@ async def measure_engine(
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 10)
         await consumer.close()
-    offsets = await store.client.hgetall(store.key("offsets"))
+    offsets = await store.client.hgetall(keys.offsets(store.prefix))
     applied_by_offsets = sum(int(v) + 1 for v in offsets.values())
     outcome = {
         s.labels["outcome"]: s.value
@@ -544,7 +545,7 @@ async def measure_latency(
     key_store = Store(
         client, namespace=namespace, horizons={"x": 1.0}, resolutions=[8], profile_horizon="x"
     )
-    offsets_key, meta_key = key_store.key("offsets"), key_store.key("meta")
+    offsets_key, meta_key = keys.offsets(key_store.prefix), keys.meta(key_store.prefix)
     # transitions[p] = ([applied offsets...], [(t, seq)...]) in poll order
     transitions: dict[int, tuple[list[int], list[tuple[float, int]]]] = {
         p: ([], []) for p in range(PARTITIONS)

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
+from streamer.adapters import keys
 from streamer.adapters.alert_delivery import AlertDelivery, Webhook
 from streamer.adapters.files import SourceProfile
 from streamer.adapters.metrics import Metrics
@@ -247,7 +248,7 @@ def alert_delivery(
         )
     return AlertDelivery(
         store.client,
-        stream_key=store.key("alerts"),
+        stream_key=keys.alert_notices(store.prefix),
         topic=settings.alerts.topic,
         bootstrap=settings.kafka.bootstrap,
         webhooks=webhooks,

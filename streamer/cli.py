@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 import orjson
 
 from streamer import app, cli_args
+from streamer.adapters import keys
 from streamer.adapters.store import EngineClock
 from streamer.core import decay, weekhours
 from streamer.settings import ConfigError, Settings, load_settings
@@ -202,10 +203,10 @@ async def _why_nothing(
 ) -> str:
     """Why ``top`` lists no cell at ``at_s``, and what to do about it."""
     landmark_raw, watermark_raw = await store.client.hmget(
-        store.key("meta"), [f"k:{horizon}", "watermark"]
+        keys.meta(store.prefix), [f"k:{horizon}", "watermark"]
     )
     best = await store.client.zrevrange(
-        store.key("rank", horizon, resolution), 0, 0, withscores=True
+        keys.rank(store.prefix, horizon, resolution), 0, 0, withscores=True
     )
     where = f"namespace {store.namespace!r} (store.namespace)"
     if watermark_raw is None and not best:

@@ -38,6 +38,13 @@ FAST = ConsumerOptions(
 )
 
 
+def redis_key(store: Store, *parts: object) -> str:
+    """A key of the store's namespace spelled out as docs/redis.md names it
+    (``redis_key(store, "rank", "week", 9)``), independently of
+    :mod:`streamer.adapters.keys`, so a renamed key fails the tests."""
+    return ":".join([store.prefix, *map(str, parts)])
+
+
 def settings_for(namespace: str, bootstrap: str, redis_url: str, **extra: Any) -> Settings:
     """Settings with topics, group and keys of their own."""
     overrides: dict[str, Any] = {
@@ -151,7 +158,7 @@ async def wait_applied(store: Store, wanted: dict[str, int], timeout_s: float = 
     have: dict[str, int] = {}
     while time.monotonic() < deadline:
         try:
-            raw = await store.client.hgetall(store.key("offsets"))
+            raw = await store.client.hgetall(redis_key(store, "offsets"))
         except RedisConnectionError:
             # a pooled connection from before a Redis restart fails once
             # (redis-py 8.1); waiting is what this helper does anyway

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from streamer.adapters.store import Store
 from streamer.local.broker import free_port
 from streamer.settings import Settings
-from tests.pipeline_support import Published
+from tests.pipeline_support import Published, redis_key
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -181,7 +181,7 @@ def merge_offsets(parts: list[Published]) -> dict[str, int]:
 
 async def applied(client: aioredis.Redis, store: Store) -> int:
     """Records applied so far: sum over partitions of last offset + 1."""
-    raw = await client.hgetall(store.key("offsets"))
+    raw = await client.hgetall(redis_key(store, "offsets"))
     return sum(int(v) + 1 for v in raw.values())
 
 

@@ -11,7 +11,7 @@ fresh (XCLAIM JUSTID) so that no other process takes them over meanwhile.
 
 Order: one delivery process per group keeps the stream's order (Kafka: per
 alert id; webhooks: overall); the worker runs delivery only while it holds
-a lease of its own (``streamer/worker.py``). Should two ever overlap (a
+a lease of its own (``streamer/services/worker.py``). Should two ever overlap (a
 lease lost mid-delivery), they share a group's entries and notices may
 arrive out of order: receivers de-duplicate and order by ``stream_id``.
 """
@@ -38,6 +38,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from redis.exceptions import ResponseError
 
+from streamer.adapters import keys
 from streamer.adapters.alert_stream import GroupReader, _backoff, _raise_if_cancelling
 from streamer.adapters.broker import ensure_topics
 from streamer.adapters.metrics import Metrics
@@ -495,7 +496,9 @@ async def ensure_groups(store: Store, settings: Settings) -> None:
     groups = [KAFKA_GROUP, *(f"webhook:{name}" for name in settings.alerts.webhooks)]
     for group in groups:
         try:
-            await store.client.xgroup_create(store.key("alerts"), group, id="$", mkstream=True)
+            await store.client.xgroup_create(
+                keys.alert_notices(store.prefix), group, id="$", mkstream=True
+            )
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from streamer.adapters import keys
 from streamer.adapters.alert_delivery import ensure_groups
 from streamer.adapters.decode import text
 from streamer.adapters.metrics import Metrics
@@ -85,7 +86,7 @@ async def write_notices(
     takes its alert out) and ``also``'s writes, in one transaction; then the
     live messages, which name their stream entries."""
     client = store.client
-    open_key = store.key("alerts", "open")
+    open_key = keys.open_alerts(store.prefix)
     closed = [n.alert["id"] for n in notices if n.kind in ("cleared", "merged")]
     async with client.pipeline(transaction=True) as pipe:
         if also is not None:
@@ -96,7 +97,7 @@ async def write_notices(
         for notice in notices:
             body = orjson.dumps(notice.alert)
             pipe.xadd(
-                store.key("alerts"),
+                keys.alert_notices(store.prefix),
                 {"kind": notice.kind, "id": notice.alert["id"], "alert": body},
                 maxlen=stream_max,
                 approximate=True,
@@ -114,7 +115,7 @@ async def write_notices(
             )
             for n, stream_id in zip(notices, ids, strict=True)
         ]
-        await publish_each(client, store.key("alerts", "live"), messages)
+        await publish_each(client, keys.alert_channel(store.prefix), messages)
 
 
 class Alerter:
@@ -136,14 +137,11 @@ class Alerter:
         self.detector: Detector | None = None
         self._token: str | None = None  # the state version this detector wrote last
 
-    def _key(self, *parts: str) -> str:
-        return self.store.key("alerts", *parts)
-
     async def tick(self) -> list[AlertChange]:
         """One detection round; returns the notices written."""
         store, client = self.store, self.store.client
         at_s = self.now()
-        state_raw = await client.get(self._key("state"))
+        state_raw = await client.get(keys.alert_detector_state(self.store.prefix))
         state = orjson.loads(state_raw) if state_raw else {}
         if self.detector is None or state.get("token") != self._token:
             # first tick here, or another worker ran ticks since ours: start over
@@ -153,9 +151,9 @@ class Alerter:
         async with client.pipeline(transaction=True) as pipe:
             # as a bare command: redis-py's cluster transaction hands SMEMBERS'
             # reply callback a `keys` argument it does not take (redis-py 8.1)
-            pipe.execute_command("SMEMBERS", store.key("touched"))
-            pipe.delete(store.key("touched"))
-            pipe.hget(store.key("meta"), "first_t")
+            pipe.execute_command("SMEMBERS", keys.touched(store.prefix))
+            pipe.delete(keys.touched(store.prefix))
+            pipe.hget(keys.meta(store.prefix), "first_t")
             touched_raw, _, first_t = await pipe.execute()
         if first_t is not None:
             detector.history_from_s = float(first_t)
@@ -196,11 +194,11 @@ class Alerter:
         detector = Detector(detector_config(self.settings))
         detector.restore(state)
         days = self.settings.alerts.pattern_days
-        raw = await self.store.client.hgetall(self._key("days"))
+        raw = await self.store.client.hgetall(keys.alert_daily_counts(self.store.prefix))
         detector.bins = {text(c): DayBins.decode(text(v), days) for c, v in raw.items()}
         res = self.settings.alerts.resolution
         members = await self.store.client.zrange(
-            self.store.key("rank", self.settings.alerts.baseline, res), 0, -1
+            keys.rank(self.store.prefix, self.settings.alerts.baseline, res), 0, -1
         )
         cells = sorted(text(c) for c in members)
         found = await self._read(cells, at_s)
@@ -251,12 +249,12 @@ class Alerter:
         bins = {c: detector.bins[c].encode() for c in touched if c in detector.bins}
 
         def also(pipe: Any) -> None:
-            pipe.set(self._key("state"), orjson.dumps(state))
+            pipe.set(keys.alert_detector_state(self.store.prefix), orjson.dumps(state))
             if bins:
-                pipe.hset(self._key("days"), mapping=bins)
+                pipe.hset(keys.alert_daily_counts(self.store.prefix), mapping=bins)
             if open_now:
                 pipe.hset(
-                    self._key("open"),
+                    keys.open_alerts(self.store.prefix),
                     mapping={k: orjson.dumps(v) for k, v in open_now.items()},
                 )
 

@@ -4,7 +4,7 @@ handed to a :class:`BatchSink` for its store write.
 faust's per-event stream machinery moves ~14 k msgs/s on this machine; a
 plain aiokafka ``getmany`` loop moves ~385 k. So the worker consumes its
 topics here, in batches, while faust runs the worker's lifecycle,
-leader-only timers and web views (see ``streamer/worker.py``).
+leader-only timers and web views (see ``streamer/services/worker.py``).
 
 The consumer owns Kafka and the waiting: polls, dead letters, the wait
 through a store outage, commits, readiness. A sink owns what a batch is and
@@ -35,6 +35,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
+from streamer.adapters import keys
 from streamer.adapters.batch_sink import STORE_DOWN, BatchSink, Records, Step, message_of
 from streamer.adapters.metrics import Metrics
 from streamer.adapters.store import Store
@@ -210,7 +211,7 @@ class BatchConsumer:
             return
         while True:
             try:
-                await self.store.client.hdel(self.store.key("offsets"), *sorted(lost))
+                await self.store.client.hdel(keys.offsets(self.store.prefix), *sorted(lost))
                 self._store_up()
                 break
             except STORE_DOWN as exc:
@@ -233,7 +234,7 @@ class BatchConsumer:
         ordered = sorted(sources)
         while True:
             try:
-                raw = await self.store.client.hmget(self.store.key("offsets"), ordered)
+                raw = await self.store.client.hmget(keys.offsets(self.store.prefix), ordered)
                 self._store_up()
                 return {s: int(v) for s, v in zip(ordered, raw, strict=True) if v is not None}
             except STORE_DOWN as exc:

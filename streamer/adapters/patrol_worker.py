@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from streamer.adapters import keys
 from streamer.adapters.alert_delivery import ensure_groups
 from streamer.adapters.alerter import write_notices
 from streamer.adapters.consumer import STORE_DOWN, Records, message_of
@@ -124,7 +125,7 @@ class DosageTicker:
         await d.fix_plan(day, now_s)  # the first tick of the day fixes its plan
         summary = await d.summary(day, now_s)
         warn = dict(d.overdue(summary, now_s))
-        raw = await client.hgetall(d.key("dosage", "alerts"))
+        raw = await client.hgetall(keys.unvisited_alerts(d.store.prefix))
         open_ids = {text(c): text(a) for c, a in raw.items()}
         notices: list[AlertChange] = []
         if not summary["observation"]["observed"]:
@@ -145,10 +146,10 @@ class DosageTicker:
         summary_json = orjson.dumps(summary)
 
         def also(pipe: Any) -> None:
-            pipe.set(d.key("dosage", "day", day), summary_json, ex=400 * 86400)
-            pipe.delete(d.key("dosage", "alerts"))
+            pipe.set(keys.dosage_summary(d.store.prefix, day), summary_json, ex=400 * 86400)
+            pipe.delete(keys.unvisited_alerts(d.store.prefix))
             if open_ids:
-                pipe.hset(d.key("dosage", "alerts"), mapping=open_ids)
+                pipe.hset(keys.unvisited_alerts(d.store.prefix), mapping=open_ids)
 
         await write_notices(d.store, notices, self.settings.alerts.stream_max, also)
         for n in notices:

@@ -99,11 +99,6 @@ class Dosage:
         d = settings.dosage
         self.requirement = core.Requirement(d.required_visits, d.required_visit)
 
-    def key(self, *parts: object) -> str:
-        """A key of this namespace by its parts (:mod:`streamer.adapters.keys`
-        names each key family)."""
-        return self.store.key(*parts)
-
     def day_of(self, t_s: float) -> str:
         return self.local_date(t_s).isoformat()
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from streamer.adapters import keys
 from streamer.adapters.decode import text
 from streamer.adapters.store import Store, is_cluster, publish_each
 from streamer.core import decay
@@ -26,7 +27,7 @@ Clock = Callable[[], float]
 
 def channel(store: Store) -> str:
     """The pub/sub channel of ranking changes."""
-    return store.key("updates")
+    return keys.updates_channel(store.prefix)
 
 
 @dataclass
@@ -49,15 +50,17 @@ class Publisher:
         """Publish the changes since the last tick; returns the message sent."""
         store = self.store
         client = store.client
-        state_key = store.key("published")
+        state_key = keys.published(store.prefix)
         lists_keys = [(name, res) for name in store.names for res in store.resolutions]
         # one transaction: the lists, the landmarks and seq are one snapshot
         async with client.pipeline(transaction=True) as pipe:
-            pipe.hget(store.key("meta"), "seq")
-            pipe.hmget(store.key("meta"), [f"k:{n}" for n in store.names])
+            pipe.hget(keys.meta(store.prefix), "seq")
+            pipe.hmget(keys.meta(store.prefix), [f"k:{n}" for n in store.names])
             pipe.hgetall(state_key)
             for name, res in lists_keys:
-                pipe.zrevrange(store.key("rank", name, res), 0, self.top_n - 1, withscores=True)
+                pipe.zrevrange(
+                    keys.rank(store.prefix, name, res), 0, self.top_n - 1, withscores=True
+                )
             seq_raw, k_raw, published, *tops = await pipe.execute()
         seq = int(seq_raw or 0)
         last_seq = published.get(b"seq")
@@ -130,7 +133,7 @@ class Maintainer:
 
     async def tick(self) -> dict[str, int]:
         at_s = self.now()
-        watermark = await self.store.client.hget(self.store.key("meta"), "watermark")
+        watermark = await self.store.client.hget(keys.meta(self.store.prefix), "watermark")
         if watermark is not None:
             await self.store.ensure_landmarks(float(watermark))
         removed, deleted = await self.store.prune(at_s)

@@ -105,12 +105,6 @@ class StoreConnection:
             (resources.files("streamer.adapters") / "lua" / "blend.lua").read_text()
         )
 
-    # keys -------------------------------------------------------------
-    def key(self, *parts: object) -> str:
-        """A key of this namespace by its parts, e.g. ``key("rank", "week", 9)``
-        (:mod:`streamer.adapters.keys` names each key family)."""
-        return ":".join([self.prefix, *map(str, parts)])
-
     def _header(self, landmarks: dict[str, int], **extra: object) -> bytes:
         hz = [[n, self.horizons[n], landmarks[n]] for n in self.names]
         body: dict[str, object] = {

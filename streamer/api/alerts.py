@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from streamer.adapters import keys
 from streamer.adapters.decode import text
 from streamer.adapters.store import Store
 
@@ -25,9 +26,9 @@ async def read_alerts(
     recently closed ones (newest notice first, one per alert id), as
     docs/alerts.md keeps them. The open set and the newest notices are read
     in one transaction, so an alert is never listed as both or neither."""
-    stream = store.key("alerts")
+    stream = keys.alert_notices(store.prefix)
     async with store.client.pipeline(transaction=True) as pipe:
-        pipe.hgetall(store.key("alerts", "open"))
+        pipe.hgetall(keys.open_alerts(store.prefix))
         if recent > 0:
             pipe.xrevrange(stream, count=ALERT_PAGE)
         replies: list[Any] = await pipe.execute()

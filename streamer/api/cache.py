@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from streamer.adapters import keys
 from streamer.adapters.store import Store
 from streamer.core import decay
 
@@ -62,7 +63,7 @@ class RankingTotals:
         landmark = (await self.store.landmarks()).get(horizon, 0)
         if stored is None:
             rows: Any = await self.store.client.zrange(
-                self.store.key("rank", horizon, resolution), 0, -1, withscores=True
+                keys.rank(self.store.prefix, horizon, resolution), 0, -1, withscores=True
             )
             stored = math.fsum(float(v) for _, v in rows)
             if len(self._totals) > KEPT:

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from streamer.adapters import keys
 from streamer.adapters.decode import text
 from streamer.adapters.publisher import channel
 from streamer.adapters.store import Store
@@ -118,7 +119,7 @@ class Hub:
 
     async def _listen(self) -> None:
         ranking = channel(self.store)
-        alerts = self.store.key("alerts", "live")
+        alerts = keys.alert_channel(self.store.prefix)
         while True:
             pubsub = self.store.client.pubsub()
             try:

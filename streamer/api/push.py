@@ -17,6 +17,7 @@ from fastapi import FastAPI, WebSocket
 from fastapi.responses import Response
 from starlette.websockets import WebSocketDisconnect
 
+from streamer.adapters import keys
 from streamer.adapters.decode import text
 from streamer.api.alerts import read_alerts
 from streamer.api.context import Api
@@ -159,7 +160,7 @@ class Push:
         if self._pulse_reading is None or now - self._pulse_read_at >= 1.0:
             self._pulse_read_at = now
             self._pulse_reading = asyncio.ensure_future(
-                store.client.hget(store.key("published"), "tick_at")
+                store.client.hget(keys.published(store.prefix), "tick_at")
             )
         raw = await asyncio.shield(self._pulse_reading)
         return max(now - float(raw), 0.0) if raw is not None else None
@@ -167,7 +168,7 @@ class Push:
     async def snapshot(self) -> dict[str, Any]:
         """The published rankings, decayed to now, and the open alerts."""
         store = self.store
-        raw = await store.client.hgetall(store.key("published"))
+        raw = await store.client.hgetall(keys.published(store.prefix))
         state = {text(k): v for k, v in raw.items()}
         tick_at = state.pop("tick_at", None)
         at_s = await self.api.now()

@@ -38,6 +38,7 @@ from zoneinfo import ZoneInfo
 from rich.console import Console
 
 from streamer import app
+from streamer.adapters import keys
 from streamer.adapters.decode import text
 from streamer.local.feeds import ReplayState, split_sample, start_patrols, start_replay
 from streamer.local.namespace import (
@@ -405,7 +406,7 @@ class Demo:
             last = await view.snapshot()
             if (not opts.live or not self.console.is_terminal) and last is not None:
                 self.console.print(view.plain_rankings(last), highlight=False, soft_wrap=True)
-            offsets = await store.client.hgetall(store.key("offsets"))
+            offsets = await store.client.hgetall(keys.offsets(store.prefix))
             self._summary(last, {text(a): int(b) for a, b in offsets.items()})
         finally:
             watcher.cancel()
@@ -414,7 +415,7 @@ class Demo:
 
     async def _watch_first_update(self, store: Any) -> None:
         """Notes when the worker first applies a replayed event (offsets appear)."""
-        while not await store.client.hlen(store.key("offsets")):
+        while not await store.client.hlen(keys.offsets(store.prefix)):
             await asyncio.sleep(0.1)
         self.first_update_s = self.elapsed()
 
@@ -422,7 +423,7 @@ class Demo:
         """Wait (a little) until the worker has applied what the replay sent."""
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         while time.monotonic() < deadline:
-            applied = sum(int(v) + 1 for v in await store.client.hvals(store.key("offsets")))
+            applied = sum(int(v) + 1 for v in await store.client.hvals(keys.offsets(store.prefix)))
             if applied >= self.replay.sent:
                 return
             await asyncio.sleep(0.2)

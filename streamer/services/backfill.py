@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from streamer.adapters import keys
 from streamer.adapters.files import (
     Columns,
     ObjectArray,
@@ -164,7 +165,7 @@ async def backfill(
     report = BackfillReport()
     step = progress or (lambda stage, done, total: None)
     digest = file_digest(path)
-    loaded_key = store.key("backfills")
+    loaded_key = keys.backfills(store.prefix)
     if not force and await store.client.hexists(loaded_key, digest):
         report.skipped_file = True
         return report
@@ -254,7 +255,7 @@ async def _apply_cancels(
         uncounted = sum(1 for o in part if o.op == "x")
         report.add_cancels(await store.apply(part, now_s=now_s), uncounted)
         step("cancels", min(start + batch_max_events, len(cancel_ops)), len(cancel_ops))
-    ledger_in_use = await store.client.hlen(store.key("ledger")) > 0
+    ledger_in_use = await store.client.hlen(keys.ledger(store.prefix)) > 0
     if ledger_in_use and stand.cancelled_rows.size:
         # upserted and cancelled in this file: an earlier version the ledger
         # holds goes too (if none, the event lived in this file only)

@@ -36,6 +36,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from streamer.adapters import keys
 from streamer.adapters.publisher import channel
 from streamer.adapters.store import CellDetails, Store
 from streamer.settings import Settings
@@ -164,8 +165,8 @@ class LiveView:
         store = self.store
         client = store.client
         async with client.pipeline(transaction=True) as pipe:
-            pipe.hmget(store.key("meta"), ["seq", "watermark"])
-            pipe.hvals(store.key("offsets"))
+            pipe.hmget(keys.meta(store.prefix), ["seq", "watermark"])
+            pipe.hvals(keys.offsets(store.prefix))
             (raw_seq, raw_wm), offsets = await pipe.execute()
         seq = int(raw_seq or 0)
         watermark = float(raw_wm) if raw_wm is not None else None

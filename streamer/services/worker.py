@@ -28,6 +28,7 @@ import faust
 from mode import Service
 
 from streamer import app
+from streamer.adapters import keys
 from streamer.adapters.alerter import Alerter
 from streamer.adapters.consumer import BatchConsumer, ConsumerOptions
 from streamer.adapters.event_sink import EventSink
@@ -63,12 +64,12 @@ class Lease:
 
     store: Store
     holder: str
+    key: str  # keys.leader_lease or keys.delivery_lease
     ttl_ms: int = 15_000
-    name: str = "leader"
 
     async def acquire(self) -> bool:
         script = self.store.client.register_script(_LEASE)
-        got = await script(keys=[self.store.key(self.name)], args=[self.holder, self.ttl_ms])
+        got = await script(keys=[self.key], args=[self.holder, self.ttl_ms])
         return bool(got)
 
 
@@ -139,7 +140,12 @@ def build(
     fapp = _control_app(settings, holder, web_port)
     cast(Any, fapp).service(BatchService(consumer))
     clock = EngineClock(store, settings.time.clock)
-    lease = Lease(store, holder, ttl_ms=int(max(settings.worker.lease_ttl, 1.0) * 1000))
+    lease = Lease(
+        store,
+        holder,
+        keys.leader_lease(store.prefix),
+        ttl_ms=int(max(settings.worker.lease_ttl, 1.0) * 1000),
+    )
     timers = LeaderTimers(fapp, lease, clock, metrics)
     publisher = Publisher(store, settings.publish.top_n, clock, blends=app.blends(settings))
     timers.add_publish(settings.publish.interval, publisher)
@@ -295,7 +301,9 @@ def _alert_delivery(
     """Delivery keeps the alert stream's order only with one deliverer at a
     time: the holder of a lease of its own (any worker may hold it)."""
     delivery = app.alert_delivery(settings, store, metrics)
-    delivery_lease = Lease(store, lease.holder, ttl_ms=lease.ttl_ms, name="alerts:deliverer")
+    delivery_lease = Lease(
+        store, lease.holder, keys.delivery_lease(store.prefix), ttl_ms=lease.ttl_ms
+    )
 
     async def deliver() -> None:
         try:

@@ -24,6 +24,7 @@ from streamer.adapters.metrics import Metrics
 from streamer.adapters.store import Store
 from streamer.local.broker import LocalBroker, free_port
 from streamer.settings import ConfigError, Settings, load_settings
+from tests.pipeline_support import redis_key
 
 SECRET = "hook-secret-for-tests"
 ENV = {"HOOK_SECRET": SECRET}
@@ -61,7 +62,7 @@ class Engine:
 
     @property
     def key(self) -> str:
-        return self.store.key("alerts")
+        return redis_key(self.store, "alerts")
 
     async def notice(self, kind: str, alert_id: str, **alert: Any) -> str:
         """XADD one notice exactly as the detector writes it; its stream id."""

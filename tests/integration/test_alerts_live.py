@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streamer import app
 from streamer.local.broker import LocalBroker
 from tests import oracle
-from tests.pipeline_support import publish, settings_for, wait_applied
+from tests.pipeline_support import publish, redis_key, settings_for, wait_applied
 from tests.worker_support import Workers, write_config
 
 RES = 9
@@ -115,16 +115,16 @@ async def test_injected_cluster_alerts_once_everywhere_and_clears(
         for i in range(4)
     ]
     pubsub = client.pubsub()
-    await pubsub.subscribe(store.key("alerts", "live"))
+    await pubsub.subscribe(redis_key(store, "alerts", "live"))
     sent = publish(k.bootstrap, k.incidents_topic, [("upsert", r) for r in cluster])
     await wait_applied(store, sent.last_offsets)
-    opened = await wait_for(client, store.key("alerts"), "opened", target)
+    opened = await wait_for(client, redis_key(store, "alerts"), "opened", target)
     alert_id = next(n["id"] for n in opened if n["kind"] == "opened")
     alert = next(n["alert"] for n in opened if n["kind"] == "opened")
     assert alert["observed"] >= 3.5 and alert["expected"] < 1.0, alert
     assert alert["p_value"] < 1e-4 and alert["pattern"] == "new"
     assert alert["top_categories"][0][0] == background[0].category
-    open_now = await client.hgetall(store.key("alerts", "open"))
+    open_now = await client.hgetall(redis_key(store, "alerts", "open"))
     assert alert_id.encode() in open_now
 
     # the cluster stops; the city goes on for another day and a half
@@ -132,14 +132,14 @@ async def test_injected_cluster_alerts_once_everywhere_and_clears(
     assert tail[-1].t_s - cluster[-1].t_s > 13 * 3600
     sent = publish(k.bootstrap, k.incidents_topic, [("upsert", r) for r in tail])
     await wait_applied(store, sent.last_offsets)
-    notices = await wait_for(client, store.key("alerts"), "cleared", target)
+    notices = await wait_for(client, redis_key(store, "alerts"), "cleared", target)
 
     # one alert for the cluster: opened once, cleared once, on every channel
     ours = [n for n in notices if n["id"] == alert_id]
     assert next(n["kind"] for n in ours) == "opened" and [n["kind"] for n in ours][-1] == "cleared"
     assert Counter(n["kind"] for n in ours)["opened"] == 1
     assert {n["id"] for n in notices} == {alert_id}, "another alert near the cluster"
-    assert alert_id.encode() not in await client.hgetall(store.key("alerts", "open"))
+    assert alert_id.encode() not in await client.hgetall(redis_key(store, "alerts", "open"))
 
     pushed: list[dict[str, Any]] = []
     deadline = time.monotonic() + 10

@@ -28,6 +28,7 @@ from streamer.adapters.publisher import Publisher, channel
 from streamer.settings import Settings, load_settings
 from tests import oracle
 from tests.integration.test_store_exact import to_op
+from tests.pipeline_support import redis_key
 
 DISPLAY, DISPATCH = "display-secret", "dispatch-secret"
 
@@ -429,15 +430,17 @@ async def write_notice(client: aioredis.Redis, settings: Settings, alert: dict[s
     body = orjson.dumps(alert)
     kind = alert["kind"]
     stream_id = (
-        await client.xadd(store.key("alerts"), {"kind": kind, "id": alert["id"], "alert": body})
+        await client.xadd(
+            redis_key(store, "alerts"), {"kind": kind, "id": alert["id"], "alert": body}
+        )
     ).decode()
     message = {"type": "alert", "kind": kind, "stream_id": stream_id, "alert": alert}
     async with client.pipeline(transaction=True) as pipe:
         if kind in OPENING:
-            pipe.hset(store.key("alerts", "open"), alert["id"], body)
+            pipe.hset(redis_key(store, "alerts", "open"), alert["id"], body)
         else:
-            pipe.hdel(store.key("alerts", "open"), alert["id"])
-        pipe.publish(store.key("alerts", "live"), orjson.dumps(message))
+            pipe.hdel(redis_key(store, "alerts", "open"), alert["id"])
+        pipe.publish(redis_key(store, "alerts", "live"), orjson.dumps(message))
         await pipe.execute()
     return stream_id
 
@@ -491,7 +494,9 @@ async def test_alerts_lists_open_then_recently_closed(
         async with client.pipeline(transaction=False) as pipe:
             for minute in range(600):
                 noisy = orjson.dumps(alert_at("A1", "escalated", 51 + minute % 9))
-                pipe.xadd(store.key("alerts"), {"kind": "escalated", "id": "A1", "alert": noisy})
+                pipe.xadd(
+                    redis_key(store, "alerts"), {"kind": "escalated", "id": "A1", "alert": noisy}
+                )
             await pipe.execute()
         assert await listed(status="all") == opened + closed
 
@@ -551,7 +556,7 @@ async def test_push_forwards_alert_notices_and_snapshots_carry_open_alerts(
                     assert snap["alerts"] == []
 
                 # a notice that is not an alert message is dropped, not fatal
-                live = app.store(settings, client).key("alerts", "live")
+                live = redis_key(app.store(settings, client), "alerts", "live")
                 await client.publish(live, b"not json")
                 again = alert_at("A2", "opened", 10)
                 await write_notice(client, settings, again)
@@ -619,7 +624,7 @@ async def test_first_concurrent_requests_all_see_the_event_clock(
     server's start time."""
     settings = settings_for(namespace, redis_url)
     event_s = 1741989600.0
-    await client.hset(app.store(settings, client).key("meta"), "watermark", event_s)
+    await client.hset(redis_key(app.store(settings, client), "meta"), "watermark", event_s)
     async with serving(settings, client) as host, httpx.AsyncClient(base_url=f"http://{host}") as h:
         got = await asyncio.gather(
             *(h.get("/v1/hotspots", headers=auth(DISPLAY)) for _ in range(8))

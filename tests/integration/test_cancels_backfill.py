@@ -25,6 +25,7 @@ from streamer.services.backfill import BackfillReport, backfill
 from streamer.settings import load_settings
 from tests import oracle
 from tests.cli_support import hotspots
+from tests.pipeline_support import redis_key
 
 WINDOW_S = 3 * 86400.0
 
@@ -186,7 +187,7 @@ async def test_cancels_with_fields_apply_after_the_ledger_forgot_the_events(
     store = app.store(settings_for(namespace), client)
     await load(store, subset, "philadelphia")
     forgotten = await store.trim_ledger(time.time() + store.ledger_retention_s + 2 * 86400)
-    assert forgotten > 500 and await client.hlen(store.key("ledger")) == 0
+    assert forgotten > 500 and await client.hlen(redis_key(store, "ledger")) == 0
     alive = oracle.live(("upsert", r) for r in oracle.read_rows(subset))
     at_s = max(r.t_s for r in alive.values()) + 600
     events = counted(alive)

@@ -16,6 +16,7 @@ from tests.integration.test_store_exact import (
     make_store,
     to_op,
 )
+from tests.pipeline_support import redis_key
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ async def test_cancels_by_id_then_by_fields_once_each(
     events = [r for r in alive.values() if table[0].get(r.category, table[1]) > 0]
     day0 = max(r.t_s for r in rows) + 3600
     await store.apply([to_op(scorer, "upsert", r) for r in alive.values()], now_s=day0)
-    meta = await client.hmget(store.key("meta"), ["watermark", "first_t"])
+    meta = await client.hmget(redis_key(store, "meta"), ["watermark", "first_t"])
 
     # within the ledger: by id, whether or not the record carries its fields
     by_id = await store.apply(
@@ -102,7 +103,7 @@ async def test_cancels_by_id_then_by_fields_once_each(
         del alive[r.id]
     await assert_matches_oracle(store, alive, day0, table)
     # cancels move neither the watermark nor the start of the history
-    assert await client.hmget(store.key("meta"), ["watermark", "first_t"]) == meta
+    assert await client.hmget(redis_key(store, "meta"), ["watermark", "first_t"]) == meta
 
     # an upsert of a cancelled id counts as new
     back = await store.apply([to_op(scorer, "upsert", events[0])], now_s=day0)

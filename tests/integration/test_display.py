@@ -33,7 +33,14 @@ from streamer.local.broker import LocalBroker
 from tests import oracle
 from tests.integration.test_api import DISPLAY, alert_at, serving, write_notice
 from tests.integration.test_api import settings_for as api_settings_for
-from tests.pipeline_support import consumer_for, publish, running, settings_for, wait_applied
+from tests.pipeline_support import (
+    consumer_for,
+    publish,
+    redis_key,
+    running,
+    settings_for,
+    wait_applied,
+)
 
 ARTIFACTS = Path(os.environ.get("HOTSPOTS_ARTIFACTS", Path(__file__).parents[2] / "test-artifacts"))
 
@@ -140,7 +147,7 @@ async def test_the_wall_display_renders_updates_and_warns_when_stale(
                 # a gap (an update that does not follow the last one seen)
                 # makes the page re-sync from a fresh snapshot
                 await asyncio.sleep(1.0)  # the publisher's last ticks for the burst
-                last = int(await client.hget(store.key("published"), "seq") or 0)
+                last = int(await client.hget(redis_key(store, "published"), "seq") or 0)
                 await until(lambda: state().get("sequence") == last, 10, "page settled")
                 snapshots = int(state()["snapshots"])
                 bogus = {"seq": 10**9, "previous": -1, "at": 0.0, "lists": {}}
@@ -167,7 +174,7 @@ async def test_the_alert_ticker_follows_notices_live(
     settings = api_settings_for(namespace, redis_url)
     store = app.store(settings, client)
     # the engine's clock (time.clock = "event") stands at 22:00 UTC
-    await client.hset(store.key("meta"), "watermark", 1741989600.0)
+    await client.hset(redis_key(store, "meta"), "watermark", 1741989600.0)
     driver = await asyncio.to_thread(browser)
     try:
         async with serving(settings, client) as host:

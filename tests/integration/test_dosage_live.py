@@ -18,7 +18,7 @@ from kafka import KafkaProducer
 from streamer import app
 from streamer.adapters.patrols import Dosage
 from streamer.local.broker import LocalBroker
-from tests.pipeline_support import dead_letters, settings_for
+from tests.pipeline_support import dead_letters, redis_key, settings_for
 from tests.worker_support import Workers, write_config
 
 RES = 10
@@ -69,7 +69,7 @@ async def summary_until(
     deadline = time.monotonic() + timeout_s
     last: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        raw = await client.get(dosage.key("dosage", "day", dosage.day_of(time.time())))
+        raw = await client.get(redis_key(dosage.store, "dosage", "day", dosage.day_of(time.time())))
         if raw:
             last = orjson.loads(raw)
             if check(last):
@@ -79,7 +79,7 @@ async def summary_until(
 
 
 async def notices(client: aioredis.Redis, dosage: Dosage) -> list[tuple[str, dict[str, Any]]]:
-    entries = await client.xrange(dosage.key("alerts"))
+    entries = await client.xrange(redis_key(dosage.store, "alerts"))
     return [(f[b"kind"].decode(), orjson.loads(f[b"alert"])) for _, f in entries]
 
 
@@ -117,7 +117,7 @@ async def test_pings_give_dosage_and_an_unvisited_alert_that_clears(
     )
     # an engine that has read pings since yesterday (the consumer's first
     # mark stays; an engine started today would not judge today's window)
-    watch = dosage.key("dosage", "watch")
+    watch = redis_key(dosage.store, "dosage", "watch")
     await client.hset(watch, "since", repr(time.time() - 86400))
     workers.start()
 
@@ -147,7 +147,8 @@ async def test_pings_give_dosage_and_an_unvisited_alert_that_clears(
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         open_now = [
-            orjson.loads(v) for v in (await client.hgetall(dosage.key("alerts", "open"))).values()
+            orjson.loads(v)
+            for v in (await client.hgetall(redis_key(dosage.store, "alerts", "open"))).values()
         ]
         if [a["cells"] for a in open_now] == [[B]]:
             break
@@ -171,4 +172,4 @@ async def test_pings_give_dosage_and_an_unvisited_alert_that_clears(
         await asyncio.sleep(0.3)
     assert [k for k, c in kinds if c == B] == ["opened", "cleared"], kinds
     assert [k for k, c in kinds if c == A] in ([], ["opened", "cleared"]), kinds
-    assert await client.hgetall(dosage.key("alerts", "open")) == {}
+    assert await client.hgetall(redis_key(dosage.store, "alerts", "open")) == {}

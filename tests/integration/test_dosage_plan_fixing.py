@@ -27,6 +27,7 @@ from streamer.core.cells import cell_hex, cell_of, center_hex
 from streamer.core.dosage import LATE_REASON, Ping
 from streamer.core.events import Event
 from streamer.settings import Settings, load_settings
+from tests.pipeline_support import redis_key
 
 ZONE = "America/New_York"
 TZ = ZoneInfo(ZONE)
@@ -86,7 +87,7 @@ def ticker(dosage: Dosage, settings: Settings, clock: list[float]) -> DosageTick
 
 
 async def opened(client: aioredis.Redis, dosage: Dosage) -> list[dict[str, Any]]:
-    raw = await client.hgetall(dosage.key("alerts", "open"))
+    raw = await client.hgetall(redis_key(dosage.store, "alerts", "open"))
     return sorted((orjson.loads(v) for v in raw.values()), key=lambda a: a["cells"][0])
 
 
@@ -114,7 +115,7 @@ async def test_the_plan_is_fixed_at_the_days_first_tick_and_judged_only_when_obs
     clock[0] = local(10, 19, 1)
     assert await tick.tick() == []
     assert await dosage.plan_fixed_at("2026-03-10") == clock[0]
-    day = orjson_loads(await client.get(dosage.key("dosage", "day", "2026-03-10")))
+    day = orjson_loads(await client.get(redis_key(dosage.store, "dosage", "day", "2026-03-10")))
     assert day["observation"]["observed"] is False
     assert "after the day began" in day["observation"]["reason"]
     assert await opened(client, dosage) == []
@@ -176,7 +177,7 @@ async def test_no_alert_while_the_consumer_lags_nor_for_days_it_did_not_watch(
     # window is not observed up to now, so no "late" alert
     clock[0] = local(10, 19)
     assert await tick.tick() == []
-    day = orjson_loads(await client.get(dosage.key("dosage", "day", "2026-03-10")))
+    day = orjson_loads(await client.get(redis_key(dosage.store, "dosage", "day", "2026-03-10")))
     assert "consumer behind or stopped" in day["observation"]["reason"]
 
     # it catches up: every planned cell is late today (cell 0 included)

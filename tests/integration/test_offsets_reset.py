@@ -18,6 +18,7 @@ from tests.pipeline_support import (
     assert_matches_oracle,
     consumer_for,
     publish,
+    redis_key,
     running,
     settings_for,
 )
@@ -49,7 +50,9 @@ async def test_a_log_that_ends_below_the_stored_offset_is_read_not_skipped(
     # the store applied logs of 500 records on each partition, then the
     # broker came back empty and 40 new records were produced
     partitions = range(settings.worker.partitions)
-    await client.hset(store.key("offsets"), mapping={f"{topic}:{p}": 499 for p in partitions})
+    await client.hset(
+        redis_key(store, "offsets"), mapping={f"{topic}:{p}": 499 for p in partitions}
+    )
     rows = oracle.read_rows(oracle.SAMPLE, limit=40)
     published = publish(broker.bootstrap, topic, [("upsert", r) for r in rows])
     assert max(published.last_offsets.values()) < 499
@@ -57,7 +60,7 @@ async def test_a_log_that_ends_below_the_stored_offset_is_read_not_skipped(
     worker = consumer_for(settings, client)
     with caplog.at_level(logging.ERROR, logger="hotspots"):
         async with running(worker):
-            await applied_exactly(client, store.key("offsets"), published.last_offsets)
+            await applied_exactly(client, redis_key(store, "offsets"), published.last_offsets)
     alive = oracle.live(("upsert", r) for r in rows)
     assert await assert_matches_oracle(store, alive, max(r.t_s for r in alive.values())) > 0
     assert worker.metrics.offset_resets.labels(topic)._value.get() == len(partitions)

@@ -38,6 +38,7 @@ from tests.pipeline_support import (
     consumer_for,
     mixed_stream,
     publish,
+    redis_key,
     running,
     settings_for,
     wait_applied,
@@ -321,7 +322,7 @@ async def test_worker_processes_run_every_timer_on_the_cluster(
                 assert time.monotonic() < deadline, timer_runs(workers)
                 await asyncio.sleep(0.5)
             assert_exclusive(timer_runs(workers))
-            assert await client.hget(store.key("published"), "seq") is not None
+            assert await client.hget(redis_key(store, "published"), "seq") is not None
             assert all(w.events_counted() > 0 for w in started)
             for worker in started:
                 assert "Traceback" not in worker.tail(100_000), worker.tail()

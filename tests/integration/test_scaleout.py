@@ -21,6 +21,7 @@ from tests.pipeline_support import (
     assert_matches_oracle,
     mixed_stream,
     publish,
+    redis_key,
     settings_for,
     wait_applied,
 )
@@ -95,7 +96,7 @@ async def test_three_workers_leader_killed_and_one_added_mid_stream(
     original = [workers.start() for _ in range(3)]
     try:
         await wait_sharing(original, 2 * PARTITIONS)
-        leader = await _held_lease(client, store.key("leader"))
+        leader = await _held_lease(client, redis_key(store, "leader"))
         by_holder = {str(w.health().get("worker")): w for w in original}
         assert leader in by_holder, (leader, list(by_holder))
 
@@ -112,7 +113,7 @@ async def test_three_workers_leader_killed_and_one_added_mid_stream(
             await asyncio.sleep(0.1)
         else:
             raise AssertionError("the three workers did not all apply events")
-        leader = await _held_lease(client, store.key("leader"))  # still the same, normally
+        leader = await _held_lease(client, redis_key(store, "leader"))  # still the same, normally
         victim = by_holder[leader]
         victim.proc.send_signal(signal.SIGKILL)
         killed_at = time.time()

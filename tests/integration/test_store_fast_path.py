@@ -22,6 +22,7 @@ from tests.integration.test_store_exact import (
     to_op,
 )
 from tests.integration.test_store_rows import apply_batch
+from tests.pipeline_support import redis_key
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +89,7 @@ async def test_a_redelivered_batch_is_stale_and_changes_nothing(
     result = await apply_batch(store, overlap, now_s, as_rows=as_rows)
     assert result.stale == 200
     assert result.applied == len({r.id for r in rows[400:600]})
-    assert await client.hget(store.key("offsets"), "events:0") == b"599"
+    assert await client.hget(redis_key(store, "offsets"), "events:0") == b"599"
     alive = {r.id: r for r in rows[:600]}
     assert await assert_matches_oracle(store, alive, now_s, table) > 0
 

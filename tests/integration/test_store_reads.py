@@ -22,6 +22,7 @@ from streamer.services.backfill import backfill
 from streamer.settings import load_settings
 from tests import oracle
 from tests.integration.test_store_exact import make_scorer, make_store, to_op
+from tests.pipeline_support import redis_key
 
 NY = ZoneInfo("America/New_York")
 
@@ -106,7 +107,7 @@ async def test_prune_removes_only_what_decayed_to_nothing(
     assert await store.prune(later) == (0, 0)
     assert await store.seq() == seq + 1  # nothing changed: seq stays
     assert await store.top("day", 10, 10, later) == []
-    assert await client.zcard(store.key("rank", "day", 10)) == 0
+    assert await client.zcard(redis_key(store, "rank", "day", 10)) == 0
     assert await store.top("year", 10, 10**6, later) == before_year
     # 30 years on, even the year horizon has decayed below 1e-3: all gone
     removed, deleted = await store.prune(newest + 30 * 365 * 86400)
@@ -129,7 +130,7 @@ async def test_ledger_forgets_after_retention(
     assert await store.trim_ledger(day0 + 86400) == 0  # still within retention
     forgotten = await store.trim_ledger(day0 + 4 * 86400)
     assert forgotten == len({o.id for o in first if o.op == "u"})
-    assert await client.hlen(store.key("ledger")) == 0
+    assert await client.hlen(redis_key(store, "ledger")) == 0
     late = await store.apply([StoreOp.cancel(first[0].id)], now_s=day0 + 4 * 86400)
     assert late.unknown_cancel == 1 and late.cancelled == 0
     ledger_entry = await store.apply(first[:1], now_s=day0 + 4 * 86400)
@@ -192,8 +193,8 @@ async def test_positions_of_ranked_and_unranked_cells(
     for cell, per in zip([*some, nowhere], rows_out, strict=True):
         for n in store.names:
             order = [r.cell for r in ranked[n]]
-            size = await client.zcard(store.key("rank", n, 9))
-            stored = await client.zscore(store.key("rank", n, 9), cell)
+            size = await client.zcard(redis_key(store, "rank", n, 9))
+            stored = await client.zscore(redis_key(store, "rank", n, 9), cell)
             if stored is None:
                 assert per[n] is None
             else:

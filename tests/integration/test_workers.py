@@ -31,6 +31,7 @@ from tests.pipeline_support import (
     consumer_for,
     mixed_stream,
     publish,
+    redis_key,
     running,
     settings_for,
     wait_applied,
@@ -138,7 +139,7 @@ async def test_two_workers_one_stops_and_timers_never_overlap(
         assert name in exposition, name
     # the leader's dashboard figures: the last publication, the top cells
     # (the middle resolution, 9), rank 1 being the store's own first
-    watermark = float(await client.hget(store.key("meta"), "watermark"))  # the event clock
+    watermark = float(await client.hget(redis_key(store, "meta"), "watermark"))  # the event clock
     best = (await store.top("week", 9, 1, watermark))[0].cell
     deadline = time.monotonic() + 30
     wanted = {"cell": best, "horizon": "week", "rank": "1", "resolution": "9"}

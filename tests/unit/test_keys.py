@@ -101,3 +101,20 @@ def test_the_docs_table_lists_every_family_and_no_other() -> None:
     assert len(documented) > 20
     assert sorted(documented - ours) == []
     assert sorted(ours - documented) == []
+
+
+def test_no_other_module_spells_a_key_name() -> None:
+    """Python code outside keys.py builds no key from the prefix by hand: a
+    string that starts a key family after the prefix (``":meta"``,
+    ``":rank:"``, ``"}:"``) or a ``.key(`` helper would bypass the owner."""
+    words = {part for family in keys.FAMILIES for part in template(family).split(":")[1:2]}
+    family = "|".join(sorted(map(re.escape, words)))
+    spelled = re.compile(r"""["'](?:\}:|:(?:""" + family + r""")(?::|["']))|\.key\(""")
+    offenders = [
+        f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+        for path in sorted((ROOT / "streamer").rglob("*.py"))
+        if path.name != "keys.py"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if spelled.search(line.split("#", 1)[0])
+    ]
+    assert offenders == []

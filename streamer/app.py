@@ -16,7 +16,7 @@ from redis.asyncio.cluster import RedisCluster
 from streamer.adapters import keys
 from streamer.adapters.alert_delivery import AlertDelivery, Webhook
 from streamer.adapters.files import SourceProfile
-from streamer.adapters.metrics import Metrics
+from streamer.adapters.metrics import WorkerMetrics
 from streamer.adapters.store import Store
 from streamer.core import fastpath
 from streamer.core.area import Area
@@ -218,7 +218,7 @@ def core(settings: Settings) -> Core:
 def alert_delivery(
     settings: Settings,
     store: Store,
-    metrics: Metrics,
+    metrics: WorkerMetrics,
     *,
     environ: Mapping[str, str] | None = None,
 ) -> AlertDelivery:

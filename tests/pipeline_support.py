@@ -22,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from streamer import app
 from streamer.adapters.consumer import BatchConsumer, ConsumerOptions
 from streamer.adapters.event_sink import EventSink
-from streamer.adapters.metrics import Metrics
+from streamer.adapters.metrics import WorkerMetrics
 from streamer.adapters.store import Store
 from streamer.settings import Settings, load_settings
 from tests import oracle
@@ -211,7 +211,7 @@ async def assert_matches_oracle(store: Store, alive: dict[str, oracle.Row], at_s
 def consumer_for(settings: Settings, client: aioredis.Redis) -> BatchConsumer:
     parts = app.core(settings)
     k = settings.kafka
-    store, metrics = app.store(settings, client), Metrics()
+    store, metrics = app.store(settings, client), WorkerMetrics()
     return BatchConsumer(
         bootstrap=k.bootstrap,
         topics=[k.incidents_topic, k.calls_topic],

@@ -41,7 +41,7 @@ from redis.exceptions import ResponseError
 from streamer.adapters import keys
 from streamer.adapters.alert_stream import GroupReader, _backoff, _raise_if_cancelling
 from streamer.adapters.broker import ensure_topics
-from streamer.adapters.metrics import Metrics
+from streamer.adapters.metrics import WorkerMetrics
 from streamer.adapters.store import Store
 from streamer.settings import Settings
 
@@ -184,7 +184,7 @@ class AlertDelivery:
         topic: str,
         bootstrap: str,
         webhooks: Sequence[Webhook],
-        metrics: Metrics,
+        metrics: WorkerMetrics,
         consumer: str | None = None,
         clock: Callable[[], float] = time.time,
         kafka_options: Mapping[str, Any] | None = None,  # aiokafka TLS/SASL arguments

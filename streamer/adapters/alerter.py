@@ -22,7 +22,7 @@ import orjson
 from streamer.adapters import keys
 from streamer.adapters.alert_delivery import ensure_groups
 from streamer.adapters.decode import text
-from streamer.adapters.metrics import Metrics
+from streamer.adapters.metrics import WorkerMetrics
 from streamer.adapters.store import CellDetails, Store, publish_each
 from streamer.core.emerging import AlertChange, CellCounts, DayBins, Detector, DetectorConfig
 from streamer.core.weights import WeightTable
@@ -127,7 +127,7 @@ class Alerter:
         settings: Settings,
         weights: WeightTable,
         now: Clock,
-        metrics: Metrics | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.store = store
         self.settings = settings

@@ -37,7 +37,7 @@ from aiokafka.errors import KafkaError
 
 from streamer.adapters import keys
 from streamer.adapters.batch_sink import STORE_DOWN, BatchSink, Records, Step, message_of
-from streamer.adapters.metrics import Metrics
+from streamer.adapters.metrics import WorkerMetrics
 from streamer.adapters.store import Store
 from streamer.core.batching import DeadLetter
 
@@ -100,7 +100,7 @@ class BatchConsumer:
         dead_letter_topic: str,
         store: Store,
         sink: BatchSink[Any, Any],
-        metrics: Metrics,
+        metrics: WorkerMetrics,
         options: ConsumerOptions | None = None,
         client_options: dict[str, Any] | None = None,
     ) -> None:

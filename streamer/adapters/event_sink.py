@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from streamer.adapters.consumer import Records, message_of
-from streamer.adapters.metrics import Metrics
+from streamer.adapters.metrics import WorkerMetrics
 from streamer.adapters.store import ApplyPlan, Store
 from streamer.core.batching import DeadLetter, Prepared, prepare_values
 from streamer.core.events import EventRules
@@ -53,7 +53,7 @@ class EventSink:
         store: Store,
         rules: EventRules,
         scorer: Scorer,
-        metrics: Metrics,
+        metrics: WorkerMetrics,
         *,
         clock: Callable[[], float] = time.time,
         fast: FastParser | None = None,

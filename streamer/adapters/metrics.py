@@ -31,7 +31,7 @@ def collect_process(registry: CollectorRegistry) -> None:
 
 
 @dataclass
-class Metrics:
+class WorkerMetrics:
     """Every metric the worker exports."""
 
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)

@@ -27,7 +27,7 @@ from streamer.adapters.alert_delivery import ensure_groups
 from streamer.adapters.alerter import write_notices
 from streamer.adapters.consumer import STORE_DOWN, Records, message_of
 from streamer.adapters.decode import text
-from streamer.adapters.metrics import Metrics
+from streamer.adapters.metrics import WorkerMetrics
 from streamer.adapters.patrols import Dosage, iso
 from streamer.core.batching import DeadLetter
 from streamer.core.cells import center_hex
@@ -63,7 +63,7 @@ class PingSink:
         self,
         dosage: Dosage,
         rules: EventRules,
-        metrics: Metrics,
+        metrics: WorkerMetrics,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:

@@ -32,7 +32,7 @@ from streamer.adapters import keys
 from streamer.adapters.alerter import Alerter
 from streamer.adapters.consumer import BatchConsumer, ConsumerOptions
 from streamer.adapters.event_sink import EventSink
-from streamer.adapters.metrics import Metrics
+from streamer.adapters.metrics import WorkerMetrics
 from streamer.adapters.patrol_worker import DosageTicker, PingSink
 from streamer.adapters.patrols import Dosage
 from streamer.adapters.publisher import Maintainer, Publisher
@@ -130,9 +130,9 @@ def build(
     web_port: int | None = None,
     options: ConsumerOptions | None = None,
     worker_id: str | None = None,
-) -> tuple[faust.App, BatchConsumer, Metrics]:
+) -> tuple[faust.App, BatchConsumer, WorkerMetrics]:
     """The faust app of one worker, its batch consumer and its metrics."""
-    metrics = Metrics()
+    metrics = WorkerMetrics()
     store = app.store(settings)
     parts = app.core(settings)
     holder = worker_id or new_worker_id()
@@ -179,7 +179,7 @@ def _event_consumer(
     settings: Settings,
     store: Store,
     parts: app.Core,
-    metrics: Metrics,
+    metrics: WorkerMetrics,
     options: ConsumerOptions | None,
 ) -> BatchConsumer:
     """The batch consumer of the incident and call topics."""
@@ -238,7 +238,7 @@ class LeaderTimers:
     never run one at the same time even while faust's leadership moves.
     Every run is logged at debug level on ``hotspots.timers``."""
 
-    def __init__(self, fapp: faust.App, lease: Lease, clock: EngineClock, metrics: Metrics):
+    def __init__(self, fapp: faust.App, lease: Lease, clock: EngineClock, metrics: WorkerMetrics):
         self.fapp = fapp
         self.lease = lease
         self.clock = clock
@@ -296,7 +296,7 @@ class LeaderTimers:
 
 
 def _alert_delivery(
-    fapp: faust.App, settings: Settings, store: Store, metrics: Metrics, lease: Lease
+    fapp: faust.App, settings: Settings, store: Store, metrics: WorkerMetrics, lease: Lease
 ) -> None:
     """Delivery keeps the alert stream's order only with one deliverer at a
     time: the holder of a lease of its own (any worker may hold it)."""
@@ -319,7 +319,9 @@ def _alert_delivery(
     cast(Any, fapp).service(_Stopper(delivery.stop))
 
 
-def _web_views(fapp: faust.App, consumer: BatchConsumer, metrics: Metrics, holder: str) -> None:
+def _web_views(
+    fapp: faust.App, consumer: BatchConsumer, metrics: WorkerMetrics, holder: str
+) -> None:
     """``/metrics``, ``/healthz`` and ``/readyz`` on faust's web server."""
 
     @fapp.page("/metrics")

@@ -20,7 +20,7 @@ from aiokafka.structs import ConsumerRecord
 
 from streamer import app
 from streamer.adapters.alert_delivery import AlertDelivery, verify
-from streamer.adapters.metrics import Metrics
+from streamer.adapters.metrics import WorkerMetrics
 from streamer.adapters.store import Store
 from streamer.local.broker import LocalBroker, free_port
 from streamer.settings import ConfigError, Settings, load_settings
@@ -55,7 +55,7 @@ def hook(url: str, **extra: Any) -> dict[str, Any]:
 class Engine:
     settings: Settings
     store: Store
-    metrics: Metrics = field(default_factory=Metrics)
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
 
     def delivery(self) -> AlertDelivery:
         return app.alert_delivery(self.settings, self.store, self.metrics, environ=ENV)

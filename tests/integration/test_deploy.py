@@ -30,7 +30,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from streamer.adapters.metrics import Metrics as WorkerMetrics
+from streamer.adapters.metrics import WorkerMetrics
 from streamer.api import ApiMetrics
 from streamer.api import build as build_api
 from streamer.local.broker import LocalBroker, free_port

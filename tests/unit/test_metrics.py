@@ -7,10 +7,10 @@ import random
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamer.adapters.metrics import TOP_CELLS, Metrics
+from streamer.adapters.metrics import TOP_CELLS, WorkerMetrics
 
 
-def samples(metrics: Metrics, name: str) -> list[dict[str, str]]:
+def samples(metrics: WorkerMetrics, name: str) -> list[dict[str, str]]:
     """The label sets of every sample of ``name`` in the exposition."""
     text = metrics.render().decode()
     return [
@@ -22,7 +22,7 @@ def samples(metrics: Metrics, name: str) -> list[dict[str, str]]:
 
 
 def test_the_registry_exports_process_and_platform_metrics() -> None:
-    text = Metrics().render().decode()
+    text = WorkerMetrics().render().decode()
     for name in (
         "process_cpu_seconds_total",
         "process_resident_memory_bytes",
@@ -35,7 +35,7 @@ def test_the_registry_exports_process_and_platform_metrics() -> None:
 
 
 def test_top_cells_keep_a_fixed_set_of_score_series_however_the_top_changes() -> None:
-    metrics = Metrics()
+    metrics = WorkerMetrics()
     rng = random.Random(7)
     cells = [f"89{n:013x}" for n in range(500)]
     horizons = ("day", "week", "month", "year")
@@ -57,7 +57,7 @@ def test_top_cells_keep_a_fixed_set_of_score_series_however_the_top_changes() ->
 
 
 def test_a_shorter_list_drops_its_lower_ranks_and_another_leader_hides_all() -> None:
-    metrics = Metrics()
+    metrics = WorkerMetrics()
     metrics.show_top_cells(9, {"day": [(f"c{i}", 10.0 - i) for i in range(10)]})
     metrics.show_top_cells(9, {"day": [("c9", 3.0), ("c1", 2.0)]})
     scores = {s["rank"] for s in samples(metrics, "hotspots_top_cell_score")}

@@ -36,7 +36,7 @@ from streamer.core import decay
 from streamer.core.aggregate import Batch, batch_of
 from streamer.core.batching import Rows
 from streamer.core.fastpath import encode_cells
-from streamer.core.scoring import SEP, StoreOp
+from streamer.core.scoring import OFFSET_ONLY, SEP, UPSERT, StoreOp
 
 _FAST_MIN = 8  # fewer new events go term by term: summing them costs more than it saves
 _TOMBSTONE_BYTES = 9  # a ledger value "YYYYMMDD" US with no contribution: a cancel's
@@ -123,8 +123,8 @@ class Store(StoreReads):
         # times of what is added: a cancel's own time moves neither the
         # watermark nor the start of the history (its term must still fit
         # the landmarks, so ``times`` has it)
-        added = [o.contribution.t_s for o in ops if o.op == "u" and o.contribution is not None]
-        uses = Counter(o.id for o in ops if o.op != "n")
+        added = [o.contribution.t_s for o in ops if o.op == UPSERT and o.contribution is not None]
+        uses = Counter(o.id for o in ops if o.op != OFFSET_ONLY)
         row_fast: npt.NDArray[np.bool_] | None = None
         if rows is not None and len(rows):
             if positions is None or len(positions) != len(ops):
@@ -143,7 +143,7 @@ class Store(StoreReads):
             fast = {
                 i
                 for i, o in enumerate(ops)
-                if o.op == "u" and o.contribution is not None and uses[o.id] == 1
+                if o.op == UPSERT and o.contribution is not None and uses[o.id] == 1
             }
         plan = ApplyPlan(
             ops,

@@ -23,7 +23,16 @@ import numpy.typing as npt
 
 from streamer.core.aggregate import Batch, concat_batches
 from streamer.core.events import Cancel, EventRules, InvalidEvent, parse_record
-from streamer.core.scoring import Contribution, Scorer, StoreOp
+from streamer.core.scoring import (
+    CANCEL,
+    CANCEL_WITH_FIELDS,
+    OFFSET_ONLY,
+    UNCOUNT,
+    UPSERT,
+    Contribution,
+    Scorer,
+    StoreOp,
+)
 
 if TYPE_CHECKING:
     from streamer.core.fastpath import FastParser
@@ -89,7 +98,7 @@ class Rows:
     def op(self, k: int) -> StoreOp:
         """Row ``k`` as an upsert op."""
         return StoreOp(
-            "u", self.ids[k], self.contribution(k), self.sources[k], int(self.offsets[k])
+            UPSERT, self.ids[k], self.contribution(k), self.sources[k], int(self.offsets[k])
         )
 
     def take(self, mask: npt.NDArray[np.bool_]) -> Rows:
@@ -234,18 +243,18 @@ def cancel_op(cancel: Cancel, scorer: Scorer, source: str = "", offset: int = -1
     does not count make an ``x``: by id if the ledger holds it, else nothing
     (such an event never added anything, so it is not an unknown cancel)."""
     if cancel.event is None:
-        return StoreOp("c", cancel.id, None, source, offset)
+        return StoreOp(CANCEL, cancel.id, None, source, offset)
     contribution = scorer.contribution(cancel.event)
     if contribution is None:
-        return StoreOp("x", cancel.id, None, source, offset)
-    return StoreOp("r", cancel.id, contribution, source, offset)
+        return StoreOp(UNCOUNT, cancel.id, None, source, offset)
+    return StoreOp(CANCEL_WITH_FIELDS, cancel.id, contribution, source, offset)
 
 
 def _exclude(
     excluded: tuple[int, str], sources: Sequence[str], offsets: Sequence[int], out: Prepared
 ) -> None:
     i, event_id = excluded
-    out.ops.append(StoreOp("x", event_id, None, sources[i], offsets[i]))
+    out.ops.append(StoreOp(UNCOUNT, event_id, None, sources[i], offsets[i]))
     out.positions.append(i)
     out.outcomes["excluded"] += 1
 
@@ -272,7 +281,7 @@ def _prepare_each(
             record = parse_record(value, rules, now_s=now_s)
         except InvalidEvent as exc:
             out.dead.append(DeadLetter(message_at(i), exc.reason, exc.detail))
-            ops.append(StoreOp("n", "", None, source, offset))
+            ops.append(StoreOp(OFFSET_ONLY, "", None, source, offset))
             outcomes["invalid"] += 1
             continue
         if isinstance(record, Cancel):
@@ -283,9 +292,9 @@ def _prepare_each(
             out.unknown_categories[record.category] += 1
         contribution = scorer.contribution(record)
         if contribution is None:
-            ops.append(StoreOp("x", record.id, None, source, offset))
+            ops.append(StoreOp(UNCOUNT, record.id, None, source, offset))
             outcomes["excluded"] += 1
             continue
-        ops.append(StoreOp("u", record.id, contribution, source, offset))
+        ops.append(StoreOp(UPSERT, record.id, contribution, source, offset))
         outcomes["upsert"] += 1
         out._newest(record.occurred_at_s)

@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal, TypeVar
+from typing import Final, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 from streamer.core.cells import cell_hex, cells_of
@@ -20,6 +20,12 @@ from streamer.core.events import Event
 from streamer.core.weights import WeightTable
 
 OpCode = Literal["u", "c", "r", "x", "n"]
+# The op codes as the apply script reads them (one byte on the wire each):
+UPSERT: Final = "u"  # add an event's contribution, or replace its earlier version
+CANCEL: Final = "c"  # take an id out, by the ledger's record of it
+CANCEL_WITH_FIELDS: Final = "r"  # take an id out; the op carries its contribution
+UNCOUNT: Final = "x"  # the id's new version does not count: take the old one out
+OFFSET_ONLY: Final = "n"  # nothing but the source's offset (a dead letter)
 SEP = "\x1f"  # ASCII unit separator: cannot occur in a validated category
 
 # Entries a Scorer memo holds before it starts afresh (memory stays bounded).
@@ -171,11 +177,12 @@ def _steady_hour_of_week(hour: int, zone: ZoneInfo) -> int:
 
 @dataclass(frozen=True, slots=True)
 class StoreOp:
-    """One change for the store: ``u`` upsert a contribution, ``c`` cancel
-    an id, ``r`` cancel an id whose record carries the event's own fields
-    (its contribution: taken out when the ledger no longer holds the id),
-    ``x`` take out an id whose new version no longer counts, ``n``
-    nothing but the offset (a dead letter). ``source``/``offset``
+    """One change for the store: ``op`` is one of :data:`UPSERT` (a
+    contribution), :data:`CANCEL` (an id), :data:`CANCEL_WITH_FIELDS` (an id
+    whose record carries the event's own fields, its contribution: taken out
+    even when the ledger no longer holds the id), :data:`UNCOUNT` (an id
+    whose new version no longer counts) and :data:`OFFSET_ONLY` (nothing but
+    the offset: a dead letter). ``source``/``offset``
     (``"topic:partition"``, Kafka offset) make redelivery harmless: an op at
     or below the offset the store recorded for its source is skipped."""
 
@@ -187,17 +194,17 @@ class StoreOp:
 
     @staticmethod
     def upsert(c: Contribution, source: str = "", offset: int = -1) -> StoreOp:
-        return StoreOp("u", c.id, c, source, offset)
+        return StoreOp(UPSERT, c.id, c, source, offset)
 
     @staticmethod
     def cancel(event_id: str, source: str = "", offset: int = -1) -> StoreOp:
-        return StoreOp("c", event_id, None, source, offset)
+        return StoreOp(CANCEL, event_id, None, source, offset)
 
     @staticmethod
     def retract(c: Contribution, source: str = "", offset: int = -1) -> StoreOp:
         """A cancel of ``c.id`` that can take out ``c`` itself (see the class)."""
-        return StoreOp("r", c.id, c, source, offset)
+        return StoreOp(CANCEL_WITH_FIELDS, c.id, c, source, offset)
 
     @staticmethod
     def exclude(event_id: str, source: str = "", offset: int = -1) -> StoreOp:
-        return StoreOp("x", event_id, None, source, offset)
+        return StoreOp(UNCOUNT, event_id, None, source, offset)

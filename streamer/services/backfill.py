@@ -47,7 +47,7 @@ from streamer.core.batching import cancel_op
 from streamer.core.cells import cells_of_many
 from streamer.core.events import Cancel, Event, EventRules
 from streamer.core.fastpath import encode_cells
-from streamer.core.scoring import Contribution, Scorer, clean_label
+from streamer.core.scoring import UNCOUNT, Contribution, Scorer, clean_label
 
 
 @dataclass
@@ -252,7 +252,7 @@ async def _apply_cancels(
     ]
     for start in range(0, len(cancel_ops), batch_max_events):
         part = cancel_ops[start : start + batch_max_events]
-        uncounted = sum(1 for o in part if o.op == "x")
+        uncounted = sum(1 for o in part if o.op == UNCOUNT)
         report.add_cancels(await store.apply(part, now_s=now_s), uncounted)
         step("cancels", min(start + batch_max_events, len(cancel_ops)), len(cancel_ops))
     ledger_in_use = await store.client.hlen(keys.ledger(store.prefix)) > 0

@@ -5,9 +5,10 @@
 --   labels = {"f:FAMILY" | "c:CATEGORY", ...} named by the fast cells
 -- then ARGV in this order:
 --   nslow groups of five: op, id, packed contribution, source, offset
---     op: "u" upsert, "c" cancel, "r" cancel that carries the event's own
---         contribution (its fields), "x" upsert that no longer counts
---         (excluded), "n" nothing but the offset (a dead letter)
+--     op (named in streamer.core.scoring): "u" UPSERT, "c" CANCEL, "r"
+--         CANCEL_WITH_FIELDS (a cancel that carries the event's own
+--         contribution), "x" UNCOUNT (an upsert that no longer counts),
+--         "n" OFFSET_ONLY (nothing but the offset: a dead letter)
 --     source "topic:partition" and offset, or "" and "" (backfill, tests)
 --   nfast ids, then their nfast ledger values ("YYYYMMDD" US packed)
 --   pairs of cell id and binary delta (see add_cell): the fast upserts, summed

@@ -26,7 +26,7 @@ from streamer.core.scoring import Scorer
 from streamer.core.weights import CategoryWeight, WeightTable
 from streamer.services.backfill import BackfillReport, Progress
 from streamer.services.backfill import backfill as run_backfill
-from streamer.settings import ConfigError, Settings
+from streamer.settings import AUTO, ConfigError, Settings
 
 
 def weight_table(settings: Settings) -> WeightTable:
@@ -50,9 +50,12 @@ def event_rules(settings: Settings) -> EventRules:
     """Validation rules of the settings."""
     ev = settings.events
     area = None
-    if ev.bbox is not None or ev.boundary is not None:
+    # "auto" derives a study area for the commands that measure one; the
+    # live engine has no file to derive it from and filters by nothing
+    boundary = ev.boundary if ev.boundary != AUTO else None
+    if ev.bbox is not None or boundary is not None:
         bbox = (ev.bbox[0], ev.bbox[1], ev.bbox[2], ev.bbox[3]) if ev.bbox else None
-        area = Area.from_files(bbox=bbox, boundary_path=ev.boundary)
+        area = Area.from_files(bbox=bbox, boundary_path=boundary)
     return EventRules(
         max_payload_bytes=ev.max_payload_bytes,
         max_future_skew_s=ev.max_future_skew,

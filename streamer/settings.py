@@ -105,6 +105,8 @@ class EventSettings(_Section):
     max_future_skew: DurationS = 900.0
     default_timezone: str = "UTC"
     bbox: list[float] | None = None
+    # the study area: a GeoJSON outline, or "auto" (derived from a file's points
+    # by the commands that need one); None: none (no point is outside)
     boundary: str | None = None
 
     @field_validator("bbox")
@@ -172,8 +174,7 @@ class ApiSettings(_Section):
     tokens: dict[str, TokenRule] = Field(default_factory=dict)
     cors_origins: list[str] = Field(default_factory=list)
     min_count: int = Field(default=0, ge=0)
-    name: str = "Philadelphia"
-    boundary: str | None = None
+    name: str = ""  # the force, shown on the wall display
     tile_url: str | None = None
     stale_after: DurationS = 15.0
     heartbeat: DurationS = 5.0
@@ -257,6 +258,11 @@ def _default_horizons() -> dict[str, float]:
     return {"day": 86400.0, "week": 7 * 86400.0, "month": 28 * 86400.0, "year": 365 * 86400.0}
 
 
+class DisplaySettings(_Section):
+    districts: str | None = None  # GeoJSON of the force's districts: the display's outline
+    district_label: str | None = None  # the feature property that labels each district
+
+
 class Settings(_Section):
     store: StoreSettings = Field(default_factory=StoreSettings)
     grid: GridSettings = Field(default_factory=GridSettings)
@@ -269,6 +275,7 @@ class Settings(_Section):
     publish: PublishSettings = Field(default_factory=PublishSettings)
     time: TimeSettings = Field(default_factory=TimeSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    display: DisplaySettings = Field(default_factory=DisplaySettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     dosage: DosageSettings = Field(default_factory=DosageSettings)
     blends: dict[str, BlendSettings] = Field(default_factory=dict)
@@ -330,7 +337,7 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
 
 
 # keys renamed since a release: a config using the old name is told the new one
-RENAMED = {"dosage.koper_min": "dosage.koper_visit"}
+RENAMED = {"dosage.koper_min": "dosage.koper_visit", "api.boundary": "display.districts"}
 
 
 def _explain(exc: ValidationError, source: str) -> ConfigError:
@@ -344,6 +351,19 @@ def _explain(exc: ValidationError, source: str) -> ConfigError:
         else:
             lines.append(f"{source}: key '{key}': {error['msg']} (got {error.get('input')!r})")
     return ConfigError("\n".join(lines))
+
+
+# keys that name files: a relative path in a config file is relative to that file
+PATH_KEYS = (("events", "boundary"), ("display", "districts"))
+AUTO = "auto"  # events.boundary: derive the study area from the file's points
+
+
+def _relative_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    for section, key in PATH_KEYS:
+        value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
+        if isinstance(value, str) and value != AUTO and not Path(value).is_absolute():
+            data[section][key] = str((base / value).resolve())
+    return data
 
 
 def load_settings(
@@ -369,7 +389,7 @@ def load_settings(
     chosen = path or env.get("HOTSPOTS_CONFIG")
     source = str(chosen) if chosen else "defaults"
     if chosen:
-        own = _read_toml(Path(chosen))
+        own = _relative_paths(_read_toml(Path(chosen)), Path(chosen).resolve().parent)
         if "horizons" in own:
             # a file's [horizons] is the full list (so a force can drop one)
             data.pop("horizons", None)

@@ -37,6 +37,7 @@ from streamer.analysis.evaluate_output import pct, summary_of, table_of, write_c
 from streamer.core.accuracy import (
     COVERAGES,
     DAY_S,
+    F64,
     Backtest,
     Blend,
     Bools,
@@ -51,11 +52,17 @@ from streamer.core.accuracy import (
     neighbour_index,
 )
 from streamer.core.area import Boundary
-from streamer.core.cells import U64, cells_in_box, cells_of_many, centers_of_many
-from streamer.settings import DATA_DIR, Settings
+from streamer.core.cells import (
+    U64,
+    area_km2_of_many,
+    cells_in_box,
+    cells_of_many,
+    centers_of_many,
+    children_of_many,
+)
+from streamer.settings import AUTO, Settings
 from streamer.usage import UsageError
 
-DEFAULT_BOUNDARY = DATA_DIR / "philadelphia_police_districts.geojson"
 GRID_HALF_LIVES_S = tuple(d * DAY_S for d in (3, 7, 14, 28, 90, 365))
 SHIFT_HOURS = (0, 8, 16)
 
@@ -114,10 +121,49 @@ def period_edges(first: date, end: date, zone: ZoneInfo, period: str) -> list[fl
     return edges
 
 
-def boundary_path(settings: Settings) -> Path:
-    """The study area's outline: ``events.boundary``, else ``api.boundary``,
-    else Philadelphia's police districts."""
-    return Path(settings.events.boundary or settings.api.boundary or DEFAULT_BOUNDARY)
+# "auto": the study area is the resolution-7 cells (about 5 km² each) that
+# hold at least one counting event of the file: a concave outline of the
+# points, coarse enough that a quiet block inside the city is not left out
+AUTO_RESOLUTION = 7
+
+
+@dataclass(frozen=True, slots=True)
+class StudyArea:
+    """The study area's cells at one resolution and where they came from."""
+
+    cells: U64  # sorted by id
+    source: str  # the outline's path, or "auto"
+    note: str | None = None  # what a derived area is, for the output
+
+
+def study_area_of(settings: Settings, resolution: int, lat: F64, lon: F64) -> StudyArea:
+    """The study area: the outline ``events.boundary`` names (else the
+    display's ``display.districts``), or with ``events.boundary = "auto"``
+    one derived from the events' points (``lat``, ``lon``)."""
+    chosen = settings.events.boundary or settings.display.districts
+    if chosen is None:
+        raise UsageError(
+            "no study area: set events.boundary in the config to the force's outline "
+            '(a GeoJSON file), or to "auto" to derive it from the file\'s points'
+        )
+    if chosen == AUTO:
+        coarse = np.unique(cells_of_many(lat, lon, [min(AUTO_RESOLUTION, resolution)])[:, 0])
+        cells = children_of_many(coarse, resolution)
+        note = (
+            f'study area derived from the file\'s points (events.boundary = "auto"): the '
+            f"{coarse.size} H3 resolution-{min(AUTO_RESOLUTION, resolution)} cells holding events, "
+            f"{area_km2_of_many(coarse):,.0f} km²; set events.boundary to the force's outline "
+            "for a study area that does not depend on where the events fell"
+        )
+        return StudyArea(cells, AUTO, note)
+    try:
+        boundary = Boundary.load(chosen)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"events.boundary {chosen}: {exc}") from None
+    cells = study_cells(boundary, resolution)
+    if cells.size == 0:
+        raise UsageError(f"events.boundary {chosen}: no cell of resolution {resolution} inside")
+    return StudyArea(cells, chosen)
 
 
 def study_cells(boundary: Boundary, resolution: int) -> U64:
@@ -213,8 +259,7 @@ class _Study:
     zone: ZoneInfo
     split: date | None  # --train-to
     edges: list[float]
-    boundary: Path
-    cells: U64  # the study area's cells, sorted
+    area: StudyArea
     history: History
 
 
@@ -252,24 +297,18 @@ def _read_study(options: EvaluateOptions, settings: Settings) -> _Study:
         if not first < split < end:
             raise UsageError("--train-to: must fall after --from and no later than --to")
     edges = period_edges(first, end, zone, options.period)
-    bpath = boundary_path(settings)
-    try:
-        boundary = Boundary.load(bpath)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"boundary {bpath}: {exc}") from None
-    study = study_cells(boundary, options.resolution)
-    if study.size == 0:
-        raise UsageError(f"boundary {bpath}: no cell of resolution {options.resolution} inside")
     t, lat, lon, weight = counting_events(cols, settings, now_s=time.time())
     before_end = t < edges[-1]
     t, lat, lon, weight = t[before_end], lat[before_end], lon[before_end], weight[before_end]
+    area = study_area_of(settings, options.resolution, lat, lon)
+    study = area.cells
     cell = cells_of_many(lat, lon, [options.resolution])[:, 0]
     pos = np.minimum(np.searchsorted(study, cell), study.size - 1)
     inside = study[pos] == cell
     history = History.build(t[inside], pos[inside], weight[inside], int(study.size))
     if not np.any(history.t_s >= edges[0]):
         raise UsageError("no counting event in the study area between --from and --to")
-    return _Study(zone, split, edges, bpath, study, history)
+    return _Study(zone, split, edges, area, history)
 
 
 def _run_backtest(
@@ -285,7 +324,7 @@ def _run_backtest(
     methods += [b for b in publishable if b.name not in {g.name for g in grid}]
     smoothing = any(m.smoothing > 0 for m in grid)
     history = study.history
-    neighbours = neighbour_index(study.cells) if smoothing else None
+    neighbours = neighbour_index(study.area.cells) if smoothing else None
     with RichProgress(disable=options.quiet, transient=True, console=console) as bar:
         task = bar.add_task(f"backtest ({len(methods)} methods)", total=len(study.edges) - 1)
         result = backtest(
@@ -305,7 +344,8 @@ def _run_backtest(
             "to": options.end,
             "period": options.period,
             "resolution": options.resolution,
-            "boundary": str(study.boundary),
+            "boundary": study.area.source,
+            "study_area_note": study.area.note,
             "history_from": datetime.fromtimestamp(float(history.t_s[0]), study.zone).isoformat(),
         },
         "study_cells": result.study_cells,
@@ -456,6 +496,8 @@ def main(options: EvaluateOptions, settings: Settings) -> int:
     if not console.is_terminal:
         console = Console(width=170, quiet=as_json_only)
     study = _read_study(options, settings)
+    if study.area.note is not None:
+        console.print(f"warning: {study.area.note}", highlight=False, soft_wrap=True)
     loaded_s = time.monotonic() - started
     run = _run_backtest(options, settings, study, console)
     seconds = time.monotonic() - started

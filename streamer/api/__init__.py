@@ -55,11 +55,16 @@ from streamer.api.metrics import ApiMetrics, Timing
 from streamer.api.params import BBOX_PATTERN, DATE_PATTERN
 from streamer.api.ranking import RankingMoved, pages
 from streamer.core.weekhours import DAYS, HOUR_PATTERN
-from streamer.settings import DATA_DIR, Settings
+from streamer.settings import AUTO, Settings
 
 log = logging.getLogger("hotspots.api")
 
-DEFAULT_BOUNDARY = DATA_DIR / "philadelphia_police_districts.geojson"
+
+def display_outline(settings: Settings) -> Path | None:
+    """What the display draws: ``display.districts``, else the study area's
+    outline (``events.boundary`` when it names a file), else nothing."""
+    chosen = settings.display.districts or settings.events.boundary
+    return Path(chosen) if chosen and chosen != AUTO else None
 
 
 def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
@@ -78,7 +83,7 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
     )
     metrics = ApiMetrics()
     hub = Hub(store, settings.api.client_queue, metrics)
-    boundary_path = settings.api.boundary or settings.events.boundary or str(DEFAULT_BOUNDARY)
+    outline = display_outline(settings)
     gate = Gate({t.token_sha256: Caller(name, t.role) for name, t in settings.api.tokens.items()})
     api = Api(
         settings=settings,
@@ -87,8 +92,8 @@ def build(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
         hub=hub,
         gate=gate,
         guards=Guards.of(gate),
-        boundary=read_outline(Path(boundary_path)),
-        area=study_area(settings, boundary_path),
+        boundary=read_outline(outline, settings.display.district_label),
+        area=study_area(settings, outline),
         families=sorted({rule.family for rule in settings.categories.values()}),
         clock=EngineClock(store, settings.time.clock),
         totals=RankingTotals(store),
@@ -217,7 +222,6 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
 __all__ = [
     "ADMIN",
     "ANY_ROLE",
-    "DEFAULT_BOUNDARY",
     "DISPATCH",
     "ROLES",
     "SERVER_OPTIONS",
@@ -227,6 +231,7 @@ __all__ = [
     "LaneApp",
     "RankingMoved",
     "build",
+    "display_outline",
     "pages",
     "serve",
     "token_digest",

@@ -14,7 +14,7 @@ from fastapi.responses import Response
 
 from streamer.core.area import Area, Boundary
 from streamer.core.cells import cell_boundary, cell_center
-from streamer.settings import Settings
+from streamer.settings import AUTO, Settings
 
 log = logging.getLogger("hotspots.api")
 
@@ -64,7 +64,7 @@ def _signed_area(ring_: Sequence[Sequence[float]]) -> float:
     )
 
 
-def study_area(settings: Settings, outline: str) -> Area | None:
+def study_area(settings: Settings, outline: Path | None) -> Area | None:
     """Where the engine's events come from, as ``/v1/risk`` reports it: the
     events' box and boundary (``events.bbox``, ``events.boundary``), else
     the outline the display draws (``outline``); None when there is neither
@@ -72,7 +72,8 @@ def study_area(settings: Settings, outline: str) -> Area | None:
     ev = settings.events
     bbox = tuple(ev.bbox) if ev.bbox else None
     boundary = None
-    for path in (ev.boundary, None if bbox else outline):
+    own = ev.boundary if ev.boundary != AUTO else None
+    for path in (own, None if bbox else outline):
         if path is None:
             continue
         try:
@@ -85,15 +86,27 @@ def study_area(settings: Settings, outline: str) -> Area | None:
     return Area(bbox=(bbox[0], bbox[1], bbox[2], bbox[3]) if bbox else None, boundary=boundary)
 
 
-def read_outline(path: Path) -> bytes:
+NO_OUTLINE = b'{"type": "FeatureCollection", "features": []}'
+
+
+def read_outline(path: Path | None, label: str | None = None) -> bytes:
     """The boundary file as RFC 7946 GeoJSON: no ``crs`` member (7946 knows
     only WGS 84 lon/lat) and rings wound by the right-hand rule (exterior
-    rings counter-clockwise, holes clockwise), whatever the file had."""
+    rings counter-clockwise, holes clockwise), whatever the file had. With
+    ``label``, each feature's ``label`` property is its property ``label``
+    (the display labels districts by ``label`` first)."""
+    if path is None:
+        return NO_OUTLINE
     try:
         doc = orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError) as exc:
         log.warning("boundary_missing path=%s error=%s (the display draws no outline)", path, exc)
-        return b'{"type": "FeatureCollection", "features": []}'
+        return NO_OUTLINE
+    if label is not None:
+        for feature in doc.get("features", []) if isinstance(doc, dict) else []:
+            props = feature.get("properties") or {}
+            if label in props:
+                feature["properties"] = {**props, "label": props[label]}
     return orjson.dumps(rfc7946(doc))
 
 

@@ -206,3 +206,27 @@ def neighbours_of_many(cells: U64) -> U64:
         ring1 = sorted(h3.str_to_int(n) for n in h3.grid_ring(cell_hex(int(c)), 1))
         out[i, : len(ring1)] = ring1
     return out
+
+
+def children_of_many(cells: U64, resolution: int) -> U64:
+    """Every cell of ``resolution`` under any of ``cells`` (coarser ones),
+    sorted by id; cells already at ``resolution`` or finer stay as they are.
+
+    >>> parent = cell_of(39.95, -75.16, 7)
+    >>> int(children_of_many(np.array([parent], dtype=np.uint64), 9).size)
+    49
+    """
+    out: list[int] = []
+    for cell in cells.tolist():
+        if resolution_of(int(cell)) >= resolution:
+            out.append(int(cell))
+        else:
+            out += [
+                int(h3.str_to_int(c)) for c in h3.cell_to_children(cell_hex(int(cell)), resolution)
+            ]
+    return np.unique(np.array(out, dtype=np.uint64))
+
+
+def area_km2_of_many(cells: U64) -> float:
+    """The cells' total area in km² (H3's exact cell areas)."""
+    return float(sum(h3.cell_area(cell_hex(int(c)), unit="km^2") for c in cells.tolist()))

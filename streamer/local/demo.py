@@ -56,10 +56,11 @@ from streamer.local.processes import (
     stop_process,
     tail,
 )
-from streamer.settings import DATA_DIR, ConfigError, Settings, load_settings
+from streamer.settings import CONFIG_DIR, DATA_DIR, ConfigError, Settings, load_settings
 
 SAMPLE = DATA_DIR / "philadelphia_2025.csv.gz"
 PROFILE = "philadelphia"
+FORCE_CONFIG = CONFIG_DIR / "forces" / "philadelphia.toml"  # the sample's force
 SPLIT_AT_LOCAL = "2025-12-01 00:00:00"  # the sample's times are local wall times
 TIMEZONE = "America/New_York"
 DEFAULT_SPEED = 3600.0
@@ -79,8 +80,13 @@ class DemoOptions:
     live: bool = True
     stale_after_s: float = 10.0
     namespace: str = DEFAULT_NAMESPACE
-    config: str | None = None
+    config: str | None = None  # None: the sample's force, FORCE_CONFIG
     clean: bool = False  # delete the demo's namespace instead of running
+
+    @property
+    def config_path(self) -> str:
+        """The config the demo and its children run on."""
+        return str(Path(self.config).resolve()) if self.config else str(FORCE_CONFIG)
 
 
 class Demo:
@@ -150,7 +156,7 @@ class Demo:
         from streamer.local.redis_server import EmbeddedRedis, redis_answers
 
         opts = self.options
-        base = load_settings(opts.config, overrides={"store": {"namespace": opts.namespace}})
+        base = load_settings(opts.config_path, overrides={"store": {"namespace": opts.namespace}})
         redis_url = base.store.redis_url
         if redis_answers(redis_url, timeout_s=REDIS_PING_TIMEOUT_S):
             self.say(f"redis: using {redis_url}")
@@ -180,7 +186,7 @@ class Demo:
         self.say(f"broker (tansu) pid {self.broker.pid} at {self.broker.bootstrap}")
 
         settings = load_settings(
-            opts.config,
+            opts.config_path,
             overrides={
                 "kafka": {
                     "bootstrap": self.broker.bootstrap,
@@ -288,8 +294,7 @@ class Demo:
         in a session of its own: a terminal Ctrl-C reaches the demo, which
         stops its children in order."""
         command = [sys.executable, "-m", "streamer.cli"]
-        if self.options.config:
-            command += ["--config", str(Path(self.options.config).resolve())]
+        command += ["--config", self.options.config_path]
         with open(log_path, "ab") as log:
             return subprocess.Popen(
                 [*command, *args],
@@ -475,7 +480,7 @@ def clean(options: DemoOptions, console: Console) -> int:
 
     try:
         settings = load_settings(
-            options.config, overrides={"store": {"namespace": options.namespace}}
+            options.config_path, overrides={"store": {"namespace": options.namespace}}
         )
     except ConfigError as exc:
         say(f"error: {exc}")

@@ -39,9 +39,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def settings_for(namespace: str, redis_url: str, **api: Any) -> Settings:
+def settings_for(
+    namespace: str, redis_url: str, display: dict[str, Any] | None = None, **api: Any
+) -> Settings:
     return load_settings(
         overrides={
+            "display": display or {},
             "store": {"namespace": namespace, "redis_url": redis_url},
             "grid": {"timezone": "America/New_York"},
             "time": {"clock": "event"},  # now = the newest event (the records are old)

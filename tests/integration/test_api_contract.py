@@ -195,7 +195,8 @@ async def test_bbox_edges_in_either_order_and_across_the_antimeridian(
 async def test_risk_says_whether_the_point_is_in_the_study_area(
     client: aioredis.Redis, namespace: str, redis_url: str, rows: list[oracle.Row]
 ) -> None:
-    settings = settings_for(namespace, redis_url)
+    # the study area the config names: the display's districts
+    settings = settings_for(namespace, redis_url, display={"districts": str(oracle.DISTRICTS)})
     await filled(settings, client, rows[:500])
     async with serving(settings, client) as host, httpx.AsyncClient(base_url=f"http://{host}") as h:
         for (lat, lon), inside in (
@@ -303,7 +304,9 @@ async def test_the_boundary_and_the_geojson_export_follow_rfc_7946(
     )
     outline = tmp_path / "districts.geojson"
     outline.write_bytes(orjson.dumps(bundled))
-    settings = settings_for(namespace, redis_url, boundary=str(outline))
+    settings = settings_for(
+        namespace, redis_url, display={"districts": str(outline), "district_label": "dist_numc"}
+    )
     await filled(settings, client, rows)
     async with serving(settings, client) as host, httpx.AsyncClient(base_url=f"http://{host}") as h:
         h.headers.update(auth(DISPLAY))
@@ -311,6 +314,10 @@ async def test_the_boundary_and_the_geojson_export_follow_rfc_7946(
         assert got.headers["content-type"] == "application/geo+json"
         doc = got.json()
         assert no_crs(doc) and len(doc["features"]) == len(bundled["features"])
+        # each district labelled by the property the config names
+        labels = [f["properties"].get("label") for f in doc["features"]]
+        numbers = [f["properties"].get("dist_numc") for f in bundled["features"]]
+        assert labels == numbers and labels[0] is not None
         polygons = 0
         for feature in doc["features"]:
             geometry = feature["geometry"]
@@ -416,3 +423,15 @@ async def test_a_method_not_allowed_names_every_method_of_the_path(
         ):
             got = await h.request("DELETE", path)
             assert got.status_code == 405 and got.headers["allow"] == allowed, path
+
+
+async def test_without_districts_or_an_outline_the_display_draws_none(
+    client: aioredis.Redis, namespace: str, redis_url: str
+) -> None:
+    # no config names an outline: nothing bundled stands in for the force's own
+    settings = settings_for(namespace, redis_url)
+    assert settings.events.boundary is None and settings.display.districts is None
+    async with serving(settings, client) as host, httpx.AsyncClient(base_url=f"http://{host}") as h:
+        h.headers.update(auth(DISPLAY))
+        doc = (await h.get("/v1/boundary")).json()
+        assert doc == {"type": "FeatureCollection", "features": []}

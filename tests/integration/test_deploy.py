@@ -665,12 +665,15 @@ def test_the_wheel_runs_from_outside_the_source_tree(tmp_path: Path) -> None:
     assert checked.returncode == 0, checked.stderr
     assert json.loads(checked.stdout)["store"]["namespace"] == "hotspots"
     # a one-day backtest on the bundled sample, through the bundled profile,
-    # category weights and district outline: as from the source tree
+    # category weights and the sample's force config (its district outline,
+    # a path relative to the config): as from the source tree
     days = ("--profile", "philadelphia", "--from", "2025-12-01", "--to", "2025-12-01")
     evaluate = ("evaluate", data_dir / "philadelphia_2025.csv.gz", *days, "--json", "--quiet")
-    from_wheel = run(hotspots, *evaluate)
+    force = ("--config", config_dir / "forces" / "philadelphia.toml")
+    from_wheel = run(hotspots, *force, *evaluate)
     assert from_wheel.returncode == 0, from_wheel.stderr
-    from_tree = hotspots_in_tree(*map(str, evaluate), env=env)
+    tree_force = ("--config", str(ROOT / "streamer" / "config" / "forces" / "philadelphia.toml"))
+    from_tree = hotspots_in_tree(*tree_force, *map(str, evaluate), env=env)
     assert from_tree.returncode == 0, from_tree.stderr
     ours, theirs = json.loads(from_wheel.stdout), json.loads(from_tree.stdout)
     assert ours["study_cells"] > 0 and ours["events"] > 0

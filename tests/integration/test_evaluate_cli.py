@@ -13,6 +13,8 @@ from tests import oracle
 from tests.cli_support import hotspots
 
 COVERAGES = [0.01, 0.02, 0.05, 0.1]
+# the sample's force: its study area is the union of its police districts
+FORCE = ("--config", str(oracle.ROOT / "streamer" / "config" / "forces" / "philadelphia.toml"))
 
 
 def _env() -> dict[str, str]:
@@ -37,6 +39,7 @@ def _check_methods(methods: list[dict[str, object]]) -> None:
 def test_evaluate_on_the_sample(tmp_path: Path) -> None:
     out_csv, out_png = tmp_path / "acc.csv", tmp_path / "acc.png"
     done = hotspots(
+        *FORCE,
         "evaluate",
         str(oracle.SAMPLE),
         "--profile",
@@ -87,6 +90,7 @@ def test_evaluate_on_the_sample(tmp_path: Path) -> None:
 def test_evaluate_grid_on_the_sample_reports_the_unseen_span(tmp_path: Path) -> None:
     out_json = tmp_path / "grid.json"
     done = hotspots(
+        *FORCE,
         "evaluate",
         str(oracle.SAMPLE),
         "--profile",
@@ -139,6 +143,7 @@ def test_evaluate_grid_on_the_sample_reports_the_unseen_span(tmp_path: Path) -> 
 
 def test_evaluate_rejects_bad_dates() -> None:
     done = hotspots(
+        *FORCE,
         "evaluate",
         str(oracle.SAMPLE),
         "--profile",
@@ -151,3 +156,33 @@ def test_evaluate_rejects_bad_dates() -> None:
     )
     assert done.returncode == 2
     assert "--from" in done.stderr
+
+
+def test_evaluate_without_a_study_area_names_the_key(tmp_path: Path) -> None:
+    bare = tmp_path / "bare.toml"
+    bare.write_text('[grid]\ntimezone = "America/New_York"\n')
+    days = ("--profile", "philadelphia", "--from", "2025-03-01", "--to", "2025-03-07")
+    done = hotspots("--config", str(bare), "evaluate", str(oracle.SAMPLE), *days, env=_env())
+    assert done.returncode == 2, done.stderr
+    assert "no study area" in done.stderr and "events.boundary" in done.stderr
+    assert '"auto"' in done.stderr
+
+
+def test_an_auto_study_area_is_derived_from_the_points_and_said_so(tmp_path: Path) -> None:
+    auto = tmp_path / "auto.toml"
+    auto.write_text('[events]\nboundary = "auto"\n')
+    days = ("--profile", "philadelphia", "--from", "2025-03-01", "--to", "2025-03-07")
+    common = ("evaluate", str(oracle.SAMPLE), *days, "--resolution", "9", "--quiet")
+    derived = hotspots("--config", str(auto), *common, "--json", env=_env())
+    assert derived.returncode == 0, derived.stderr
+    report = orjson.loads(derived.stdout)
+    note = report["parameters"]["study_area_note"]
+    assert report["parameters"]["boundary"] == "auto" and "derived" in note and "km²" in note
+    outlined = orjson.loads(hotspots(*FORCE, *common, "--json", env=_env()).stdout)
+    assert outlined["parameters"]["study_area_note"] is None
+    # the hull of the points holds every event (the outline leaves out the few
+    # whose cell's centre falls outside the districts) and is of the city's size
+    assert outlined["events"] <= report["events"] <= 1.01 * outlined["events"]
+    assert 0.5 * outlined["study_cells"] < report["study_cells"] < 1.5 * outlined["study_cells"]
+    table = hotspots("--config", str(auto), *common, env=_env())
+    assert "warning: study area derived from the file's points" in table.stdout

@@ -4,6 +4,7 @@ engine does."""
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -47,3 +48,31 @@ def test_a_renamed_key_names_its_new_name(tmp_path: Path) -> None:
     assert str(config) in message
     config.write_text('[dosage]\nkoper_visit = "12m"\n')
     assert load_settings(config, environ={}).dosage.koper_visit == 720.0
+
+
+def test_paths_in_a_config_file_are_relative_to_it(tmp_path: Path) -> None:
+    force = tmp_path / "force"
+    force.mkdir()
+    config = force / "force.toml"
+    config.write_text(
+        '[events]\nboundary = "outline.geojson"\n[display]\ndistricts = "d.geojson"\n'
+    )
+    settings = load_settings(config, environ={})
+    assert settings.events.boundary == str(force / "outline.geojson")
+    assert settings.display.districts == str(force / "d.geojson")
+    config.write_text('[events]\nboundary = "auto"\n')
+    assert load_settings(config, environ={}).events.boundary == "auto"
+    # an override (a command-line flag) is taken as given
+    assert load_settings(
+        environ={}, overrides={"events": {"boundary": "x.geojson"}}
+    ).events.boundary == ("x.geojson")
+
+
+def test_no_default_names_a_force_or_its_outline() -> None:
+    settings = load_settings(environ={})
+    assert settings.events.boundary is None and settings.display.districts is None
+    assert settings.api.name == ""
+    old = load_settings(environ={}, overrides={"display": {"districts": "a.geojson"}})
+    assert old.display.districts == "a.geojson"
+    with pytest.raises(ConfigError, match=re.escape("'api.boundary' is now 'display.districts'")):
+        load_settings(environ={}, overrides={"api": {"boundary": "a.geojson"}})

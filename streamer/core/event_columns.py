@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamer.core.event_model import (
+    COORDINATE_FAULTS,
     MAX_TEXT_CHARS,
     MAX_TIME_S,
     MIN_TIME_S,
@@ -32,6 +33,7 @@ def validate_columns(
     rules: EventRules,
     *,
     now_s: float,
+    coordinate_faults: npt.ArrayLike | Sequence[object] | None = None,
 ) -> tuple[Bools, npt.NDArray[np.object_]]:
     """Validate a bulk file column by column: ``(keep, reasons)``.
 
@@ -42,6 +44,11 @@ def validate_columns(
     five fields). ``occurred_at_s`` is POSIX seconds. Columns cannot hold an
     absent number, so a NaN time is ``bad_time`` and a NaN coordinate
     ``not_finite``; ``None`` ids and categories are ``missing_field``.
+
+    ``coordinate_faults`` (from a file reader, which saw the coordinates as
+    written: ``""`` where they were usable, else one of
+    :data:`~streamer.core.event_model.COORDINATE_FAULTS`) gives those rows
+    that reason in place of the coordinate checks; no single record has it.
     """
     id_col = _text_column(ids)
     category_col = _text_column(categories)
@@ -58,6 +65,7 @@ def validate_columns(
     ):
         if col.shape != (n,):
             raise ValueError(f"{name} has shape {col.shape}, expected ({n},)")
+    faults = _faults(coordinate_faults, n)
 
     reasons: npt.NDArray[np.object_] = np.full(n, None, dtype=object)
     keep: Bools = np.ones(n, dtype=np.bool_)
@@ -78,6 +86,8 @@ def validate_columns(
     with np.errstate(invalid="ignore"):
         reject(~((t >= MIN_TIME_S) & (t < MAX_TIME_S)), "bad_time")
         reject(t > now_s + rules.max_future_skew_s, "future_time")
+        if faults is not None:
+            reject(faults != "", faults)
         reject(~(np.isfinite(lat) & np.isfinite(lon)), "not_finite")
         reject(~(np.abs(lat) <= 90.0), "lat_out_of_range")
         reject(~(np.abs(lon) <= 180.0), "lon_out_of_range")
@@ -88,6 +98,24 @@ def validate_columns(
         reasons[outside] = "outside_area"
         keep[outside] = False
     return keep, reasons
+
+
+def _faults(
+    values: npt.ArrayLike | Sequence[object] | None, n: int
+) -> npt.NDArray[np.object_] | None:
+    """``coordinate_faults`` checked: None when absent or all ``""``."""
+    if values is None:
+        return None
+    faults = np.asarray(_text_column(values), dtype=object)
+    if faults.shape != (n,):
+        raise ValueError(f"coordinate_faults has shape {faults.shape}, expected ({n},)")
+    marked = faults != ""
+    if not marked.any():
+        return None
+    unknown = set(faults[marked].tolist()) - set(COORDINATE_FAULTS)
+    if unknown:
+        raise ValueError(f"coordinate_faults holds unknown reasons {sorted(map(str, unknown))}")
+    return faults
 
 
 def _column_reasons(

@@ -93,6 +93,13 @@ REASONS: tuple[str, ...] = (
 )
 """Every ``InvalidEvent.reason`` code (for pre-registering metric labels)."""
 
+COORDINATE_FAULTS: tuple[str, ...] = ("missing_coordinates", "bad_coordinates", "zero_coordinates")
+"""Rejection reasons of bulk-file rows only (never raised by ``parse_record``):
+a file reader gives them to a row whose coordinates, as written, are unusable:
+an empty cell, text that is not a number, or a zero (the "no location" or
+"withheld" marker of projected exports). Projected coordinates need them:
+after reprojection the marker no longer looks like one."""
+
 MAX_TEXT_CHARS = 128
 """Longest ``id`` and ``category`` accepted."""
 MIN_TIME_S = 0.0

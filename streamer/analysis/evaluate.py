@@ -34,6 +34,7 @@ from streamer.adapters.files import (
 )
 from streamer.analysis.evaluate_alerts import read_file_columns
 from streamer.analysis.evaluate_output import pct, summary_of, table_of, write_csv, write_png
+from streamer.analysis.reading import profile_columns, report_lines, row_report
 from streamer.core.accuracy import (
     COVERAGES,
     DAY_S,
@@ -60,6 +61,7 @@ from streamer.core.cells import (
     centers_of_many,
     children_of_many,
 )
+from streamer.core.row_report import RowReport
 from streamer.settings import AUTO, Settings
 from streamer.usage import UsageError
 
@@ -260,6 +262,7 @@ class _Study:
     split: date | None  # --train-to
     edges: list[float]
     area: StudyArea
+    rows: RowReport  # what became of the file's rows
     history: History
 
 
@@ -300,6 +303,7 @@ def _read_study(options: EvaluateOptions, settings: Settings) -> _Study:
     t, lat, lon, weight = counting_events(cols, settings, now_s=time.time())
     before_end = t < edges[-1]
     t, lat, lon, weight = t[before_end], lat[before_end], lon[before_end], weight[before_end]
+    rows = row_report(cols, settings, now_s=time.time())
     area = study_area_of(settings, options.resolution, lat, lon)
     study = area.cells
     cell = cells_of_many(lat, lon, [options.resolution])[:, 0]
@@ -308,7 +312,7 @@ def _read_study(options: EvaluateOptions, settings: Settings) -> _Study:
     history = History.build(t[inside], pos[inside], weight[inside], int(study.size))
     if not np.any(history.t_s >= edges[0]):
         raise UsageError("no counting event in the study area between --from and --to")
-    return _Study(zone, split, edges, area, history)
+    return _Study(zone, split, edges, area, rows, history)
 
 
 def _run_backtest(
@@ -347,6 +351,10 @@ def _run_backtest(
             "boundary": study.area.source,
             "study_area_note": study.area.note,
             "history_from": datetime.fromtimestamp(float(history.t_s[0]), study.zone).isoformat(),
+        },
+        "rows": {
+            **study.rows.as_dict(),
+            "warnings": study.rows.warnings(profile_columns(options.profile)),
         },
         "study_cells": result.study_cells,
         "periods": int(result.events.size),
@@ -496,6 +504,8 @@ def main(options: EvaluateOptions, settings: Settings) -> int:
     if not console.is_terminal:
         console = Console(width=170, quiet=as_json_only)
     study = _read_study(options, settings)
+    for line in report_lines(study.rows, options.profile):
+        console.print(line, highlight=False, soft_wrap=True)
     if study.area.note is not None:
         console.print(f"warning: {study.area.note}", highlight=False, soft_wrap=True)
     loaded_s = time.monotonic() - started

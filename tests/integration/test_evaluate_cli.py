@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import os
 from pathlib import Path
 
@@ -186,3 +187,41 @@ def test_an_auto_study_area_is_derived_from_the_points_and_said_so(tmp_path: Pat
     assert 0.5 * outlined["study_cells"] < report["study_cells"] < 1.5 * outlined["study_cells"]
     table = hotspots("--config", str(auto), *common, env=_env())
     assert "warning: study area derived from the file's points" in table.stdout
+
+
+def test_a_file_that_loses_rows_says_how_many_why_and_in_which_column(tmp_path: Path) -> None:
+    # March of the sample, three ids in four emptied (an older schema's rows)
+    # and every tenth category one the harm table does not list
+    with gzip.open(oracle.SAMPLE, "rt", newline="") as src:
+        reader = csv.DictReader(src)
+        march = [r for r in reader if r["t_local"].startswith("2025-03")]
+    for i, row in enumerate(march):
+        if i % 4:
+            row["dc_key"] = ""
+        elif i % 40 == 0:
+            row["text_general_code"] = "Loitering After Curfew"
+    lossy = tmp_path / "lossy.csv"
+    with lossy.open("w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=list(march[0]))
+        writer.writeheader()
+        writer.writerows(march)
+    emptied = sum(1 for r in march if not r["dc_key"])
+    days = ("--profile", "philadelphia", "--from", "2025-03-01", "--to", "2025-03-31", "--quiet")
+    done = hotspots(*FORCE, "evaluate", str(lossy), *days, env=_env())
+    assert done.returncode == 0, done.stderr
+    share = 100 * emptied / len(march)
+    expected = f"{emptied:,} rows ({share:.1f} %) have an empty or unusable id in column 'dc_key'"
+    assert f"{len(march):,} rows read: " in done.stdout
+    assert f"warning: {expected}" in done.stdout
+    assert "have a category the harm table does not list" in done.stdout
+    report = orjson.loads(
+        hotspots(*FORCE, "evaluate", str(lossy), *days, "--json", env=_env()).stdout
+    )
+    assert report["rows"]["rejected"] == {"bad_id": emptied}
+    rows = report["rows"]
+    assert rows["read"] == len(march) and expected in rows["warnings"]
+    assert rows["accepted"] + emptied + rows["superseded"] + rows["cancelled"] == len(march)
+    unknown = sum(
+        1 for r in march if r["dc_key"] and r["text_general_code"] == "Loitering After Curfew"
+    )
+    assert report["rows"]["on_default_weight"] == unknown > 0

@@ -1,0 +1,42 @@
+"""The row report of a file an analysis reads: what became of its rows, and
+the warnings a command prints before its results (:mod:`streamer.core.row_report`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from streamer import app
+from streamer.adapters.files import Columns, load_profile, standing
+from streamer.core.row_report import RowReport
+from streamer.settings import Settings
+
+
+def row_report(cols: Columns, settings: Settings, *, now_s: float) -> RowReport:
+    """The fate of every row of ``cols`` under the settings' event rules and
+    harm table, as backfill would load them."""
+    stood = standing(cols, app.event_rules(settings), now_s=now_s)
+    table = app.weight_table(settings)
+    listed = np.isin(cols.categories[stood.rows], list(table.rules))
+    return RowReport(
+        read=len(cols),
+        accepted=int(stood.rows.size),
+        rejected=dict(stood.rejected),
+        superseded=stood.superseded,
+        cancelled=stood.cancelled,
+        on_default=int(np.count_nonzero(~listed)),
+    )
+
+
+def profile_columns(profile_name: str | None) -> dict[str, str]:
+    """Profile key -> the file column it reads (native JSON lines: the field names)."""
+    if profile_name is None:
+        return {}
+    columns = load_profile(profile_name).columns
+    return {key: str(column) for key, column in columns.items()}
+
+
+def report_lines(report: RowReport, profile_name: str | None) -> list[str]:
+    """The report's line, then a ``warning:`` line for each loss over the share."""
+    return [report.line()] + [
+        f"warning: {w}" for w in report.warnings(profile_columns(profile_name))
+    ]

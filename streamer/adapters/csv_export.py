@@ -15,10 +15,9 @@ import csv
 import functools
 import gzip
 import hashlib
-import io
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -64,8 +63,7 @@ def read_csv(path: Path, profile: SourceProfile, chunk_rows: int) -> Iterator[Co
     types: dict[str, pa.DataType] = {name: pa.string() for name in included}
     # Categories repeat: dictionary-encode them so each distinct name becomes one str.
     types[profile.category] = pa.dictionary(pa.int32(), pa.string())
-    reader = pacsv.open_csv(
-        path,
+    options = dict(
         read_options=pacsv.ReadOptions(
             block_size=_CSV_BLOCK_BYTES,
             column_names=names,
@@ -80,7 +78,7 @@ def read_csv(path: Path, profile: SourceProfile, chunk_rows: int) -> Iterator[Co
     ordinals = RowOrdinals()
     pending: list[pa.RecordBatch] = []
     pending_rows = 0
-    for batch in reader:
+    for batch in _batches(path, profile, options):
         pending.append(batch)
         pending_rows += batch.num_rows
         while pending_rows >= chunk_rows:
@@ -92,11 +90,36 @@ def read_csv(path: Path, profile: SourceProfile, chunk_rows: int) -> Iterator[Co
         yield csv_columns(pa.Table.from_batches(pending), profile, ordinals)
 
 
+def _batches(
+    path: Path, profile: SourceProfile, options: dict[str, Any]
+) -> Iterator[pa.RecordBatch]:
+    """Arrow's streaming reader's batches; text that is not in the profile's
+    encoding is a ``ValueError`` naming the file and the key."""
+    try:
+        yield from pacsv.open_csv(path, **options)
+    except pa.ArrowInvalid as exc:
+        if "UTF8" not in str(exc) and "UTF-8" not in str(exc):
+            raise
+        raise _not_encoded(path, profile) from exc
+
+
+def _not_encoded(path: Path, profile: SourceProfile) -> ValueError:
+    return ValueError(
+        f"{path}: text that is not {profile.encoding} (source profile {profile.source}, "
+        f"key 'encoding'); an export with stray bytes reads with encoding = \"latin-1\""
+    )
+
+
 def _header_names(path: Path, profile: SourceProfile) -> list[str]:
     """The file's column names as the profile reads them (stripped, renamed)."""
     encoding = "utf-8-sig" if codec_name(profile.encoding) == "utf-8" else profile.encoding
-    with open_text(path, encoding) as handle:
-        first = handle.readline()
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        line = handle.readline()
+    try:
+        first = line.decode(encoding)
+    except UnicodeDecodeError:
+        raise _not_encoded(path, profile) from None
     rows = list(csv.reader([first], delimiter=profile.delimiter))
     header = [name.strip() for name in rows[0]] if rows else []
     renames = dict(profile.rename)
@@ -113,13 +136,6 @@ def _header_names(path: Path, profile: SourceProfile) -> list[str]:
 def codec_name(encoding: str) -> str:
     """Python's canonical name of an encoding (``UTF8`` -> ``utf-8``)."""
     return codecs.lookup(encoding).name
-
-
-def open_text(path: Path, encoding: str = "utf-8") -> IO[str]:
-    """A plain or ``.gz`` file as text."""
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding=encoding, newline="")
-    return path.open("r", encoding=encoding, newline="")
 
 
 def csv_columns(table: pa.Table, profile: SourceProfile, ordinals: RowOrdinals) -> Columns:

@@ -108,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         _evaluate(args, settings)
     if args.command in ("assess", "feedback-check"):
         _assess(args, settings)
+    if args.command == "categories":
+        _categories(args, settings)
     try:
         code = asyncio.run(_dispatch(args, settings))
     except UsageError as exc:
@@ -439,6 +441,23 @@ def _assess(args: argparse.Namespace, settings: Settings) -> NoReturn:
                 settings,
             )
         )
+    except UsageError as exc:
+        _fail(str(exc))
+
+
+def _categories(args: argparse.Namespace, settings: Settings) -> NoReturn:
+    from streamer.analysis.categories import CategoryOptions
+    from streamer.analysis.categories import main as categories_main
+
+    options = CategoryOptions(
+        paths=tuple(args.path),
+        profile=args.profile,
+        write_path=args.write,
+        force=args.force,
+        as_json=args.json,
+    )
+    try:
+        raise SystemExit(categories_main(options, settings))
     except UsageError as exc:
         _fail(str(exc))
 

@@ -22,6 +22,7 @@ def parser(description: str | None = None) -> argparse.ArgumentParser:
     _service_commands(sub)
     _backtest_commands(sub)
     _report_commands(sub)
+    _category_commands(sub)
     return parser
 
 
@@ -270,3 +271,23 @@ def _report_commands(sub: Subparsers) -> None:
         "--coverage", type=float, default=0.01, help="share of cells with events flagged"
     )
     fc.add_argument("--json", action="store_true", help="print JSON, not the table")
+
+
+def _category_commands(sub: Subparsers) -> None:
+    """Building a force's harm table from its files."""
+    cat = sub.add_parser(
+        "categories",
+        help="a file's category values, the harm rule each gets, suggestions; --write a table",
+    )
+    cat.add_argument("path", nargs="+", help="one or more files, read as one")
+    cat.add_argument("--profile", help="source profile (streamer/config/sources/NAME.toml)")
+    cat.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,  # else it would hide a --config given before the command
+        help="TOML config file whose harm table is checked (as hotspots --config)",
+    )
+    cat.add_argument(
+        "--write", metavar="FILE", help="write a starter [categories] table of every value"
+    )
+    cat.add_argument("--force", action="store_true", help="let --write overwrite FILE")
+    cat.add_argument("--json", action="store_true", help="print JSON, not the table")

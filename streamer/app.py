@@ -6,7 +6,6 @@ import os
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
@@ -15,7 +14,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from streamer.adapters import keys
 from streamer.adapters.alert_delivery import AlertDelivery, Webhook
-from streamer.adapters.files import SourceProfile
+from streamer.adapters.files import Paths, SourceProfile
 from streamer.adapters.metrics import WorkerMetrics
 from streamer.adapters.store import Store
 from streamer.core import fastpath
@@ -288,7 +287,7 @@ def ensure_topics(settings: Settings) -> list[str]:
 async def backfill(
     settings: Settings,
     store: Store,
-    path: str | Path,
+    path: Paths,
     profile: SourceProfile | None,
     *,
     now_s: float,

@@ -33,7 +33,9 @@ from streamer import app
 from streamer.adapters.alerter import detector_config
 from streamer.adapters.files import (
     Columns,
+    Paths,
     concat_columns,
+    expand_paths,
     load_profile,
     read_columns,
     row_weights,
@@ -122,15 +124,21 @@ def _year_before(t_s: float, zone: ZoneInfo) -> float:
     return datetime(earlier.year, earlier.month, earlier.day, tzinfo=zone).timestamp()
 
 
-def read_file_columns(path: str, profile_name: str | None) -> tuple[Columns, ZoneInfo]:
-    """A whole file's columns (with the ``--profile`` named) and its zone."""
+def read_file_columns(path: Paths, profile_name: str | None) -> tuple[Columns, ZoneInfo]:
+    """A whole file's columns (with the ``--profile`` named) and its zone;
+    several files or a glob are read as one."""
     try:
         profile = load_profile(profile_name) if profile_name else None
     except (ValueError, FileNotFoundError) as exc:
         raise UsageError(f"--profile: {exc}") from None
-    if not Path(path).exists():
-        raise UsageError(f"{path}: no such file")
-    cols = concat_columns(read_columns(path, profile))
+    try:
+        files = expand_paths(path)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    for one in files:
+        if not one.is_file():
+            raise UsageError(f"{one}: no such file")
+    cols = concat_columns(read_columns(files, profile))
     return cols, ZoneInfo(profile.timezone if profile else "UTC")
 
 

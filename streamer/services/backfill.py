@@ -26,7 +26,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -35,9 +34,11 @@ from streamer.adapters import keys
 from streamer.adapters.files import (
     Columns,
     ObjectArray,
+    Paths,
     SourceProfile,
     Standing,
     concat_columns,
+    expand_paths,
     read_columns,
     standing,
 )
@@ -138,17 +139,24 @@ def pair_codes(
     return codes, list(code_of)
 
 
-def file_digest(path: str | Path) -> str:
-    """SHA-256 of a file, to notice a file loaded twice."""
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def file_digest(path: Paths) -> str:
+    """SHA-256 of a file, to notice a file loaded twice; of several files
+    (a list or a glob, read as one), the SHA-256 of their digests in order."""
+    files = expand_paths(path)
+    digests = []
+    for one in files:
+        h = hashlib.sha256()
+        with open(one, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                h.update(block)
+        digests.append(h.hexdigest())
+    if len(digests) == 1:
+        return digests[0]
+    return hashlib.sha256(" ".join(digests).encode()).hexdigest()
 
 
 async def backfill(
-    path: str | Path,
+    path: Paths,
     profile: SourceProfile | None,
     *,
     store: Store,
@@ -165,6 +173,7 @@ async def backfill(
     report = BackfillReport()
     step = progress or (lambda stage, done, total: None)
     digest = file_digest(path)
+    loaded_name = ",".join(p.name for p in expand_paths(path))  # what {NS}:backfills records
     loaded_key = keys.backfills(store.prefix)
     if not force and await store.client.hexists(loaded_key, digest):
         report.skipped_file = True
@@ -205,7 +214,7 @@ async def backfill(
         now_s=now_s,
     )
     if len(batch) == 0:
-        await store.client.hset(loaded_key, digest, f"{Path(path).name} {int(now_s)}")
+        await store.client.hset(loaded_key, digest, f"{loaded_name} {int(now_s)}")
         report.seconds = time.monotonic() - started
         return report
 
@@ -227,7 +236,7 @@ async def backfill(
         now_s=now_s,
     )
 
-    await store.client.hset(loaded_key, digest, f"{Path(path).name} {int(now_s)}")
+    await store.client.hset(loaded_key, digest, f"{loaded_name} {int(now_s)}")
     report.seconds = time.monotonic() - started
     return report
 

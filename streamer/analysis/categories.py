@@ -423,7 +423,9 @@ def starter_toml(rows: Sequence[ValueRow], settings: Settings, source: str) -> s
     ]
     for r in rows:
         header = f"[categories.{toml_string(r.value)}]  # {r.count} events"
-        if r.rule == "exact":
+        if r.value == "default":  # the name of the fall-back row: a row of its own would replace it
+            lines += ['# the value "default" always gets [categories.default]: review', ""]
+        elif r.rule == "exact":
             lines += _table_lines(header, r.now, None)
         elif r.suggestion is not None:
             note = f"suggested ({r.suggestion.reason}): review"

@@ -27,6 +27,7 @@ ROWS = [
     ("Mystery Report", "13A", 1),  # no keyword; its code says aggravated assault
     ("Lost Property", "", 2),  # no keyword, no code
     ("", "", 1),  # no category
+    ("default", "", 1),  # the name of the table's fall-back row
 ]
 
 
@@ -106,6 +107,7 @@ def test_a_new_force_counts_rules_and_suggestions(tmp_path: Path) -> None:
         "Lost Property",
         "Thefts",
         "Mystery Report",
+        "default",
     ]
     assert {v: r["count"] for v, r in rows.items()} == {
         "Theft of Bicycle": 4,
@@ -113,14 +115,16 @@ def test_a_new_force_counts_rules_and_suggestions(tmp_path: Path) -> None:
         "Lost Property": 3,  # rows: the repeated case id counts twice
         "Thefts": 2,
         "Mystery Report": 1,
+        "default": 1,
     }
-    assert report["rows"] == 14 and report["rows_without_category"] == 1
+    assert report["rows"] == 15 and report["rows_without_category"] == 1
     assert {v: r["rule"] for v, r in rows.items()} == {
         "Theft of Bicycle": "keyword",
         "BURGLARY - RESIDENTIAL": "keyword",
         "Lost Property": "default",
         "Thefts": "exact",
         "Mystery Report": "default",  # without a code column only its label counts
+        "default": "default",
     }
     # now: the default weight for every value the table does not name
     assert {v: r["weight"] for v, r in rows.items()} == {
@@ -129,6 +133,7 @@ def test_a_new_force_counts_rules_and_suggestions(tmp_path: Path) -> None:
         "Lost Property": 1.0,
         "Thefts": 2.0,
         "Mystery Report": 1.0,
+        "default": 1.0,
     }
     burglary = rows["BURGLARY - RESIDENTIAL"]["suggestion"]
     assert isinstance(burglary, dict)
@@ -140,7 +145,7 @@ def test_a_new_force_counts_rules_and_suggestions(tmp_path: Path) -> None:
         "exact": {"values": 1, "events": 2},
         "code": {"values": 0, "events": 0},
         "keyword": {"values": 2, "events": 7},
-        "default": {"values": 2, "events": 4},
+        "default": {"values": 3, "events": 5},
     }
 
 
@@ -148,7 +153,7 @@ def test_several_files_are_read_as_one(tmp_path: Path) -> None:
     path, profile = _export(tmp_path)
     report = _run(str(path), str(path), "--profile", str(profile))
     assert {v: r["count"] for v, r in _by_value(report).items()}["Theft of Bicycle"] == 8
-    assert report["rows"] == 28
+    assert report["rows"] == 30
 
 
 def test_a_code_column_suggests_by_code(tmp_path: Path) -> None:
@@ -172,7 +177,7 @@ def test_a_code_column_suggests_by_code(tmp_path: Path) -> None:
         "exact": {"values": 1, "events": 2},
         "code": {"values": 3, "events": 8},
         "keyword": {"values": 0, "events": 0},
-        "default": {"values": 1, "events": 3},
+        "default": {"values": 2, "events": 4},
     }
 
 
@@ -207,9 +212,14 @@ def test_write_a_starter_table_that_loads(tmp_path: Path) -> None:
     lost = weights.weigh("Lost Property", "reported")
     assert (lost.weight, lost.family, lost.known) == (1.0, "other", True)
     assert "" not in settings.categories
+    # a value named "default" gets no row of its own: it would replace the fall-back
+    assert '# the value "default" always gets [categories.default]: review' in text
+    assert settings.default_category.weight == 1.0
     # with the table as the config every value is named
     again = _run(str(path), "--profile", str(profile), "--config", str(table))
-    assert {r["rule"] for r in _by_value(again).values()} == {"exact"}
+    rules = {v: r["rule"] for v, r in _by_value(again).items()}
+    assert rules.pop("default") == "default"
+    assert set(rules.values()) == {"exact"}
 
 
 def test_write_never_overwrites_without_force(tmp_path: Path) -> None:

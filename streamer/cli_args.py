@@ -279,7 +279,7 @@ def _category_commands(sub: Subparsers) -> None:
         "categories",
         help="a file's category values, the harm rule each gets, suggestions; --write a table",
     )
-    cat.add_argument("path", nargs="+", help="one or more files, read as one")
+    cat.add_argument("path", nargs="+", help="files or glob patterns, read as one")
     cat.add_argument("--profile", help="source profile (streamer/config/sources/NAME.toml)")
     cat.add_argument(
         "--config",

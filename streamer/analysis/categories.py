@@ -28,7 +28,13 @@ import pyarrow as pa
 from rich.table import Table
 
 from streamer import app
-from streamer.adapters.files import SourceProfile, concat_columns, load_profile, read_columns
+from streamer.adapters.files import (
+    SourceProfile,
+    concat_columns,
+    expand_paths,
+    load_profile,
+    read_columns,
+)
 from streamer.core.weights import CategoryWeight
 from streamer.settings import CONFIG_DIR, Settings
 from streamer.usage import UsageError
@@ -245,14 +251,19 @@ class ValueCounts:
 
 
 def read_values(paths: Sequence[str], profile: SourceProfile | None) -> ValueCounts:
-    """Count the category values of ``paths`` read as one through
-    ``profile`` (None: native JSON lines), and the codes of each value's rows
-    (the profile's ``category_code`` column, native events' ``category_code``)."""
+    """Count the category values of ``paths`` (files or glob patterns, each
+    file once) read as one through ``profile`` (None: native JSON lines), and
+    the codes of each value's rows (the profile's ``category_code`` column,
+    native events' ``category_code``)."""
     counts: Counter[str] = Counter()
     codes: dict[str, Counter[str]] = {}
     rows = 0
-    for path in paths:
-        if not Path(path).is_file():
+    try:
+        files = expand_paths(paths)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    for path in files:
+        if not path.is_file():
             raise UsageError(f"{path}: no such file")
         try:
             cols = concat_columns(read_columns(path, profile))

@@ -151,9 +151,14 @@ def test_a_new_force_counts_rules_and_suggestions(tmp_path: Path) -> None:
 
 def test_several_files_are_read_as_one(tmp_path: Path) -> None:
     path, profile = _export(tmp_path)
-    report = _run(str(path), str(path), "--profile", str(profile))
-    assert {v: r["count"] for v, r in _by_value(report).items()}["Theft of Bicycle"] == 8
-    assert report["rows"] == 30
+    other = tmp_path / "force-2.csv"
+    other.write_text(path.read_text())
+    for args in ([str(path), str(other)], [str(tmp_path / "force*.csv")]):
+        report = _run(*args, "--profile", str(profile))
+        assert {v: r["count"] for v, r in _by_value(report).items()}["Theft of Bicycle"] == 8
+        assert report["rows"] == 30
+    # a file named twice is read once
+    assert _run(str(path), str(path), "--profile", str(profile))["rows"] == 15
 
 
 def test_a_code_column_suggests_by_code(tmp_path: Path) -> None:
@@ -249,6 +254,7 @@ def test_the_table_view(tmp_path: Path) -> None:
     ("case", "message"),
     [
         ("missing file", "no such file"),
+        ("pattern matching nothing", "matches no file"),
         ("unknown profile", "--profile"),
         ("column not in the file", "'offence'"),
     ],
@@ -258,6 +264,8 @@ def test_bad_input_is_a_usage_error(tmp_path: Path, case: str, message: str) -> 
     args = [str(path), "--profile", str(profile)]
     if case == "missing file":
         args[0] = str(tmp_path / "nowhere.csv")
+    elif case == "pattern matching nothing":
+        args[0] = str(tmp_path / "nowhere-*.csv")
     elif case == "unknown profile":
         args[2] = "no-such-force"
     else:

@@ -27,7 +27,7 @@ import pyarrow.csv as pacsv
 from pyproj import Transformer
 
 from streamer.adapters.columns import Columns, FloatArray, ObjectArray, constant
-from streamer.adapters.source_profiles import SourceProfile
+from streamer.adapters.source_profiles import TIME_PARTS, SourceProfile
 from streamer.adapters.wall_times import (
     PARTS_FORMAT,
     iso_to_utc_s,
@@ -176,15 +176,12 @@ def csv_columns(table: pa.Table, profile: SourceProfile, ordinals: RowOrdinals) 
 def _times(table: pa.Table, profile: SourceProfile) -> FloatArray:
     if profile.occurred_parts:
         columns = dict(profile.occurred_parts)
-        text = parts_text([(part, _get(table, columns.get(part))) for part in _PARTS])
+        text = parts_text([(part, _get(table, columns.get(part))) for part in TIME_PARTS])
         return local_to_utc_s(text, PARTS_FORMAT, profile.timezone)
     text = joined_text([table[c] for c in profile.occurred_at], " ")
     if profile.time_format is None:
         return iso_to_utc_s(text, profile.timezone)
     return local_to_utc_s(text, profile.time_format, profile.timezone)
-
-
-_PARTS = ("year", "month", "day", "hour", "minute")
 
 
 def _get(table: pa.Table, column: str | None) -> pa.ChunkedArray | None:

@@ -147,8 +147,19 @@ def test_sample_row_count_matches_the_file(sample: Columns) -> None:
     with gzip.open(SAMPLE, "rt", encoding="utf-8") as handle:
         lines = sum(1 for _ in handle)
     assert len(sample) == lines - 1
-    for name in ("ids", "categories", "kinds", "origins", "ops", "priorities"):
+    for name in (
+        "ids",
+        "categories",
+        "kinds",
+        "origins",
+        "ops",
+        "priorities",
+        "addresses",
+        "category_codes",
+        "coordinate_faults",
+    ):
         assert getattr(sample, name).dtype == object
+        assert len(getattr(sample, name)) == len(sample)
     for name in ("occurred_at_s", "lat_deg", "lon_deg"):
         assert getattr(sample, name).dtype == np.float64
         assert len(getattr(sample, name)) == len(sample)
@@ -165,6 +176,9 @@ def test_sample_values_are_whole_and_in_the_city(sample: Columns) -> None:
     assert set(sample.origins) == {"reported"}
     assert set(sample.ops) == {"upsert"}
     assert set(sample.priorities) == {None}
+    # the profile names no address or code, and WGS84 points have no faults
+    assert set(sample.addresses) == set(sample.category_codes) == {""}
+    assert set(sample.coordinate_faults) == {""}
 
 
 @pytest.mark.parametrize(

@@ -25,13 +25,16 @@ from rich.table import Table
 
 from streamer import app
 from streamer.adapters.files import (
+    Paths,
     SourceProfile,
     concat_columns,
+    expand_paths,
     load_profile,
     read_columns,
-    standing_rows,
+    standing,
 )
 from streamer.analysis.evaluate_alerts import parse_moment
+from streamer.analysis.reading import report_lines, row_report, rows_json
 from streamer.core.assessment import (
     Assessment,
     Effects,
@@ -43,6 +46,7 @@ from streamer.core.assessment import (
 )
 from streamer.core.cells import U64, cell_boundary, cell_from_hex, cell_hex, cells_of_many
 from streamer.core.cells import resolution_of as cell_resolution
+from streamer.core.row_report import RowReport
 from streamer.core.weights import WeightTable
 from streamer.settings import Settings
 from streamer.usage import UsageError
@@ -81,6 +85,7 @@ class Loaded:
     origins: Objects
     zone: ZoneInfo
     origin_column: bool  # the profile reads an origin per row
+    rows: RowReport  # what became of the file's rows
 
 
 def source_profile(profile_name: str | None) -> tuple[SourceProfile | None, ZoneInfo]:
@@ -93,17 +98,24 @@ def source_profile(profile_name: str | None) -> tuple[SourceProfile | None, Zone
 
 
 def load_events(
-    path: str, profile: SourceProfile | None, settings: Settings, span: Period, now_s: float
+    path: Paths, profile: SourceProfile | None, settings: Settings, span: Period, now_s: float
 ) -> Loaded:
     """Valid events of the file in ``span`` (the last row of an id wins;
     cancels remove it)."""
-    if not Path(path).exists():
-        raise UsageError(f"{path}: no such file")
-    cols = concat_columns(read_columns(path, profile))
+    try:
+        files = expand_paths(path)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    for one in files:
+        if not one.is_file():
+            raise UsageError(f"{one}: no such file")
+    cols = concat_columns(read_columns(files, profile))
     zone = ZoneInfo(profile.timezone if profile else "UTC")
     # native JSON lines carry an origin per event
     origin_column = profile is None or profile.origin_column is not None
-    rows = standing_rows(cols, app.event_rules(settings), now_s=now_s)
+    stood = standing(cols, app.event_rules(settings), now_s=now_s)
+    report = row_report(cols, settings, now_s=now_s, stood=stood)
+    rows = stood.rows
     t = cols.occurred_at_s[rows]
     rows = rows[(t >= span.from_s) & (t < span.to_s)]
     return Loaded(
@@ -114,6 +126,7 @@ def load_events(
         cols.origins[rows],
         zone,
         origin_column,
+        report,
     )
 
 
@@ -429,9 +442,12 @@ def main_assess(options: AssessOptions, settings: Settings) -> int:
             )
         }
         report["notes"] = notes
+        report["rows"] = rows_json(events.rows, options.profile)
         print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
         return 0
     console = report_console()
+    for line in report_lines(events.rows, options.profile):
+        console.print(line, highlight=False, soft_wrap=True)
     console.print(assessment_table(result))
     for line in effect_lines("Counts", result.counts, "events") + effect_lines(
         "Harm", result.harm, "harm days"

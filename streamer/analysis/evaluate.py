@@ -34,7 +34,7 @@ from streamer.adapters.files import (
 )
 from streamer.analysis.evaluate_alerts import read_file_columns
 from streamer.analysis.evaluate_output import pct, summary_of, table_of, write_csv, write_png
-from streamer.analysis.reading import profile_columns, report_lines, row_report
+from streamer.analysis.reading import report_lines, row_report, rows_json
 from streamer.core.accuracy import (
     COVERAGES,
     DAY_S,
@@ -352,10 +352,7 @@ def _run_backtest(
             "study_area_note": study.area.note,
             "history_from": datetime.fromtimestamp(float(history.t_s[0]), study.zone).isoformat(),
         },
-        "rows": {
-            **study.rows.as_dict(),
-            "warnings": study.rows.warnings(profile_columns(options.profile)),
-        },
+        "rows": rows_json(study.rows, options.profile),
         "study_cells": result.study_cells,
         "periods": int(result.events.size),
         "periods_skipped": result.skipped,

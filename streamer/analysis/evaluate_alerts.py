@@ -41,6 +41,7 @@ from streamer.adapters.files import (
     row_weights,
     standing_rows,
 )
+from streamer.analysis.reading import report_lines, row_report, rows_json
 from streamer.core.alert_evaluation import (
     HOUR_S,
     Evaluation,
@@ -326,6 +327,9 @@ def main(options: EvaluateOptions, settings: Settings) -> int:
     if not console.is_terminal:  # a file or pipe: room for the table on one line per row
         console = Console(width=120)
     cols, zone = read_file_columns(options.path, options.profile)
+    rows = row_report(cols, settings, now_s=time.time())
+    for line in report_lines(rows, options.profile):
+        console.print(line, highlight=False, soft_wrap=True)
     finite = cols.occurred_at_s[np.isfinite(cols.occurred_at_s)]
     if finite.size == 0:
         raise UsageError(f"{options.path}: no event with a readable time")
@@ -349,6 +353,7 @@ def main(options: EvaluateOptions, settings: Settings) -> int:
         console.print(line, highlight=False, soft_wrap=True)
     if options.json_path:
         report: dict[str, Any] = result.as_json()
+        report["rows"] = rows_json(rows, options.profile)
         report["parameters"].update(
             {
                 "path": options.path,

@@ -28,6 +28,7 @@ from streamer.analysis.assess import (
     weights_of,
 )
 from streamer.analysis.evaluate_alerts import parse_moment
+from streamer.analysis.reading import report_lines, rows_json
 from streamer.core.assessment import FeedbackCheck, Period, feedback_check
 from streamer.core.cells import cell_hex, cells_of_many
 from streamer.core.weights import WeightTable
@@ -143,10 +144,13 @@ def main_feedback(options: FeedbackOptions, settings: Settings) -> int:
             "origin_column": events.origin_column,
             **feedback_json(check),
             "notes": notes,
+            "rows": rows_json(events.rows, options.profile),
         }
         print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
         return 0
     console = report_console()
+    for line in report_lines(events.rows, options.profile):
+        console.print(line, highlight=False, soft_wrap=True)
     console.print(feedback_table(check, int(np.count_nonzero(driven[counted])), int(counted.sum())))
     if check.dropped:
         dropped = Table(title="Flagged only with proactive/enforcement events (top 15)")

@@ -6,15 +6,19 @@ from __future__ import annotations
 import numpy as np
 
 from streamer import app
-from streamer.adapters.files import Columns, load_profile, standing
+from streamer.adapters.files import Columns, Standing, load_profile, standing
 from streamer.core.row_report import RowReport
 from streamer.settings import Settings
 
 
-def row_report(cols: Columns, settings: Settings, *, now_s: float) -> RowReport:
+def row_report(
+    cols: Columns, settings: Settings, *, now_s: float, stood: Standing | None = None
+) -> RowReport:
     """The fate of every row of ``cols`` under the settings' event rules and
-    harm table, as backfill would load them."""
-    stood = standing(cols, app.event_rules(settings), now_s=now_s)
+    harm table, as backfill would load them (``stood``: their standing, when
+    the caller has it)."""
+    if stood is None:
+        stood = standing(cols, app.event_rules(settings), now_s=now_s)
     table = app.weight_table(settings)
     listed = np.isin(cols.categories[stood.rows], list(table.rules))
     return RowReport(
@@ -40,3 +44,8 @@ def report_lines(report: RowReport, profile_name: str | None) -> list[str]:
     return [report.line()] + [
         f"warning: {w}" for w in report.warnings(profile_columns(profile_name))
     ]
+
+
+def rows_json(report: RowReport, profile_name: str | None) -> dict[str, object]:
+    """The report and its warnings, JSON-ready."""
+    return {**report.as_dict(), "warnings": report.warnings(profile_columns(profile_name))}

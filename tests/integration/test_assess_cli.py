@@ -57,6 +57,16 @@ def test_assess_on_the_sample(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     report = orjson.loads(done.stdout)
+    # what became of the file's rows: every one read, accounted for
+    rows = report["rows"]
+    assert (
+        rows["read"]
+        == rows["accepted"]
+        + sum(rows["rejected"].values())
+        + rows["superseded"]
+        + rows["cancelled"]
+    )
+    assert rows["read"] > 100_000 and rows["warnings"] == []
     assert report["before_days"] == pytest.approx(90 - 1 / 24)  # DST on 9 March
     assert report["after_days"] == pytest.approx(91)
     assert sorted(report["cells"]["target"]) == sorted(targets)
@@ -142,6 +152,7 @@ def test_feedback_check_on_the_sample() -> None:
     )
     assert done.returncode == 0, done.stderr
     report = orjson.loads(done.stdout)
+    assert report["rows"]["read"] > 100_000 and report["rows"]["accepted"] > 0
     assert report["parameters"]["resolution"] == 10
     assert report["parameters"]["half_life_s"] == 7 * 86400
     assert report["cells_with_events"] > 5000

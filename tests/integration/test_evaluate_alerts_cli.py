@@ -46,6 +46,8 @@ def test_evaluate_alerts_on_the_sample(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     report = orjson.loads(out_json.read_bytes())
+    assert report["rows"]["read"] > 100_000 and report["rows"]["accepted"] > 0
+    assert f"{report['rows']['read']:,} rows read: " in done.stdout
     assert f"naive c={report['false_alerts_per_day']['naive_threshold']}" in done.stdout
     assert "seed 7;" in done.stdout
     params = report["parameters"]

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NoReturn
 
 import orjson
@@ -297,6 +298,25 @@ async def _window(args: argparse.Namespace, settings: Settings, store: Any) -> i
     return 0
 
 
+def _one_or_many(paths: Sequence[str]) -> str | list[str]:
+    """A command's file argument: one path as given, several as a list."""
+    return paths[0] if len(paths) == 1 else list(paths)
+
+
+def _files(paths: Sequence[str]) -> list[Path]:
+    """The files the command line names (paths or quoted globs), each checked."""
+    from streamer.adapters.files import expand_paths
+
+    try:
+        files = expand_paths(list(paths))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    for one in files:
+        if not one.is_file():
+            raise UsageError(f"{one}: no such file")
+    return files
+
+
 async def _backfill(args: argparse.Namespace, settings: Settings, store: Any) -> int:
     from rich.progress import Progress as RichProgress
 
@@ -306,6 +326,7 @@ async def _backfill(args: argparse.Namespace, settings: Settings, store: Any) ->
         profile = load_profile(args.profile) if args.profile else None
     except (ValueError, FileNotFoundError) as exc:
         raise UsageError(f"--profile: {exc}") from None
+    files = _files(args.path)
     with RichProgress(disable=args.quiet or args.json, transient=True) as bar:
         task = bar.add_task("backfill", total=None)
 
@@ -315,7 +336,7 @@ async def _backfill(args: argparse.Namespace, settings: Settings, store: Any) ->
         report = await app.backfill(
             settings,
             store,
-            args.path,
+            files,
             profile,
             now_s=time.time(),
             force=args.force,
@@ -323,11 +344,16 @@ async def _backfill(args: argparse.Namespace, settings: Settings, store: Any) ->
         )
     if report.skipped_file:
         print(
-            f"{args.path} was loaded into namespace {settings.store.namespace!r} before; "
+            f"{' '.join(args.path)} was loaded into namespace {settings.store.namespace!r} before; "
             "nothing done (use --force to load it again)"
         )
         return 0
     summary = report.summary()
+    columns = {k: str(v) for k, v in profile.columns.items()} if profile is not None else {}
+    warnings = report.rows().warnings(columns)
+    summary["warnings"] = warnings
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if report.unknown_cancel:
         print(
             f"warning: {report.unknown_cancel} cancels name events the store cannot place "
@@ -356,7 +382,7 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> NoReturn:
     from streamer.analysis.evaluate import main as evaluate_main
 
     options = EvaluateOptions(
-        path=args.path,
+        path=_one_or_many(args.path),
         start=args.start,
         end=args.end,
         profile=args.profile,
@@ -381,7 +407,7 @@ def _evaluate_alerts(args: argparse.Namespace, settings: Settings) -> NoReturn:
     from streamer.analysis.evaluate_alerts import main as evaluate_main
 
     options = EvaluateOptions(
-        path=args.path,
+        path=_one_or_many(args.path),
         profile=args.profile,
         warmup_from=args.warmup_from,
         start=args.start,
@@ -412,7 +438,7 @@ def _assess(args: argparse.Namespace, settings: Settings) -> NoReturn:
             raise SystemExit(
                 main_assess(
                     AssessOptions(
-                        path=args.path,
+                        path=_one_or_many(args.path),
                         targets_path=args.targets,
                         before=args.before,
                         after=args.after,
@@ -429,7 +455,7 @@ def _assess(args: argparse.Namespace, settings: Settings) -> NoReturn:
         raise SystemExit(
             main_feedback(
                 FeedbackOptions(
-                    path=args.path,
+                    path=_one_or_many(args.path),
                     start=args.start,
                     end=args.end,
                     profile=args.profile,
@@ -510,7 +536,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--speed must be positive")
     app.ensure_topics(settings)
     k = settings.kafka
-    records = iter_records(args.path, profile)
+    records = iter_records(_files(args.path), profile)
     if args.limit is not None:
         records = islice(records, args.limit)
     with RichProgress(disable=args.quiet, transient=True) as bar:

@@ -29,7 +29,7 @@ def parser(description: str | None = None) -> argparse.ArgumentParser:
 def _file_commands(sub: Subparsers) -> None:
     """Loading a historical file into the store."""
     bf = sub.add_parser("backfill", help="load a historical CSV or JSON-lines file into the store")
-    bf.add_argument("path")
+    bf.add_argument("path", nargs="+", help="file(s) or quoted glob(s), read as one")
     bf.add_argument(
         "--profile",
         help=(
@@ -97,7 +97,7 @@ def _worker_commands(sub: Subparsers) -> None:
 def _replay_commands(sub: Subparsers) -> None:
     """Publishing a historical file to Kafka."""
     rp = sub.add_parser("replay", help="publish a historical file to Kafka")
-    rp.add_argument("path")
+    rp.add_argument("path", nargs="+", help="file(s) or quoted glob(s), read as one")
     rp.add_argument("--profile")
     speed = rp.add_mutually_exclusive_group()
     speed.add_argument("--speed", type=float, default=60.0, help="multiple of real time")
@@ -168,7 +168,7 @@ def _backtest_commands(sub: Subparsers) -> None:
         "evaluate-alerts",
         help="inject synthetic clusters into a historical file and score the alerts",
     )
-    ev.add_argument("path")
+    ev.add_argument("path", nargs="+", help="file(s) or quoted glob(s), read as one")
     ev.add_argument("--profile", help="source profile (streamer/config/sources/NAME.toml)")
     ev.add_argument(
         "--warmup-from", help="DATE: baselines are built from here (default: a year before --from)"
@@ -194,7 +194,7 @@ def _backtest_commands(sub: Subparsers) -> None:
         "evaluate",
         help="backtest the rankings: hit rate, PAI, PEI against baselines (--grid: tune)",
     )
-    acc.add_argument("path")
+    acc.add_argument("path", nargs="+", help="file(s) or quoted glob(s), read as one")
     acc.add_argument("--profile", help="source profile (streamer/config/sources/NAME.toml)")
     acc.add_argument("--from", dest="start", required=True, metavar="DATE", help="first day")
     acc.add_argument("--to", dest="end", required=True, metavar="DATE", help="last day, inclusive")
@@ -238,7 +238,7 @@ def _report_commands(sub: Subparsers) -> None:
         "assess",
         help="gross and net effect of an operation in target cells, displacement (WDQ), map",
     )
-    asx.add_argument("path")
+    asx.add_argument("path", nargs="+", help="file(s) or quoted glob(s), read as one")
     asx.add_argument("--profile", help="source profile (streamer/config/sources/NAME.toml)")
     asx.add_argument(
         "--targets", required=True, metavar="FILE", help="H3 cell ids: one a line, or a cell column"
@@ -261,7 +261,7 @@ def _report_commands(sub: Subparsers) -> None:
         "feedback-check",
         help="how much of the flagged area comes from proactive/enforcement events",
     )
-    fc.add_argument("path")
+    fc.add_argument("path", nargs="+", help="file(s) or quoted glob(s), read as one")
     fc.add_argument("--profile", help="source profile (streamer/config/sources/NAME.toml)")
     fc.add_argument("--from", dest="start", required=True, metavar="DATE")
     fc.add_argument("--to", dest="end", required=True, metavar="DATE", help="inclusive")

@@ -59,7 +59,7 @@ Objects = npt.NDArray[np.object_]
 class AssessOptions:
     """``hotspots assess`` flags, as given."""
 
-    path: str
+    path: str | list[str]  # one file, or several read as one
     targets_path: str
     before: str  # A..B
     after: str  # C..D

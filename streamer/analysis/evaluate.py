@@ -73,7 +73,7 @@ SHIFT_HOURS = (0, 8, 16)
 class EvaluateOptions:
     """The command's flags, as given."""
 
-    path: str
+    path: str | list[str]  # one file, or several read as one
     start: str  # --from
     end: str  # --to (inclusive)
     profile: str | None = None

@@ -59,7 +59,7 @@ from streamer.usage import UsageError
 class EvaluateOptions:
     """The command's flags, as given."""
 
-    path: str
+    path: str | list[str]  # one file, or several read as one
     profile: str | None = None
     warmup_from: str | None = None
     start: str | None = None  # --from

@@ -40,7 +40,7 @@ from streamer.usage import UsageError
 class FeedbackOptions:
     """``hotspots feedback-check`` flags, as given."""
 
-    path: str
+    path: str | list[str]  # one file, or several read as one
     start: str  # --from
     end: str  # --to (inclusive)
     profile: str | None = None

@@ -48,6 +48,7 @@ from streamer.core.batching import cancel_op
 from streamer.core.cells import cells_of_many
 from streamer.core.events import Cancel, Event, EventRules
 from streamer.core.fastpath import encode_cells
+from streamer.core.row_report import RowReport
 from streamer.core.scoring import UNCOUNT, Contribution, Scorer, clean_label
 
 
@@ -78,6 +79,17 @@ class BackfillReport:
     @property
     def events_per_s(self) -> float:
         return self.read / self.seconds if self.seconds > 0 else 0.0
+
+    def rows(self) -> RowReport:
+        """What became of the file's rows (:mod:`streamer.core.row_report`)."""
+        return RowReport(
+            read=self.read,
+            accepted=self.accepted + self.excluded,
+            rejected=dict(self.rejected),
+            superseded=self.superseded,
+            cancelled=self.cancelled,
+            on_default=sum(self.unknown_categories.values()),
+        )
 
     def summary(self) -> dict[str, object]:
         """The report as the command line prints it."""

@@ -238,3 +238,42 @@ def test_bad_config_key_exits_2_naming_the_key(tmp_path: Path) -> None:
     done = hotspots("--config", str(bad), "top", env=dict(os.environ))
     assert done.returncode == 2
     assert "store.redis_urll" in done.stderr and "horizons.week" in done.stderr
+
+
+def test_several_files_load_as_one_and_losses_are_said(
+    namespace: str, subset: Path, redis_url: str, tmp_path: Path
+) -> None:
+    import os
+
+    env = {
+        **os.environ,
+        "HOTSPOTS_STORE__NAMESPACE": namespace,
+        "HOTSPOTS_STORE__REDIS_URL": f'"{redis_url}"',
+    }
+    # the subset cut in two files, read back by a quoted glob, then one more
+    # file (named beside it) whose ids are mostly empty
+    with gzip.open(subset, "rt") as src:
+        header, *lines = src.readlines()
+    half = len(lines) // 2
+    for name, part in (("part-1.csv", lines[:half]), ("part-2.csv", lines[half:])):
+        (tmp_path / name).write_text(header + "".join(part))
+    lossy = tmp_path / "lossy.csv"
+    lossy.write_text(header + "".join("," + line.split(",", 1)[1] for line in lines[:300]))
+    glob = str(tmp_path / "part-*.csv")
+    args = ("backfill", glob, str(lossy), "--profile", "philadelphia", "--json")
+    done = hotspots(*args, env=env)
+    assert done.returncode == 0, done.stderr
+    report = orjson.loads(done.stdout)
+    assert report["read"] == len(lines) + 300
+    assert report["rejected"]["bad_id"] == 300
+    share = 100 * 300 / report["read"]
+    warning = f"300 rows ({share:.1f} %) have an empty or unusable id in column 'dc_key'"
+    assert report["warnings"] == [warning] and f"warning: {warning}" in done.stderr
+    # the same files again are known (one digest for the set): nothing done
+    again = hotspots(*args[:-1], env=env)
+    assert again.returncode == 0 and "before; nothing done" in again.stdout
+    # a pattern that matches nothing is a usage error naming it
+    missing = hotspots(
+        "backfill", str(tmp_path / "none-*.csv"), "--profile", "philadelphia", env=env
+    )
+    assert missing.returncode == 2 and "none-*.csv" in missing.stderr

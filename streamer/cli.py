@@ -305,16 +305,9 @@ def _one_or_many(paths: Sequence[str]) -> str | list[str]:
 
 def _files(paths: Sequence[str]) -> list[Path]:
     """The files the command line names (paths or quoted globs), each checked."""
-    from streamer.adapters.files import expand_paths
+    from streamer.analysis.reading import existing_files
 
-    try:
-        files = expand_paths(list(paths))
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    for one in files:
-        if not one.is_file():
-            raise UsageError(f"{one}: no such file")
-    return files
+    return existing_files(list(paths))
 
 
 async def _backfill(args: argparse.Namespace, settings: Settings, store: Any) -> int:

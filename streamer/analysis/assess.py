@@ -28,13 +28,12 @@ from streamer.adapters.files import (
     Paths,
     SourceProfile,
     concat_columns,
-    expand_paths,
     load_profile,
     read_columns,
     standing,
 )
 from streamer.analysis.evaluate_alerts import parse_moment
-from streamer.analysis.reading import report_lines, row_report, rows_json
+from streamer.analysis.reading import existing_files, report_lines, row_report, rows_json
 from streamer.core.assessment import (
     Assessment,
     Effects,
@@ -102,13 +101,7 @@ def load_events(
 ) -> Loaded:
     """Valid events of the file in ``span`` (the last row of an id wins;
     cancels remove it)."""
-    try:
-        files = expand_paths(path)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    for one in files:
-        if not one.is_file():
-            raise UsageError(f"{one}: no such file")
+    files = existing_files(path)
     cols = concat_columns(read_columns(files, profile))
     zone = ZoneInfo(profile.timezone if profile else "UTC")
     # native JSON lines carry an origin per event

@@ -31,10 +31,10 @@ from streamer import app
 from streamer.adapters.files import (
     SourceProfile,
     concat_columns,
-    expand_paths,
     load_profile,
     read_columns,
 )
+from streamer.analysis.reading import existing_files
 from streamer.core.weights import CategoryWeight
 from streamer.settings import CONFIG_DIR, Settings
 from streamer.usage import UsageError
@@ -258,13 +258,7 @@ def read_values(paths: Sequence[str], profile: SourceProfile | None) -> ValueCou
     counts: Counter[str] = Counter()
     codes: dict[str, Counter[str]] = {}
     rows = 0
-    try:
-        files = expand_paths(paths)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    for path in files:
-        if not path.is_file():
-            raise UsageError(f"{path}: no such file")
+    for path in existing_files(paths):
         try:
             cols = concat_columns(read_columns(path, profile))
         except (ValueError, pa.ArrowInvalid) as exc:

@@ -35,13 +35,12 @@ from streamer.adapters.files import (
     Columns,
     Paths,
     concat_columns,
-    expand_paths,
     load_profile,
     read_columns,
     row_weights,
     standing_rows,
 )
-from streamer.analysis.reading import report_lines, row_report, rows_json
+from streamer.analysis.reading import existing_files, report_lines, row_report, rows_json
 from streamer.core.alert_evaluation import (
     HOUR_S,
     Evaluation,
@@ -132,13 +131,7 @@ def read_file_columns(path: Paths, profile_name: str | None) -> tuple[Columns, Z
         profile = load_profile(profile_name) if profile_name else None
     except (ValueError, FileNotFoundError) as exc:
         raise UsageError(f"--profile: {exc}") from None
-    try:
-        files = expand_paths(path)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    for one in files:
-        if not one.is_file():
-            raise UsageError(f"{one}: no such file")
+    files = existing_files(path)
     cols = concat_columns(read_columns(files, profile))
     return cols, ZoneInfo(profile.timezone if profile else "UTC")
 

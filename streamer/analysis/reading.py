@@ -3,12 +3,29 @@ the warnings a command prints before its results (:mod:`streamer.core.row_report
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from streamer import app
-from streamer.adapters.files import Columns, Standing, load_profile, standing
+from streamer.adapters.files import Columns, Paths, Standing, expand_paths, load_profile, standing
 from streamer.core.row_report import RowReport
 from streamer.settings import Settings
+from streamer.usage import UsageError
+
+
+def existing_files(path: Paths) -> list[Path]:
+    """The files a command's file argument names (paths, or glob patterns),
+    sorted; a pattern that matches nothing, or a missing file, is a usage
+    error naming it."""
+    try:
+        files = expand_paths(path)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    for one in files:
+        if not one.is_file():
+            raise UsageError(f"{one}: no such file")
+    return files
 
 
 def row_report(

@@ -30,10 +30,9 @@ from streamer.adapters.files import (
     concat_columns,
     load_profile,
     read_columns,
-    standing,
 )
 from streamer.analysis.evaluate_alerts import parse_moment
-from streamer.analysis.reading import existing_files, report_lines, row_report, rows_json
+from streamer.analysis.reading import existing_files, report_lines, rows_json, stand
 from streamer.core.assessment import (
     Assessment,
     Effects,
@@ -106,8 +105,7 @@ def load_events(
     zone = ZoneInfo(profile.timezone if profile else "UTC")
     # native JSON lines carry an origin per event
     origin_column = profile is None or profile.origin_column is not None
-    stood = standing(cols, app.event_rules(settings), now_s=now_s)
-    report = row_report(cols, settings, now_s=now_s, stood=stood)
+    stood, report = stand(cols, settings, now_s=now_s)
     rows = stood.rows
     t = cols.occurred_at_s[rows]
     rows = rows[(t >= span.from_s) & (t < span.to_s)]

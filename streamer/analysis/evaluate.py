@@ -22,6 +22,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 from rich.console import Console
 from rich.progress import Progress as RichProgress
@@ -30,11 +31,10 @@ from streamer import app
 from streamer.adapters.files import (
     Columns,
     row_weights,
-    standing_rows,
 )
 from streamer.analysis.evaluate_alerts import read_file_columns
 from streamer.analysis.evaluate_output import pct, summary_of, table_of, write_csv, write_png
-from streamer.analysis.reading import report_lines, row_report, rows_json
+from streamer.analysis.reading import report_lines, rows_json, stand
 from streamer.core.accuracy import (
     COVERAGES,
     DAY_S,
@@ -178,11 +178,11 @@ def study_cells(boundary: Boundary, resolution: int) -> U64:
 
 
 def counting_events(
-    cols: Columns, settings: Settings, *, now_s: float
+    cols: Columns, rows: npt.NDArray[np.int64], settings: Settings
 ) -> tuple[np.ndarray[Any, np.dtype[np.float64]], ...]:
-    """``(t_s, lat_deg, lon_deg, weight)`` of the events the engine counts:
-    valid, the last row of each id, not cancelled, weight > 0."""
-    rows = standing_rows(cols, app.event_rules(settings), now_s=now_s)
+    """``(t_s, lat_deg, lon_deg, weight)`` of the events the engine counts
+    among the standing ``rows`` (valid, the last row of each id, not
+    cancelled): those of weight > 0."""
     weight = row_weights(cols, rows, app.weight_table(settings))
     counted = weight > 0
     rows = rows[counted]
@@ -300,10 +300,10 @@ def _read_study(options: EvaluateOptions, settings: Settings) -> _Study:
         if not first < split < end:
             raise UsageError("--train-to: must fall after --from and no later than --to")
     edges = period_edges(first, end, zone, options.period)
-    t, lat, lon, weight = counting_events(cols, settings, now_s=time.time())
+    stood, rows = stand(cols, settings, now_s=time.time())
+    t, lat, lon, weight = counting_events(cols, stood.rows, settings)
     before_end = t < edges[-1]
     t, lat, lon, weight = t[before_end], lat[before_end], lon[before_end], weight[before_end]
-    rows = row_report(cols, settings, now_s=time.time())
     area = study_area_of(settings, options.resolution, lat, lon)
     study = area.cells
     cell = cells_of_many(lat, lon, [options.resolution])[:, 0]

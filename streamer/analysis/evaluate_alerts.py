@@ -24,6 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 from rich.console import Console
 from rich.progress import Progress as RichProgress
@@ -38,9 +39,8 @@ from streamer.adapters.files import (
     load_profile,
     read_columns,
     row_weights,
-    standing_rows,
 )
-from streamer.analysis.reading import existing_files, report_lines, row_report, rows_json
+from streamer.analysis.reading import existing_files, report_lines, rows_json, stand
 from streamer.core.alert_evaluation import (
     HOUR_S,
     Evaluation,
@@ -137,10 +137,10 @@ def read_file_columns(path: Paths, profile_name: str | None) -> tuple[Columns, Z
 
 
 def background_events(
-    cols: Columns, settings: Settings, *, from_s: float, to_s: float, now_s: float
+    cols: Columns, rows: npt.NDArray[np.int64], settings: Settings, *, from_s: float, to_s: float
 ) -> Events:
-    """The events the engine would count, in ``[from_s, to_s)``."""
-    rows = standing_rows(cols, app.event_rules(settings), now_s=now_s)
+    """The events the engine would count among the standing ``rows``, in
+    ``[from_s, to_s)``."""
     t = cols.occurred_at_s[rows]
     rows = rows[(t >= from_s) & (t < to_s)]
     weight = row_weights(cols, rows, app.weight_table(settings))
@@ -320,7 +320,7 @@ def main(options: EvaluateOptions, settings: Settings) -> int:
     if not console.is_terminal:  # a file or pipe: room for the table on one line per row
         console = Console(width=120)
     cols, zone = read_file_columns(options.path, options.profile)
-    rows = row_report(cols, settings, now_s=time.time())
+    stood, rows = stand(cols, settings, now_s=time.time())
     for line in report_lines(rows, options.profile):
         console.print(line, highlight=False, soft_wrap=True)
     finite = cols.occurred_at_s[np.isfinite(cols.occurred_at_s)]
@@ -328,7 +328,7 @@ def main(options: EvaluateOptions, settings: Settings) -> int:
         raise UsageError(f"{options.path}: no event with a readable time")
     plan = plan_of(options, zone, float(finite.min()), float(finite.max()))
     events = background_events(
-        cols, settings, from_s=plan.warmup_from_s, to_s=plan.to_s, now_s=time.time()
+        cols, stood.rows, settings, from_s=plan.warmup_from_s, to_s=plan.to_s
     )
     if not np.any(events.t_s >= plan.from_s):
         raise UsageError("no event in the evaluation span (--from .. --to)")

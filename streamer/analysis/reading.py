@@ -28,14 +28,16 @@ def existing_files(path: Paths) -> list[Path]:
     return files
 
 
-def row_report(
-    cols: Columns, settings: Settings, *, now_s: float, stood: Standing | None = None
-) -> RowReport:
-    """The fate of every row of ``cols`` under the settings' event rules and
-    harm table, as backfill would load them (``stood``: their standing, when
-    the caller has it)."""
-    if stood is None:
-        stood = standing(cols, app.event_rules(settings), now_s=now_s)
+def stand(cols: Columns, settings: Settings, *, now_s: float) -> tuple[Standing, RowReport]:
+    """The rows of ``cols`` that stand under the settings' event rules (as
+    backfill would load them), and the report of what became of every row."""
+    stood = standing(cols, app.event_rules(settings), now_s=now_s)
+    return stood, row_report(cols, stood, settings)
+
+
+def row_report(cols: Columns, stood: Standing, settings: Settings) -> RowReport:
+    """The fate of every row of ``cols``, given their standing and the
+    settings' harm table (for the events on the default weight)."""
     table = app.weight_table(settings)
     listed = np.isin(cols.categories[stood.rows], list(table.rules))
     return RowReport(

@@ -342,8 +342,9 @@ async def _backfill(args: argparse.Namespace, settings: Settings, store: Any) ->
         )
         return 0
     summary = report.summary()
-    columns = {k: str(v) for k, v in profile.columns.items()} if profile is not None else {}
-    warnings = report.rows().warnings(columns)
+    from streamer.analysis.reading import profile_columns
+
+    warnings = report.rows().warnings(profile_columns(args.profile))
     summary["warnings"] = warnings
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)

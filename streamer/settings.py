@@ -360,9 +360,12 @@ AUTO = "auto"  # events.boundary: derive the study area from the file's points
 
 def _relative_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     for section, key in PATH_KEYS:
-        value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
+        table = data.get(section)
+        if not isinstance(table, dict):
+            continue
+        value = table.get(key)
         if isinstance(value, str) and value != AUTO and not Path(value).is_absolute():
-            data[section][key] = str((base / value).resolve())
+            table[key] = str((base / value).resolve())
     return data
 
 

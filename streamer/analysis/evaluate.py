@@ -149,11 +149,12 @@ def study_area_of(settings: Settings, resolution: int, lat: F64, lon: F64) -> St
             '(a GeoJSON file), or to "auto" to derive it from the file\'s points'
         )
     if chosen == AUTO:
-        coarse = np.unique(cells_of_many(lat, lon, [min(AUTO_RESOLUTION, resolution)])[:, 0])
+        coarse_res = min(AUTO_RESOLUTION, resolution)
+        coarse = np.unique(cells_of_many(lat, lon, [coarse_res])[:, 0])
         cells = children_of_many(coarse, resolution)
         note = (
             f'study area derived from the file\'s points (events.boundary = "auto"): the '
-            f"{coarse.size} H3 resolution-{min(AUTO_RESOLUTION, resolution)} cells holding events, "
+            f"{coarse.size} H3 resolution-{coarse_res} cells holding events, "
             f"{area_km2_of_many(coarse):,.0f} km²; set events.boundary to the force's outline "
             "for a study area that does not depend on where the events fell"
         )
